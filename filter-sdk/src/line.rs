@@ -1,0 +1,53 @@
+//! Zero-copy views of a batch's lines.
+
+/// One line of a batch, borrowed from the batch buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Line<'a> {
+    pub(crate) index: u32,
+    pub(crate) bytes: &'a [u8],
+    pub(crate) listener: u64,
+    pub(crate) counter: u64,
+    pub(crate) received_ms: i64,
+    pub(crate) key: &'a [u8],
+}
+
+impl<'a> Line<'a> {
+    /// The event, byte for byte as the producer sent it (no newline).
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The line as text, if it is UTF-8.
+    pub fn as_str(&self) -> Option<&'a str> {
+        std::str::from_utf8(self.bytes).ok()
+    }
+
+    /// Position of the line in its batch.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The event id: (listener id, listener counter), unique across listeners.
+    pub fn event_id(&self) -> (u64, u64) {
+        (self.listener, self.counter)
+    }
+
+    /// Receive time, milliseconds since the Unix epoch.
+    pub fn received_ms(&self) -> i64 {
+        self.received_ms
+    }
+
+    /// The partition key (UTF-8 from the intake; bytes here).
+    pub fn key(&self) -> &'a [u8] {
+        self.key
+    }
+}
+
+/// Where a batch comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub stream: &'a str,
+    pub shard: &'a str,
+    pub first_sequence: &'a str,
+    pub last_sequence: &'a str,
+}

@@ -1,0 +1,141 @@
+//! `cargo xtask bench filter` (or `cargo bench -p kinesthetic --bench filter`):
+//! the figures of the filter runtime, side by side in one run.
+//!
+//! * MB/s per core of `errors-only` as Wasm, fresh instance per 1,000-line batch
+//! * MB/s of the same Rust code compiled natively
+//! * MB/s with one reused warm instance
+//! * per-job overhead (Store + instantiate + init + call + drop, tiny batch)
+//!
+//! Data: a seeded ≈ 200 MB NDJSON log set (`BENCH_MB` to change the size).
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::time::Instant;
+
+use kinesthetic::event::{batches_of, split_lines};
+use kinesthetic::filter::{EngineSettings, Input, Limits, Runtime, bench};
+
+fn main() -> anyhow::Result<()> {
+    let mb: usize = std::env::var("BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("filters");
+    eprintln!("building the example filters into {} …", out_dir.display());
+    let built = xtask::build_filters(&out_dir).map_err(anyhow::Error::msg)?;
+    let wasm = built
+        .iter()
+        .find(|f| f.name == "errors-only")
+        .map(|f| f.path.clone())
+        .ok_or_else(|| anyhow::anyhow!("errors-only was not built"))?;
+
+    eprintln!("generating {mb} MB of NDJSON logs (seed 1) …");
+    let data = kinesthetic::datagen::ndjson_logs(1, mb * 1_000_000);
+    let lines: Vec<&[u8]> = split_lines(&data).collect();
+    let avg = data.len() as f64 / lines.len() as f64;
+
+    // Native: the same Rust code, compiled for this machine.
+    let mut native_best = f64::MAX;
+    let mut native_kept = 0;
+    for _ in 0..rounds {
+        let mut out = Vec::with_capacity(1 << 16);
+        let mut kept = 0usize;
+        let t = Instant::now();
+        for l in &lines {
+            out.clear();
+            kept += usize::from(errors_only::errors_only_line(l, &mut out));
+        }
+        native_best = native_best.min(t.elapsed().as_secs_f64());
+        native_kept = kept;
+    }
+    let native_mbs = data.len() as f64 / 1e6 / native_best;
+
+    let runtime = Runtime::new(EngineSettings::default())?;
+    let filter = runtime.load_file(&wasm)?;
+    let inputs: Vec<Input> = batches_of(lines.iter().copied(), 1000, 1, 0, 0)?
+        .into_iter()
+        .map(Input::from)
+        .collect();
+    let tiny: Input = batches_of(lines.iter().copied().take(1), 1, 1, 0, 0)?
+        .into_iter()
+        .map(Input::from)
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no data"))?;
+    let limits = Limits::default();
+    let params = Vec::new();
+    let mut fresh: Option<bench::Throughput> = None;
+    let mut warm: Option<bench::Throughput> = None;
+    for _ in 0..rounds {
+        let f = bench::fresh(&filter, &inputs, &params, &limits)?;
+        if fresh.is_none_or(|b| f.elapsed < b.elapsed) {
+            fresh = Some(f);
+        }
+        let w = bench::warm(&filter, &inputs, &params, &limits)?;
+        if warm.is_none_or(|b| w.elapsed < b.elapsed) {
+            warm = Some(w);
+        }
+    }
+    let (fresh, warm) = (
+        fresh.ok_or_else(|| anyhow::anyhow!("no rounds"))?,
+        warm.ok_or_else(|| anyhow::anyhow!("no rounds"))?,
+    );
+    if fresh.lines_out != native_kept as u64 {
+        anyhow::bail!(
+            "Wasm kept {} lines but native kept {native_kept}: not the same code?",
+            fresh.lines_out
+        );
+    }
+    let over = bench::overhead(&filter, &tiny, &params, &limits, 20_000)?;
+
+    println!(
+        "errors-only over {:.1} MB, {} lines (avg {avg:.0} B), {} kept; 1,000-line batches; best of {rounds}; one core",
+        data.len() as f64 / 1e6,
+        lines.len(),
+        native_kept
+    );
+    println!("  {:<38} {:>10} {:>12}", "", "MB/s", "µs/batch");
+    println!(
+        "  {:<38} {:>10.1} {:>12.1}",
+        "native (same Rust code)",
+        native_mbs,
+        native_best * 1e6 / inputs.len() as f64
+    );
+    println!(
+        "  {:<38} {:>10.1} {:>12.1}",
+        "Wasm, fresh instance per batch",
+        fresh.mb_per_s(),
+        fresh.us_per_job()
+    );
+    println!(
+        "  {:<38} {:>10.1} {:>12.1}",
+        "Wasm, one warm instance",
+        warm.mb_per_s(),
+        warm.us_per_job()
+    );
+    println!(
+        "  Wasm fresh ÷ native : {:.3}   (target ≥ 0.75)",
+        fresh.mb_per_s() / native_mbs
+    );
+    println!(
+        "  Wasm fresh ÷ warm   : {:.3}   (target ≥ 0.90)",
+        fresh.mb_per_s() / warm.mb_per_s()
+    );
+    println!(
+        "  Wasm fresh MB/s     : {:.0}   (target ≥ 2,000)",
+        fresh.mb_per_s()
+    );
+    println!(
+        "  per-job overhead    : median {:.2} µs, p99 {:.2} µs over {} jobs   (target median ≤ 10 µs)",
+        over.median.as_secs_f64() * 1e6,
+        over.p99.as_secs_f64() * 1e6,
+        over.samples
+    );
+    Ok(())
+}

@@ -1,0 +1,725 @@
+//! `kinesthetic filter …`: run, check, test, scaffold and benchmark filters.
+
+use std::io::{BufRead, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use kinesthetic::event::{Batch, batches_of, split_lines};
+use kinesthetic::filter::{
+    EngineSettings, Input, Limits, LoadedFilter, Params, Runtime, bench, is_line_dependent, isolate,
+};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum FilterCommand {
+    /// Run a filter over lines from a file or stdin; kept lines go to stdout.
+    ///
+    /// Lines are batched (`--batch-lines`), each batch on a fresh instance,
+    /// exactly as the pipeline runs them. When a batch fails, it is bisected
+    /// to find the failing line(s): the other lines' output is still
+    /// written, and each poison line is reported on stderr with its line
+    /// number. The exit code is 1 if any line or batch failed.
+    ///
+    /// Example: kinesthetic filter run grep.wasm --param pattern=sshd /var/log/auth.log
+    Run {
+        /// The filter component (`.wasm`).
+        filter: PathBuf,
+        /// Input file (one event a line); stdin when absent or `-`.
+        input: Option<PathBuf>,
+        #[command(flatten)]
+        opts: RunOpts,
+        /// Print lines in/out, MB/s and µs per job to stderr at the end.
+        #[arg(long)]
+        stats: bool,
+        /// Prefix each output line with its partition key and a tab.
+        #[arg(long)]
+        with_key: bool,
+        /// Prefix each output line with its route (or `-`) and a tab.
+        #[arg(long)]
+        with_route: bool,
+    },
+    /// Validate a component against the filter world; print its exports,
+    /// imports, size and SHA-256.
+    Check {
+        /// The filter component (`.wasm`).
+        filter: PathBuf,
+        #[command(flatten)]
+        engine: EngineOpts,
+    },
+    /// Run a filter over an input file and compare with the expected output;
+    /// print a diff and exit 1 when they differ.
+    Test {
+        /// The filter component (`.wasm`).
+        filter: PathBuf,
+        /// Input lines.
+        #[arg(long)]
+        input: PathBuf,
+        /// Expected output lines.
+        #[arg(long)]
+        expect: PathBuf,
+        #[command(flatten)]
+        opts: RunOpts,
+    },
+    /// Scaffold a Rust filter crate that builds with one command and passes
+    /// its own test.
+    New {
+        /// Crate name (letters, digits, `-` and `_`).
+        name: String,
+        /// Parent directory of the new crate.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Path of the `kinesthetic-filter` SDK crate (default: the SDK of
+        /// the checkout this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Measure a filter: MB/s with a fresh instance per batch (production),
+    /// with one warm instance (reference), and the per-job overhead.
+    Bench {
+        /// The filter component (`.wasm`).
+        filter: PathBuf,
+        /// Input lines; default: a generated NDJSON log data set.
+        input: Option<PathBuf>,
+        /// Size of the generated data set in MB when no input is given.
+        #[arg(long, default_value_t = 50)]
+        mb: usize,
+        /// Repeat the measurement this many times and keep the best.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[command(flatten)]
+        opts: RunOpts,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunOpts {
+    /// A parameter for the filter's `init`, as KEY=VALUE (repeatable).
+    #[arg(long = "param", short = 'p', value_parser = parse_param)]
+    params: Vec<(String, String)>,
+    /// Lines per batch (one fresh instance per batch).
+    #[arg(long, default_value_t = 1000)]
+    batch_lines: usize,
+    /// Memory cap per instance, in MiB.
+    #[arg(long, default_value_t = 64)]
+    memory_mib: u64,
+    /// Deadline per batch, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    deadline_ms: u64,
+    /// Deterministic instruction budget per batch (enables fuel counting,
+    /// which costs 20–30 % of throughput).
+    #[arg(long)]
+    fuel: Option<u64>,
+    #[command(flatten)]
+    engine: EngineOpts,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EngineOpts {
+    /// Directory of precompiled modules [default: ~/.cache/kinesthetic/modules].
+    #[arg(long, env = "KINESTHETIC_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Do not read or write precompiled modules.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got `{s}`")),
+    }
+}
+
+impl RunOpts {
+    fn limits(&self) -> Limits {
+        Limits {
+            memory_bytes: self.memory_mib << 20,
+            deadline_ms: self.deadline_ms,
+            fuel: self.fuel,
+            ..Limits::default()
+        }
+    }
+
+    fn runtime(&self) -> anyhow::Result<Runtime> {
+        self.engine.runtime(self.fuel.is_some())
+    }
+}
+
+impl EngineOpts {
+    fn runtime(&self, fuel: bool) -> anyhow::Result<Runtime> {
+        let cache_dir = if self.no_cache {
+            None
+        } else {
+            self.cache_dir.clone().or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|h| PathBuf::from(h).join(".cache/kinesthetic/modules"))
+            })
+        };
+        Ok(Runtime::new(EngineSettings {
+            fuel,
+            cache_dir,
+            ..EngineSettings::default()
+        })?)
+    }
+}
+
+pub(crate) fn run(cmd: FilterCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        FilterCommand::Run {
+            filter,
+            input,
+            opts,
+            stats,
+            with_key,
+            with_route,
+        } => {
+            let runtime = opts.runtime()?;
+            let f = runtime.load_file(&filter)?;
+            let reader = open_input(input.as_deref())?;
+            let mut out = BufWriter::new(std::io::stdout().lock());
+            let show = Show {
+                key: with_key,
+                route: with_route,
+            };
+            let summary = run_stream(&f, reader, &opts, &mut |line| show.write(&mut out, line))?;
+            out.flush()?;
+            if stats {
+                summary.print_stats();
+            }
+            Ok(summary.exit_code())
+        }
+        FilterCommand::Check { filter, engine } => {
+            let runtime = engine.runtime(false)?;
+            let f = runtime.load_file(&filter)?;
+            let info = f.info();
+            println!("filter:  {}", info.name);
+            println!("file:    {}", filter.display());
+            println!("size:    {} bytes", info.size);
+            println!("sha256:  {}", info.sha256);
+            println!("world:   kinesthetic:filter/filter@0.1.0 (ok)");
+            println!("exports:");
+            for e in &info.exports {
+                println!("  {e}");
+            }
+            println!("imports:");
+            for i in &info.imports {
+                let note = if info.stubbed_imports.contains(i) {
+                    "  (stub: traps if called)"
+                } else {
+                    ""
+                };
+                println!("  {i}{note}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FilterCommand::Test {
+            filter,
+            input,
+            expect,
+            opts,
+        } => {
+            let runtime = opts.runtime()?;
+            let f = runtime.load_file(&filter)?;
+            let reader = open_input(Some(&input))?;
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            let summary = run_stream(&f, reader, &opts, &mut |line| {
+                got.push(line.bytes.to_vec());
+                Ok(())
+            })?;
+            let expected = std::fs::read(&expect)
+                .with_context(|| format!("cannot read expected output {}", expect.display()))?;
+            let want: Vec<&[u8]> = split_lines(&expected).collect();
+            let got_refs: Vec<&[u8]> = got.iter().map(Vec::as_slice).collect();
+            let diff = line_diff(&want, &got_refs);
+            if diff.is_empty() && summary.failures == 0 {
+                eprintln!(
+                    "ok: {} lines in, {} lines out, as expected",
+                    summary.lines_in, summary.lines_out
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !diff.is_empty() {
+                eprintln!(
+                    "FAILED: output differs from {} (- expected, + actual):",
+                    expect.display()
+                );
+                eprint!("{diff}");
+            }
+            if summary.failures > 0 {
+                eprintln!("FAILED: {} line(s) or batch(es) failed", summary.failures);
+            }
+            Ok(ExitCode::FAILURE)
+        }
+        FilterCommand::New { name, dir, sdk } => {
+            let path = scaffold(&name, &dir, sdk)?;
+            eprintln!("created {}", path.display());
+            eprintln!("  test:  cd {} && cargo test", path.display());
+            eprintln!(
+                "  build: cd {} && cargo build --release --target wasm32-wasip2",
+                path.display()
+            );
+            eprintln!(
+                "  run:   kinesthetic filter run target/wasm32-wasip2/release/{}.wasm --param needle=error INPUT",
+                name.replace('-', "_")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        FilterCommand::Bench {
+            filter,
+            input,
+            mb,
+            rounds,
+            opts,
+        } => bench_cmd(&filter, input.as_deref(), mb, rounds, &opts),
+    }
+}
+
+fn open_input(path: Option<&Path>) -> anyhow::Result<Box<dyn BufRead>> {
+    Ok(match path {
+        None => Box::new(std::io::stdin().lock()),
+        Some(p) if p == Path::new("-") => Box::new(std::io::stdin().lock()),
+        Some(p) => Box::new(std::io::BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(p).with_context(|| format!("cannot open input {}", p.display()))?,
+        )),
+    })
+}
+
+/// One output line as the CLI prints it.
+pub(crate) struct Line<'a> {
+    bytes: &'a [u8],
+    key: &'a [u8],
+    route: Option<&'a str>,
+}
+
+struct Show {
+    key: bool,
+    route: bool,
+}
+
+impl Show {
+    fn write(&self, out: &mut impl Write, line: Line<'_>) -> std::io::Result<()> {
+        if self.key {
+            out.write_all(line.key)?;
+            out.write_all(b"\t")?;
+        }
+        if self.route {
+            out.write_all(line.route.unwrap_or("-").as_bytes())?;
+            out.write_all(b"\t")?;
+        }
+        out.write_all(line.bytes)?;
+        out.write_all(b"\n")
+    }
+}
+
+#[derive(Debug, Default)]
+struct Summary {
+    lines_in: u64,
+    bytes_in: u64,
+    lines_out: u64,
+    jobs: u64,
+    failures: u64,
+    job_time: Duration,
+    wall: Duration,
+}
+
+impl Summary {
+    fn exit_code(&self) -> ExitCode {
+        if self.failures > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+
+    fn print_stats(&self) {
+        let secs = self.job_time.as_secs_f64().max(1e-9);
+        eprintln!(
+            "lines in: {}  lines out: {}  bytes in: {}  jobs: {}  failed: {}",
+            self.lines_in, self.lines_out, self.bytes_in, self.jobs, self.failures
+        );
+        eprintln!(
+            "filter: {:.1} MB/s  {:.1} µs per job  (wall {:.3} s incl. reading and writing)",
+            self.bytes_in as f64 / 1e6 / secs,
+            secs * 1e6 / self.jobs.max(1) as f64,
+            self.wall.as_secs_f64()
+        );
+    }
+}
+
+/// Reads lines, runs them batch by batch, isolates poison lines.
+fn run_stream(
+    f: &LoadedFilter,
+    mut reader: Box<dyn BufRead>,
+    opts: &RunOpts,
+    emit: &mut dyn FnMut(Line<'_>) -> std::io::Result<()>,
+) -> anyhow::Result<Summary> {
+    let limits = opts.limits();
+    let params: Params = opts.params.clone();
+    let batch_lines = opts.batch_lines.max(1);
+    let start = Instant::now();
+    let received_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let mut s = Summary::default();
+    let mut buf = Vec::new();
+    let mut eof = false;
+    while !eof {
+        // Read up to `batch_lines` lines.
+        let mut batch = Batch::default();
+        let first_line = s.lines_in + 1;
+        while batch.len() < batch_lines {
+            buf.clear();
+            let n = reader
+                .read_until(b'\n', &mut buf)
+                .context("cannot read input")?;
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            let stamp = kinesthetic::event::Stamp {
+                id: kinesthetic::event::EventId {
+                    listener: 0,
+                    counter: s.lines_in + batch.len() as u64 + 1,
+                },
+                received_ms,
+            };
+            batch.push(line, stamp, b"")?;
+        }
+        if batch.is_empty() {
+            break;
+        }
+        s.lines_in += batch.len() as u64;
+        s.bytes_in += batch.byte_len() as u64;
+        let input = Input::from(batch);
+        let t = Instant::now();
+        let result = f.run(&input, &params, &limits);
+        s.job_time += t.elapsed();
+        s.jobs += 1;
+        match result {
+            Ok(out) => {
+                for l in out.lines(&input) {
+                    s.lines_out += 1;
+                    emit(Line {
+                        bytes: l.bytes,
+                        key: l.key,
+                        route: l.route,
+                    })?;
+                }
+            }
+            Err(e) if !is_line_dependent(&e.cause) => bail!("{e}"),
+            Err(e) => {
+                eprintln!(
+                    "lines {}-{}: {e}; isolating the failing line(s)…",
+                    first_line,
+                    first_line + input.len() as u64 - 1
+                );
+                let iso = isolate(f, &input, &params, &limits, 64)?;
+                s.jobs += iso.jobs as u64;
+                for l in &iso.lines {
+                    s.lines_out += 1;
+                    emit(Line {
+                        bytes: &l.bytes,
+                        key: &l.key,
+                        route: l.route.as_deref(),
+                    })?;
+                }
+                for p in &iso.poison {
+                    s.failures += 1;
+                    let note = if p.isolated {
+                        ""
+                    } else {
+                        " (not isolated: bisection budget spent)"
+                    };
+                    eprintln!("line {}: {}{note}", first_line + p.index as u64, p.error);
+                }
+            }
+        }
+    }
+    s.wall = start.elapsed();
+    Ok(s)
+}
+
+/// A readable line diff (`-` expected only, `+` actual only), via LCS.
+fn line_diff(want: &[&[u8]], got: &[&[u8]]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if want == got {
+        return out;
+    }
+    let (n, m) = (want.len(), got.len());
+    if n.saturating_mul(m) > 25_000_000 {
+        // Too big for a table: report the first difference.
+        let i = want.iter().zip(got).take_while(|(a, b)| a == b).count();
+        let _ = writeln!(out, "first difference at line {}:", i + 1);
+        if let Some(w) = want.get(i) {
+            let _ = writeln!(out, "-{}", String::from_utf8_lossy(w));
+        }
+        if let Some(g) = got.get(i) {
+            let _ = writeln!(out, "+{}", String::from_utf8_lossy(g));
+        }
+        let _ = writeln!(out, "({n} lines expected, {m} lines actual)");
+        return out;
+    }
+    let mut lcs = vec![0u32; (n + 1) * (m + 1)];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i * (m + 1) + j] = if want[i] == got[j] {
+                lcs[(i + 1) * (m + 1) + j + 1] + 1
+            } else {
+                lcs[(i + 1) * (m + 1) + j].max(lcs[i * (m + 1) + j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    while i < n || j < m {
+        if i < n && j < m && want[i] == got[j] {
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || lcs[i * (m + 1) + j + 1] >= lcs[(i + 1) * (m + 1) + j]) {
+            let _ = writeln!(
+                out,
+                "+{} (actual line {})",
+                String::from_utf8_lossy(got[j]),
+                j + 1
+            );
+            j += 1;
+        } else {
+            let _ = writeln!(
+                out,
+                "-{} (expected line {})",
+                String::from_utf8_lossy(want[i]),
+                i + 1
+            );
+            i += 1;
+        }
+    }
+    out
+}
+
+fn bench_cmd(
+    filter: &Path,
+    input: Option<&Path>,
+    mb: usize,
+    rounds: usize,
+    opts: &RunOpts,
+) -> anyhow::Result<ExitCode> {
+    let runtime = opts.runtime()?;
+    let f = runtime.load_file(filter)?;
+    let data = match input {
+        Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+        None => kinesthetic::datagen::ndjson_logs(1, mb * 1_000_000),
+    };
+    let inputs: Vec<Input> = batches_of(split_lines(&data), opts.batch_lines, 1, 0, 0)?
+        .into_iter()
+        .map(Input::from)
+        .collect();
+    let tiny: Input = batches_of(split_lines(&data).take(1), 1, 1, 0, 0)?
+        .into_iter()
+        .next()
+        .map(Input::from)
+        .unwrap_or_else(|| Input::from(Batch::default()));
+    let limits = opts.limits();
+    let params = opts.params.clone();
+    let best = |mut run: Box<dyn FnMut() -> anyhow::Result<bench::Throughput> + '_>| {
+        let mut best: Option<bench::Throughput> = None;
+        for _ in 0..rounds.max(1) {
+            let t = run()?;
+            if best.is_none_or(|b| t.elapsed < b.elapsed) {
+                best = Some(t);
+            }
+        }
+        best.context("no rounds")
+    };
+    let fresh = best(Box::new(|| {
+        Ok(bench::fresh(&f, &inputs, &params, &limits)?)
+    }))?;
+    let warm = best(Box::new(|| Ok(bench::warm(&f, &inputs, &params, &limits)?)))?;
+    let over = bench::overhead(&f, &tiny, &params, &limits, 20_000)?;
+    println!(
+        "filter {} ({} bytes, sha256 {}), {} lines in {} batches of ≤ {} lines, {:.1} MB, best of {}",
+        f.name(),
+        f.info().size,
+        &f.sha256()[..12],
+        fresh.lines,
+        fresh.jobs,
+        opts.batch_lines,
+        fresh.bytes as f64 / 1e6,
+        rounds.max(1)
+    );
+    println!(
+        "  fresh instance per batch : {:>9.1} MB/s  {:>8.1} µs/batch  ({} lines out)",
+        fresh.mb_per_s(),
+        fresh.us_per_job(),
+        fresh.lines_out
+    );
+    println!(
+        "  one warm instance        : {:>9.1} MB/s  {:>8.1} µs/batch",
+        warm.mb_per_s(),
+        warm.us_per_job()
+    );
+    println!(
+        "  fresh ÷ warm             : {:>9.3}",
+        fresh.mb_per_s() / warm.mb_per_s()
+    );
+    println!(
+        "  per-job overhead (1 line): median {:.2} µs, p99 {:.2} µs over {} jobs",
+        over.median.as_secs_f64() * 1e6,
+        over.p99.as_secs_f64() * 1e6,
+        over.samples
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a new filter crate; returns its directory.
+fn scaffold(name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        || name.starts_with(|c: char| c.is_ascii_digit())
+    {
+        bail!(
+            "invalid crate name `{name}`: use letters, digits, `-` and `_`, not starting with a digit"
+        );
+    }
+    let root = dir.join(name);
+    if root.exists() {
+        bail!(
+            "{} already exists; choose another name or --dir",
+            root.display()
+        );
+    }
+    let sdk = match sdk {
+        Some(p) => p,
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../filter-sdk"),
+    };
+    let sdk = sdk
+        .canonicalize()
+        .with_context(|| format!("SDK not found at {} (pass --sdk PATH)", sdk.display()))?;
+    let ident = name.replace('-', "_");
+    let ty: String = ident
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    let files = [
+        (
+            "Cargo.toml",
+            format!(
+                r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+
+[lib]
+crate-type = ["cdylib", "rlib"]
+
+[dependencies]
+kinesthetic-filter = {{ path = "{sdk}" }}
+
+[profile.release]
+opt-level = 3
+lto = true
+codegen-units = 1
+panic = "abort"
+strip = true
+
+# Stand-alone: not part of any enclosing workspace.
+[workspace]
+"#,
+                sdk = sdk.display()
+            ),
+        ),
+        (
+            ".cargo/config.toml",
+            "[target.wasm32-wasip2]\nrustflags = [\"-C\", \"target-feature=+simd128\"]\n"
+                .to_owned(),
+        ),
+        (".gitignore", "/target\n".to_owned()),
+        (
+            "src/lib.rs",
+            format!(
+                r#"//! `{name}`: a Kinesthetic filter. Keeps the lines that contain the
+//! parameter `needle`.
+//!
+//! Test natively:  cargo test
+//! Build:          cargo build --release --target wasm32-wasip2
+//! Run:            kinesthetic filter run target/wasm32-wasip2/release/{ident}.wasm --param needle=error INPUT
+
+use kinesthetic_filter::{{Emit, Filter, Line, Params, export_filter}};
+
+pub struct {ty} {{
+    needle: Vec<u8>,
+}}
+
+impl Filter for {ty} {{
+    fn init(params: &Params) -> Result<Self, String> {{
+        let needle = params.require("needle")?;
+        Ok(Self {{ needle: needle.as_bytes().to_vec() }})
+    }}
+
+    fn line(&mut self, line: &Line<'_>, emit: &mut Emit<'_>) {{
+        let bytes = line.bytes();
+        if bytes.windows(self.needle.len().max(1)).any(|w| w == self.needle.as_slice()) {{
+            emit.keep();
+        }}
+    }}
+}}
+
+export_filter!({ty});
+
+#[cfg(test)]
+mod tests {{
+    use super::*;
+    use kinesthetic_filter::testing;
+
+    #[test]
+    fn keeps_lines_with_the_needle() {{
+        let out = testing::run::<{ty}>(&[("needle", "error")], &[b"an error", b"all fine", b"error!"])
+            .expect("filter runs");
+        let kept: Vec<_> = out.iter().map(|o| o.bytes.as_slice()).collect();
+        assert_eq!(kept, [&b"an error"[..], b"error!"]);
+    }}
+
+    #[test]
+    fn needle_is_required() {{
+        let err = testing::run::<{ty}>(&[], &[b"x"]).expect_err("init must fail");
+        assert!(err.contains("needle"), "{{err}}");
+    }}
+}}
+"#
+            ),
+        ),
+    ];
+    for (rel, text) in files {
+        let p = root.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_diff;
+
+    #[test]
+    fn diff_shows_missing_and_extra_lines() {
+        let d = line_diff(&[b"a", b"b", b"c"], &[b"a", b"x", b"c"]);
+        assert!(d.contains("-b (expected line 2)"), "{d}");
+        assert!(d.contains("+x (actual line 2)"), "{d}");
+        assert!(line_diff(&[b"a"], &[b"a"]).is_empty());
+    }
+}

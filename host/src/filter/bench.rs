@@ -1,0 +1,119 @@
+//! Throughput and per-job overhead measurements shared by
+//! `kinesthetic filter bench` and `cargo xtask bench filter`.
+
+use std::time::{Duration, Instant};
+
+use super::error::JobError;
+use super::job::Input;
+use super::limits::Limits;
+use super::module::{LoadedFilter, Params};
+
+/// Bytes processed in some time.
+#[derive(Debug, Clone, Copy)]
+pub struct Throughput {
+    pub bytes: u64,
+    pub lines: u64,
+    pub lines_out: u64,
+    pub jobs: u64,
+    pub elapsed: Duration,
+}
+
+impl Throughput {
+    /// Megabytes (10^6 bytes) per second.
+    pub fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Microseconds per job.
+    pub fn us_per_job(&self) -> f64 {
+        self.elapsed.as_secs_f64() * 1e6 / self.jobs.max(1) as f64
+    }
+}
+
+/// Runs every input once, each on a fresh instance (the production path).
+pub fn fresh(
+    filter: &LoadedFilter,
+    inputs: &[Input],
+    params: &Params,
+    limits: &Limits,
+) -> Result<Throughput, JobError> {
+    let mut t = Throughput::zero();
+    let start = Instant::now();
+    for input in inputs {
+        let out = filter.run(input, params, limits)?;
+        t.add(input, out.len());
+    }
+    t.elapsed = start.elapsed();
+    Ok(t)
+}
+
+/// Runs every input once through one reused instance.
+pub fn warm(
+    filter: &LoadedFilter,
+    inputs: &[Input],
+    params: &Params,
+    limits: &Limits,
+) -> Result<Throughput, JobError> {
+    let mut instance = filter.warm(params, limits)?;
+    let mut t = Throughput::zero();
+    let start = Instant::now();
+    for input in inputs {
+        let out = instance.run(input)?;
+        t.add(input, out.len());
+    }
+    t.elapsed = start.elapsed();
+    Ok(t)
+}
+
+/// Median and 99th percentile of a set of durations.
+#[derive(Debug, Clone, Copy)]
+pub struct Percentiles {
+    pub median: Duration,
+    pub p99: Duration,
+    pub samples: usize,
+}
+
+/// Per-job overhead: Store + instantiate + init + filter + drop on `tiny`.
+pub fn overhead(
+    filter: &LoadedFilter,
+    tiny: &Input,
+    params: &Params,
+    limits: &Limits,
+    samples: usize,
+) -> Result<Percentiles, JobError> {
+    // Warm caches and the allocator's slots first.
+    for _ in 0..samples.min(200) {
+        filter.run(tiny, params, limits)?;
+    }
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples.max(1) {
+        let t = Instant::now();
+        filter.run(tiny, params, limits)?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    Ok(Percentiles {
+        median: times[times.len() / 2],
+        p99: times[(times.len() * 99 / 100).min(times.len() - 1)],
+        samples: times.len(),
+    })
+}
+
+impl Throughput {
+    pub fn zero() -> Self {
+        Self {
+            bytes: 0,
+            lines: 0,
+            lines_out: 0,
+            jobs: 0,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn add(&mut self, input: &Input, out: usize) {
+        self.bytes += input.byte_len() as u64;
+        self.lines += input.len() as u64;
+        self.lines_out += out as u64;
+        self.jobs += 1;
+    }
+}

@@ -1,0 +1,107 @@
+//! Poison isolation: when a batch fails, bisect it with fresh instances to
+//! find the line(s) that make it fail, keeping the other lines' output.
+
+use super::error::{Cause, JobError};
+use super::job::Input;
+use super::limits::Limits;
+use super::module::{LoadedFilter, Params};
+
+/// One emitted line, owned (isolation re-runs parts of the batch, so its
+/// output cannot borrow from one job's answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedLine {
+    /// Index of the input line in the original batch.
+    pub index: u32,
+    pub bytes: Vec<u8>,
+    pub key: Vec<u8>,
+    pub route: Option<String>,
+}
+
+/// A line that failed on its own (or could not be isolated further).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poison {
+    /// Index of the input line in the original batch.
+    pub index: u32,
+    pub error: JobError,
+    /// `false` when the job budget ran out before this line was isolated:
+    /// the error belongs to a group of lines that includes this one.
+    pub isolated: bool,
+}
+
+/// Result of [`isolate`]: the good lines' output, in order, and the poison.
+#[derive(Debug, Clone, Default)]
+pub struct Isolation {
+    pub lines: Vec<OwnedLine>,
+    pub poison: Vec<Poison>,
+    /// Jobs run, including the failed ones.
+    pub jobs: usize,
+}
+
+/// Whether a failure can depend on the lines of the batch. Init errors and
+/// instantiation failures fail every batch alike: bisecting cannot help.
+pub fn is_line_dependent(cause: &Cause) -> bool {
+    !matches!(cause, Cause::Init(_) | Cause::Instantiate(_))
+}
+
+/// Runs `input` through `filter`, bisecting on failure with fresh instances.
+///
+/// At most `max_failed_jobs` failing jobs are spent on bisection (a deadline
+/// costs a whole deadline each); past that, the lines of every group still
+/// failing are reported as poison with `isolated: false`. If the failure does
+/// not depend on the lines (see [`is_line_dependent`]), the error is returned.
+pub fn isolate(
+    filter: &LoadedFilter,
+    input: &Input,
+    params: &Params,
+    limits: &Limits,
+    max_failed_jobs: usize,
+) -> Result<Isolation, JobError> {
+    let mut out = Isolation::default();
+    let mut failed_budget = max_failed_jobs;
+    // Ranges of the original batch, processed in order so that the output
+    // stays in input order.
+    let mut stack: Vec<std::ops::Range<usize>> = Vec::new();
+    stack.push(0..input.len());
+    while let Some(range) = stack.pop() {
+        let part;
+        let part = if range.len() == input.len() {
+            input
+        } else {
+            part = input.slice(range.clone());
+            &part
+        };
+        out.jobs += 1;
+        match filter.run(part, params, limits) {
+            Ok(o) => {
+                for l in o.lines(part) {
+                    out.lines.push(OwnedLine {
+                        index: (range.start + l.index as usize) as u32,
+                        bytes: l.bytes.to_vec(),
+                        key: l.key.to_vec(),
+                        route: l.route.map(str::to_owned),
+                    });
+                }
+            }
+            Err(e) if !is_line_dependent(&e.cause) => return Err(e),
+            Err(e) => {
+                if range.len() <= 1 || failed_budget == 0 {
+                    let isolated = range.len() <= 1;
+                    for i in range {
+                        out.poison.push(Poison {
+                            index: i as u32,
+                            error: e.clone(),
+                            isolated,
+                        });
+                    }
+                    continue;
+                }
+                failed_budget -= 1;
+                let mid = range.start + range.len() / 2;
+                // Pushed in reverse so the left half runs first.
+                stack.push(mid..range.end);
+                stack.push(range.start..mid);
+            }
+        }
+    }
+    Ok(out)
+}

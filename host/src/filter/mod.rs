@@ -1,0 +1,21 @@
+//! The Wasm filter runtime: engine, loaded filters, jobs, registry.
+//!
+//! Only this module names wasmtime types.
+
+pub mod bench;
+mod bindings;
+mod error;
+mod isolate;
+mod job;
+mod limits;
+mod module;
+mod registry;
+mod runtime;
+
+pub use error::{Cause, JobError, LoadError};
+pub use isolate::{Isolation, OwnedLine, Poison, is_line_dependent, isolate};
+pub use job::{Input, OutLine, Output};
+pub use limits::{EngineSettings, Limits};
+pub use module::{FilterInfo, LoadedFilter, LogStats, Params, WarmInstance};
+pub use registry::{FilterSet, Registry, ReloadReport};
+pub use runtime::{EngineError, Runtime};

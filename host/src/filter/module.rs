@@ -1,0 +1,381 @@
+//! A loaded filter: compiled, validated, pre-linked; runs one job per batch
+//! on a fresh instance.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use wasmtime::component::{Component, HasSelf, Linker, types::ComponentItem};
+use wasmtime::{ResourceLimiter, Store, Trap};
+
+use super::bindings::{Filter, FilterImports, FilterPre, kinesthetic::filter::types as wit};
+use super::error::{Cause, JobError, LoadError, chain};
+use super::job::{Input, Output};
+use super::limits::Limits;
+use super::runtime::Runtime;
+
+/// WASI interfaces some toolchains import just to link (Rust's `wasm32-wasip2`
+/// standard library imports `wasi:cli/*` and `wasi:io/*`). The host satisfies
+/// them with stubs that trap when called: a filter still gets no files,
+/// network, environment or clocks.
+const STUBBED_PREFIXES: &[&str] = &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/"];
+
+/// Parameters passed to a filter's `init`.
+pub type Params = Vec<(String, String)>;
+
+/// What `kinesthetic filter check` prints about a module.
+#[derive(Debug, Clone)]
+pub struct FilterInfo {
+    pub name: String,
+    pub sha256: String,
+    pub size: usize,
+    pub exports: Vec<String>,
+    pub imports: Vec<String>,
+    /// Imports satisfied by trapping stubs.
+    pub stubbed_imports: Vec<String>,
+}
+
+/// Counts of a filter's log lines, across jobs.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    pub forwarded: AtomicU64,
+    pub suppressed: AtomicU64,
+}
+
+/// A compiled, validated filter. Share it with `Arc`; every job gets a fresh
+/// instance, so jobs of one filter run concurrently.
+pub struct LoadedFilter {
+    runtime: Runtime,
+    name: Arc<str>,
+    sha256: Arc<str>,
+    pre: FilterPre<HostState>,
+    info: FilterInfo,
+    logs: Arc<LogStats>,
+}
+
+impl std::fmt::Debug for LoadedFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedFilter")
+            .field("name", &self.name)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedFilter {
+    pub(crate) fn link(
+        runtime: Runtime,
+        name: &str,
+        sha256: String,
+        size: usize,
+        component: Component,
+    ) -> Result<Self, LoadError> {
+        let engine = runtime.engine();
+        let ty = component.component_type();
+        let mut imports = Vec::new();
+        let mut stubbed = Vec::new();
+        for (import, _) in ty.imports(engine) {
+            imports.push(import.to_owned());
+            let ours = import == "log" || import.starts_with("kinesthetic:filter/types@");
+            if ours {
+                continue;
+            }
+            if STUBBED_PREFIXES.iter().any(|p| import.starts_with(p)) {
+                stubbed.push(import.to_owned());
+            } else {
+                return Err(LoadError::ForbiddenImport {
+                    name: name.to_owned(),
+                    import: import.to_owned(),
+                });
+            }
+        }
+        let exports: Vec<String> = ty
+            .exports(engine)
+            .map(|(n, item)| match item.ty {
+                ComponentItem::ComponentFunc(_) => format!("{n}: func"),
+                _ => n.to_owned(),
+            })
+            .collect();
+
+        let engine_err = |e: wasmtime::Error| LoadError::Engine {
+            name: name.to_owned(),
+            message: chain(&e),
+        };
+        let mut linker: Linker<HostState> = Linker::new(engine);
+        Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(engine_err)?;
+        linker
+            .define_unknown_imports_as_traps(&component)
+            .map_err(engine_err)?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld {
+                name: name.to_owned(),
+                message: chain(&e),
+            })?;
+        let pre = FilterPre::new(pre).map_err(|e| LoadError::WrongWorld {
+            name: name.to_owned(),
+            message: chain(&e),
+        })?;
+        let name: Arc<str> = Arc::from(name);
+        let info = FilterInfo {
+            name: name.to_string(),
+            sha256: sha256.clone(),
+            size,
+            exports,
+            imports,
+            stubbed_imports: stubbed,
+        };
+        Ok(Self {
+            runtime,
+            name,
+            sha256: Arc::from(sha256),
+            pre,
+            info,
+            logs: Arc::default(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// SHA-256 of the module's bytes, hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    pub fn info(&self) -> &FilterInfo {
+        &self.info
+    }
+
+    pub fn log_stats(&self) -> &LogStats {
+        &self.logs
+    }
+
+    fn error(&self, cause: Cause) -> JobError {
+        JobError {
+            filter: self.name.to_string(),
+            sha256: self.sha256.to_string(),
+            cause,
+        }
+    }
+
+    fn new_store(&self, limits: &Limits) -> Result<Store<HostState>, JobError> {
+        let state = HostState {
+            memory_cap: limits.memory_bytes,
+            overrun: None,
+            filter: Arc::clone(&self.name),
+            logs_left: limits.logs_per_job,
+            logs_suppressed: 0,
+            stats: Arc::clone(&self.logs),
+        };
+        let mut store = Store::new(self.runtime.engine(), state);
+        store.limiter(|s| s as &mut dyn ResourceLimiter);
+        store.set_epoch_deadline(limits.deadline_ms.max(1));
+        store.epoch_deadline_trap();
+        if self.runtime.settings().fuel {
+            store
+                .set_fuel(limits.fuel.unwrap_or(u64::MAX))
+                .map_err(|e| self.error(Cause::Instantiate(chain(&e))))?;
+        } else if limits.fuel.is_some() {
+            return Err(self.error(Cause::Instantiate(
+                "a fuel budget is set but the engine does not count fuel (enable it in the engine settings)".into(),
+            )));
+        }
+        Ok(store)
+    }
+
+    /// Runs one job: fresh instance → `init(params)` → `filter(input)` → drop.
+    pub fn run(&self, input: &Input, params: &Params, limits: &Limits) -> Result<Output, JobError> {
+        let mut store = self.new_store(limits)?;
+        let result = self.run_in(&mut store, input, params, limits);
+        store.data().finish_logs();
+        result
+    }
+
+    fn run_in(
+        &self,
+        store: &mut Store<HostState>,
+        input: &Input,
+        params: &Params,
+        limits: &Limits,
+    ) -> Result<Output, JobError> {
+        let instance = self
+            .pre
+            .instantiate(&mut *store)
+            .map_err(|e| self.classify(store, limits, e, Cause::Instantiate))?;
+        match instance.call_init(&mut *store, params) {
+            Ok(Ok(())) => {}
+            Ok(Err(msg)) => return Err(self.error(Cause::Init(msg))),
+            Err(e) => return Err(self.classify(store, limits, e, Cause::Trap)),
+        }
+        self.call_filter(store, &instance, input, limits)
+    }
+
+    fn call_filter(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &Filter,
+        input: &Input,
+        limits: &Limits,
+    ) -> Result<Output, JobError> {
+        let out = match instance.call_filter(&mut *store, &input.wit) {
+            Ok(Ok(out)) => out,
+            Ok(Err(msg)) => return Err(self.error(Cause::Rejected(msg))),
+            Err(e) => return Err(self.classify(store, limits, e, Cause::Trap)),
+        };
+        Output::validate(&out, input.len()).map_err(|m| self.error(Cause::Malformed(m)))?;
+        Ok(Output {
+            wit: out,
+            module_sha256: Arc::clone(&self.sha256),
+            filter: Arc::clone(&self.name),
+        })
+    }
+
+    fn classify(
+        &self,
+        store: &Store<HostState>,
+        limits: &Limits,
+        e: wasmtime::Error,
+        other: fn(String) -> Cause,
+    ) -> JobError {
+        if let Some(wanted) = store.data().overrun {
+            return self.error(Cause::MemoryLimit {
+                limit: limits.memory_bytes,
+                wanted,
+            });
+        }
+        let cause = match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Cause::Deadline {
+                ms: limits.deadline_ms,
+            },
+            Some(Trap::OutOfFuel) => Cause::OutOfFuel {
+                fuel: limits.fuel.unwrap_or(u64::MAX),
+            },
+            Some(Trap::StackOverflow) => Cause::StackOverflow,
+            _ => other(chain(&e)),
+        };
+        self.error(cause)
+    }
+
+    /// A reusable instance for measuring warm throughput (`filter bench`).
+    /// Production jobs always use [`LoadedFilter::run`].
+    pub fn warm(&self, params: &Params, limits: &Limits) -> Result<WarmInstance<'_>, JobError> {
+        let mut store = self.new_store(limits)?;
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(&store, limits, e, Cause::Instantiate))?;
+        match instance.call_init(&mut store, params) {
+            Ok(Ok(())) => {}
+            Ok(Err(msg)) => return Err(self.error(Cause::Init(msg))),
+            Err(e) => return Err(self.classify(&store, limits, e, Cause::Trap)),
+        }
+        Ok(WarmInstance {
+            filter: self,
+            store,
+            instance,
+            limits: *limits,
+        })
+    }
+}
+
+/// One instance kept across batches; only for benchmarks.
+pub struct WarmInstance<'a> {
+    filter: &'a LoadedFilter,
+    store: Store<HostState>,
+    instance: Filter,
+    limits: Limits,
+}
+
+impl WarmInstance<'_> {
+    pub fn run(&mut self, input: &Input) -> Result<Output, JobError> {
+        self.store
+            .set_epoch_deadline(self.limits.deadline_ms.max(1));
+        self.filter
+            .call_filter(&mut self.store, &self.instance, input, &self.limits)
+    }
+}
+
+/// Per-store state: limits and the log budget of one job.
+pub(crate) struct HostState {
+    memory_cap: u64,
+    overrun: Option<u64>,
+    filter: Arc<str>,
+    logs_left: u32,
+    logs_suppressed: u64,
+    stats: Arc<LogStats>,
+}
+
+impl HostState {
+    fn finish_logs(&self) {
+        if self.logs_suppressed > 0 {
+            self.stats
+                .suppressed
+                .fetch_add(self.logs_suppressed, Ordering::Relaxed);
+            tracing::warn!(
+                filter = %self.filter,
+                suppressed = self.logs_suppressed,
+                "filter log lines suppressed in one job (limit: logs_per_job)"
+            );
+        }
+    }
+}
+
+/// Longest filter log message passed on, in bytes.
+const MAX_LOG_MESSAGE: usize = 1024;
+
+impl FilterImports for HostState {
+    fn log(&mut self, level: wit::Level, message: String) {
+        if self.logs_left == 0 {
+            self.logs_suppressed += 1;
+            return;
+        }
+        self.logs_left -= 1;
+        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        let mut msg = message.as_str();
+        if msg.len() > MAX_LOG_MESSAGE {
+            let mut end = MAX_LOG_MESSAGE;
+            while !msg.is_char_boundary(end) {
+                end -= 1;
+            }
+            msg = &msg[..end];
+        }
+        let filter = &*self.filter;
+        match level {
+            wit::Level::Trace => tracing::trace!(target: "filter", filter, "{msg}"),
+            wit::Level::Debug => tracing::debug!(target: "filter", filter, "{msg}"),
+            wit::Level::Info => tracing::info!(target: "filter", filter, "{msg}"),
+            wit::Level::Warn => tracing::warn!(target: "filter", filter, "{msg}"),
+            wit::Level::Error => tracing::error!(target: "filter", filter, "{msg}"),
+        }
+    }
+}
+
+impl wit::Host for HostState {}
+
+impl ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.memory_cap {
+            self.overrun = Some(desired as u64);
+            wasmtime::bail!(
+                "memory cap of {} bytes exceeded (wanted {desired})",
+                self.memory_cap
+            );
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}

@@ -1,0 +1,201 @@
+//! The shared Wasm engine: pooling allocator, epoch ticker, module cache.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::error::{LoadError, chain};
+use super::limits::EngineSettings;
+use super::module::LoadedFilter;
+
+/// Epoch ticks per second: deadlines have millisecond resolution.
+pub(crate) const TICK: Duration = Duration::from_millis(1);
+
+/// One engine shared by every filter. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    settings: EngineSettings,
+    /// Hex digest of everything that makes a precompiled artifact valid.
+    engine_key: String,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The engine could not be created from its settings.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create the Wasm engine: {0}")]
+pub struct EngineError(String);
+
+impl Runtime {
+    pub fn new(settings: EngineSettings) -> Result<Self, EngineError> {
+        let mut pool = PoolingAllocationConfig::default();
+        let n = settings.max_instances.max(1);
+        pool.total_component_instances(n)
+            // A Rust or C component has a handful of core instances
+            // (the module, shims, fix-ups) and one or two memories.
+            .total_core_instances(n * 8)
+            .total_memories(n * 2)
+            .total_tables(n * 4)
+            .max_memories_per_component(4)
+            .max_core_instances_per_component(16)
+            .linear_memory_keep_resident(settings.keep_resident_bytes)
+            .table_keep_resident(64 << 10);
+
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(settings.fuel)
+            .max_wasm_stack(settings.max_wasm_stack)
+            .memory_init_cow(settings.memory_init_cow)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| EngineError(chain(&e)))?;
+
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let engine_key = format!("{:016x}", h.finish());
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        spawn_ticker(engine.clone(), Arc::clone(&stop_ticker))
+            .map_err(|e| EngineError(format!("cannot start the epoch ticker: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                settings,
+                engine_key,
+                stop_ticker,
+            }),
+        })
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.inner.settings
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// Loads a filter from a file; the filter's name is the file stem.
+    pub fn load_file(&self, path: &Path) -> Result<LoadedFilter, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "filter".to_owned());
+        self.load(&name, &bytes)
+    }
+
+    /// Compiles (or fetches from the cache), validates and links a filter.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<LoadedFilter, LoadError> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        if !bytes.starts_with(b"\0asm") || bytes.len() < 8 {
+            return Err(LoadError::NotWasm {
+                name: name.to_owned(),
+            });
+        }
+        // Bytes 4..8: version (1 for core modules) and layer (1 for components).
+        if bytes[6..8] == [0, 0] {
+            return Err(LoadError::CoreModule {
+                name: name.to_owned(),
+            });
+        }
+        let component = self.compile_cached(name, bytes, &sha256)?;
+        LoadedFilter::link(self.clone(), name, sha256, bytes.len(), component)
+    }
+
+    fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
+        let dir = self.inner.settings.cache_dir.as_ref()?;
+        Some(dir.join(format!("{sha256}-{}.cwasm", self.inner.engine_key)))
+    }
+
+    fn compile_cached(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> Result<Component, LoadError> {
+        let engine = &self.inner.engine;
+        let cache = self.cache_path(sha256);
+        if let Some(path) = cache.as_ref().filter(|p| p.exists()) {
+            match deserialize(engine, path) {
+                Ok(c) => {
+                    tracing::debug!(filter = name, path = %path.display(), "precompiled module from cache");
+                    return Ok(c);
+                }
+                Err(e) => {
+                    tracing::warn!(filter = name, path = %path.display(), error = %chain(&e), "ignoring unusable cache entry")
+                }
+            }
+        }
+        let component = Component::new(engine, bytes).map_err(|e| LoadError::Compile {
+            name: name.to_owned(),
+            message: chain(&e),
+        })?;
+        if let Some(path) = &cache
+            && let Err(e) = write_cache(&component, path)
+        {
+            tracing::warn!(filter = name, path = %path.display(), error = %e, "cannot write the module cache");
+        }
+        Ok(component)
+    }
+}
+
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // SAFETY: the cache directory holds only artifacts that this process (or
+    // another Kinesthetic process with the same engine key) wrote with
+    // `Component::serialize`; wasmtime checks the header and engine
+    // compatibility. The directory must not be writable by untrusted users.
+    unsafe { Component::deserialize_file(engine, path) }
+}
+
+fn write_cache(component: &Component, path: &Path) -> std::io::Result<()> {
+    let bytes = component.serialize().map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Write then rename, so a reader never sees half a file.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(TICK);
+                engine.increment_epoch();
+            }
+        })
+        .map(|_| ())
+}

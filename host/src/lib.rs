@@ -1,0 +1,6 @@
+//! Kinesthetic: event streams through Amazon Kinesis, filtered by sandboxed
+//! WebAssembly. See `DESIGN.md` for the shape of the code.
+pub mod datagen;
+pub mod event;
+pub mod filter;
+pub mod telemetry;

@@ -1,0 +1,9 @@
+//! `kinesthetic`: the command-line entry point.
+
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::main()
+}

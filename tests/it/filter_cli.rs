@@ -1,0 +1,327 @@
+//! `kinesthetic filter …` as a user runs it: a process, files, exit codes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::filters;
+use crate::harness::loghub;
+
+fn kinesthetic() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"));
+    c.env("RUST_LOG", "warn")
+        .env_remove("KINESTHETIC_CACHE_DIR");
+    c
+}
+
+#[track_caller]
+fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> (i32, String, String) {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn: {e}"));
+    if let Some(mut si) = child.stdin.take() {
+        if let Some(data) = stdin {
+            si.write_all(data).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap_or_else(|e| panic!("{e}"));
+    p
+}
+
+#[test]
+fn run_grep_over_a_file_with_stats() {
+    let Some(data) = loghub("Linux_2k.log") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let input = write(dir.path(), "linux.log", &data);
+    let (code, out, err) = run(
+        kinesthetic()
+            .args([
+                "filter",
+                "run",
+                filters::GREP,
+                "--param",
+                "pattern=session opened",
+                "--stats",
+            ])
+            .arg(&input)
+            .args(["--batch-lines", "300"]),
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let want: String = String::from_utf8_lossy(&data)
+        .lines()
+        .filter(|l| l.contains("session opened"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(out, want);
+    assert!(
+        err.contains("lines in: 2000") && err.contains("MB/s") && err.contains("µs per job"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_reads_stdin_and_shows_keys() {
+    let (code, out, err) = run(
+        kinesthetic().args([
+            "filter",
+            "run",
+            filters::REKEY,
+            "-p",
+            "field=u",
+            "--with-key",
+        ]),
+        Some(b"{\"u\":\"ann\"}\nplain\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "ann\t{\"u\":\"ann\"}\n\tplain\n");
+}
+
+#[test]
+fn run_reports_poison_lines_with_line_numbers() {
+    let (code, out, err) = run(
+        kinesthetic().args([
+            "filter",
+            "run",
+            filters::CHAOS,
+            "-p",
+            "mode=poison",
+            "--batch-lines",
+            "4",
+        ]),
+        Some(b"a\nb\nPOISON c\nd\ne\nf POISON\n"),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(out, "a\nb\nd\ne\n");
+    assert!(err.contains("line 3: filter `chaos`"), "{err}");
+    assert!(err.contains("line 6: filter `chaos`"), "{err}");
+}
+
+#[test]
+fn run_fails_clearly_on_bad_modules_and_params() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let bogus = write(dir.path(), "bogus.wasm", b"text, not wasm");
+    let (code, _, err) = run(
+        kinesthetic().args(["filter", "run"]).arg(&bogus),
+        Some(b"x\n"),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("filter `bogus` is not a WebAssembly file"),
+        "{err}"
+    );
+
+    let (code, _, err) = run(
+        kinesthetic().args(["filter", "run", filters::GREP]),
+        Some(b"x\n"),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("init failed") && err.contains("pattern"),
+        "{err}"
+    );
+
+    let (code, _, err) = run(
+        kinesthetic().args(["filter", "run", filters::GREP, "-p", "novalue"]),
+        None,
+    );
+    assert_eq!(code, 2, "usage error");
+    assert!(err.contains("expected KEY=VALUE"), "{err}");
+
+    let (code, _, err) = run(
+        kinesthetic().args([
+            "filter",
+            "run",
+            filters::CHAOS,
+            "-p",
+            "mode=loop",
+            "--deadline-ms",
+            "30",
+        ]),
+        Some(b"x\n"),
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("deadline of 30 ms exceeded"), "{err}");
+}
+
+#[test]
+fn check_prints_the_world_exports_imports_and_hash() {
+    let (code, out, err) = run(
+        kinesthetic().args(["filter", "check", filters::ERRORS_ONLY]),
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("init: func") && out.contains("filter: func"),
+        "{out}"
+    );
+    assert!(out.contains("imports:") && out.contains("log"), "{out}");
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(filters::ERRORS_ONLY).unwrap_or_default(),
+        ))
+    };
+    assert!(out.contains(&sha), "{out}");
+
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let core = write(
+        dir.path(),
+        "core.wasm",
+        &wat::parse_str("(module)").unwrap_or_default(),
+    );
+    let (code, _, err) = run(kinesthetic().args(["filter", "check"]).arg(&core), None);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("core WebAssembly module, not a component"),
+        "{err}"
+    );
+}
+
+#[test]
+fn test_passes_and_fails_with_a_diff() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let input = write(dir.path(), "in.txt", b"keep 1\ndrop\nkeep 2\n");
+    let good = write(dir.path(), "good.txt", b"keep 1\nkeep 2\n");
+    let bad = write(dir.path(), "bad.txt", b"keep 1\nkeep 3\n");
+    let (code, _, err) = run(
+        kinesthetic()
+            .args([
+                "filter",
+                "test",
+                filters::GREP,
+                "-p",
+                "pattern=keep",
+                "--input",
+            ])
+            .arg(&input)
+            .arg("--expect")
+            .arg(&good),
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(
+        kinesthetic()
+            .args([
+                "filter",
+                "test",
+                filters::GREP,
+                "-p",
+                "pattern=keep",
+                "--input",
+            ])
+            .arg(&input)
+            .arg("--expect")
+            .arg(&bad),
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("-keep 3 (expected line 2)") && err.contains("+keep 2 (actual line 2)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_prints_fresh_warm_and_overhead() {
+    let (code, out, err) = run(
+        kinesthetic().args([
+            "filter",
+            "bench",
+            filters::ERRORS_ONLY,
+            "--mb",
+            "1",
+            "--rounds",
+            "1",
+        ]),
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    for needle in [
+        "fresh instance per batch",
+        "one warm instance",
+        "fresh ÷ warm",
+        "median",
+    ] {
+        assert!(out.contains(needle), "missing {needle}: {out}");
+    }
+}
+
+#[test]
+fn help_teaches() {
+    let (code, out, _) = run(kinesthetic().args(["filter", "run", "--help"]), None);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("fresh instance") && out.contains("--param") && out.contains("Example"),
+        "{out}"
+    );
+}
+
+#[test]
+fn new_scaffolds_a_filter_that_tests_builds_and_runs() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (code, _, err) = run(
+        kinesthetic()
+            .args(["filter", "new", "my-filter", "--dir"])
+            .arg(dir.path()),
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let root = dir.path().join("my-filter");
+    // Share a build cache between runs of this test.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("scaffold");
+    let cargo = || {
+        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        c.current_dir(&root)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS");
+        c
+    };
+    let (code, out, err) = run(cargo().args(["test", "--quiet"]), None);
+    assert_eq!(code, 0, "scaffold's own tests: {out}\n{err}");
+    let (code, _, err) = run(
+        cargo().args(["build", "--release", "--target", "wasm32-wasip2"]),
+        None,
+    );
+    assert_eq!(code, 0, "scaffold builds: {err}");
+    let wasm = target.join("wasm32-wasip2/release/my_filter.wasm");
+    let (code, out, err) = run(
+        kinesthetic()
+            .args(["filter", "run", "-p", "needle=error"])
+            .arg(&wasm),
+        Some(b"an error\nfine\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "an error\n");
+    // Refuses to overwrite.
+    let (code, _, err) = run(
+        kinesthetic()
+            .args(["filter", "new", "my-filter", "--dir"])
+            .arg(dir.path()),
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"), "{err}");
+}

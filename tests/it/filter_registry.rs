@@ -1,0 +1,116 @@
+//! Hot drop: the watched filters directory.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kinesthetic::filter::{Limits, Registry};
+use tokio_util::sync::CancellationToken;
+
+use crate::filters;
+use crate::harness::{input, out_lines, params, runtime};
+
+fn copy(from: &str, to: &Path) {
+    // Write under a temporary name, then rename: what the docs recommend.
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(from, &tmp).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&tmp, to).unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn sha(path: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(
+        std::fs::read(path).unwrap_or_else(|e| panic!("{e}")),
+    ))
+}
+
+/// Waits until `cond` holds for the registry (the watcher is asynchronous).
+async fn eventually(reg: &Registry, what: &str, cond: impl Fn(&Registry) -> bool) {
+    for _ in 0..200 {
+        if cond(reg) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_drop_swap_reject_and_unload() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let target = dir.path().join("f.wasm");
+    copy(filters::GREP, &target);
+    let reg = Arc::new(Registry::new(runtime().clone(), dir.path()));
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(Arc::clone(&reg).watch(Duration::from_millis(100), cancel.clone()));
+
+    let grep_sha = sha(filters::GREP);
+    eventually(&reg, "grep is loaded", |r| {
+        r.get("f").is_some_and(|f| f.sha256() == grep_sha)
+    })
+    .await;
+    let gen1 = reg.current().generation;
+
+    // A batch "in flight" holds the old version.
+    let old = reg.get("f").unwrap_or_else(|| panic!("loaded"));
+
+    // New version: redact under the same name.
+    copy(filters::REDACT, &target);
+    let redact_sha = sha(filters::REDACT);
+    eventually(&reg, "redact replaces grep", |r| {
+        r.get("f").is_some_and(|f| f.sha256() == redact_sha)
+    })
+    .await;
+    assert!(reg.current().generation > gen1);
+    let inp = input(&[b"mail me: a@b.io", b"zzz"]);
+    let out = old
+        .run(&inp, &params(&[("pattern", "mail")]), &Limits::default())
+        .unwrap_or_else(|e| panic!("the old version still runs: {e}"));
+    assert_eq!(out_lines(&out, &inp), vec![b"mail me: a@b.io".to_vec()]);
+    assert_eq!(&*out.module_sha256, grep_sha.as_str());
+
+    // A broken module is rejected; the previous version keeps serving.
+    std::fs::write(&target, b"\0asm\x0d\0\x01\0 broken").unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let cur = reg.get("f").unwrap_or_else(|| panic!("still loaded"));
+    assert_eq!(cur.sha256(), redact_sha);
+    let out = cur
+        .run(&inp, &params(&[]), &Limits::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out_lines(&out, &inp)[0], b"mail me: [email]".to_vec());
+
+    // A second filter appears alongside.
+    copy(filters::SAMPLE, &dir.path().join("s.wasm"));
+    eventually(&reg, "s is loaded", |r| r.get("s").is_some()).await;
+
+    // Deleting the file unloads the filter.
+    std::fs::remove_file(&target).unwrap_or_else(|e| panic!("{e}"));
+    eventually(&reg, "f is unloaded", |r| r.get("f").is_none()).await;
+    assert!(reg.get("s").is_some());
+
+    cancel.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(5), task).await;
+    assert!(matches!(stopped, Ok(Ok(Ok(())))), "watcher stops on cancel");
+}
+
+#[test]
+fn reload_reports_what_changed() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    copy(filters::GREP, &dir.path().join("a.wasm"));
+    std::fs::write(dir.path().join("bad.wasm"), b"nope").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("notes.txt"), b"ignored").unwrap_or_else(|e| panic!("{e}"));
+    let reg = Registry::new(runtime().clone(), dir.path());
+    let r = reg.reload();
+    assert_eq!(r.loaded, ["a"]);
+    assert_eq!(r.failed.len(), 1);
+    assert_eq!(r.failed[0].0, "bad");
+    assert!(
+        r.failed[0]
+            .1
+            .to_string()
+            .contains("`bad` is not a WebAssembly file")
+    );
+    let r = reg.reload();
+    assert_eq!(r.unchanged, ["a"]);
+    assert!(r.loaded.is_empty());
+}

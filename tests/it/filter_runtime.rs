@@ -1,0 +1,214 @@
+//! The runtime's job mechanics: fresh instances, outputs, hashes, isolation,
+//! the module cache, concurrency.
+
+use kinesthetic::filter::{Cause, EngineSettings, Limits, Runtime, isolate};
+
+use crate::filters;
+use crate::harness::{input, load, out_lines, params, runtime};
+
+#[test]
+fn output_carries_the_module_hash_and_name() {
+    let f = load(filters::GREP);
+    let bytes = std::fs::read(filters::GREP).unwrap_or_else(|e| panic!("{e}"));
+    let want = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    assert_eq!(f.sha256(), want);
+    let inp = input(&[b"a needle", b"hay"]);
+    let out = f
+        .run(&inp, &params(&[("pattern", "needle")]), &Limits::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(&*out.module_sha256, want.as_str());
+    assert_eq!(&*out.filter, "grep");
+}
+
+#[test]
+fn kept_lines_are_the_input_bytes_and_keys() {
+    let f = load(filters::GREP);
+    let inp = input(&[&b"x1"[..], b"y", b"x2"]);
+    let out = f
+        .run(&inp, &params(&[("pattern", "x")]), &Limits::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let lines: Vec<_> = out.lines(&inp).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(
+        (lines[0].index, lines[0].bytes, lines[0].key),
+        (0, &b"x1"[..], &b"k0"[..])
+    );
+    assert_eq!(
+        (lines[1].index, lines[1].bytes, lines[1].key),
+        (2, &b"x2"[..], &b"k2"[..])
+    );
+    assert!(!lines[0].replaced && !lines[0].rekeyed && lines[0].route.is_none());
+}
+
+#[test]
+fn no_state_survives_a_batch() {
+    // `sample` keeps 1 in n by event id: the same input gives the same
+    // output on every fresh instance, whatever ran before.
+    let f = load(filters::SAMPLE);
+    let lines: Vec<Vec<u8>> = (0..500).map(|i| format!("line {i}").into_bytes()).collect();
+    let inp = input(&lines);
+    let p = params(&[("n", "10")]);
+    let first = out_lines(
+        &f.run(&inp, &p, &Limits::default())
+            .unwrap_or_else(|e| panic!("{e}")),
+        &inp,
+    );
+    for _ in 0..5 {
+        let again = f
+            .run(&inp, &p, &Limits::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out_lines(&again, &inp), first);
+    }
+    assert!(
+        !first.is_empty() && first.len() < 200,
+        "kept {}",
+        first.len()
+    );
+}
+
+#[test]
+fn jobs_of_one_filter_run_concurrently() {
+    let f = std::sync::Arc::new(load(filters::GREP));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let f = std::sync::Arc::clone(&f);
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let l1 = format!("t{t} i{i} keep");
+                    let inp = input(&[l1.as_bytes(), b"drop"]);
+                    let out = f
+                        .run(&inp, &params(&[("pattern", "keep")]), &Limits::default())
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(out_lines(&out, &inp), vec![l1.into_bytes()]);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap_or_else(|_| panic!("worker panicked"));
+    }
+}
+
+#[test]
+fn poison_lines_are_isolated_and_the_rest_is_kept() {
+    let f = load(filters::CHAOS);
+    let lines: Vec<Vec<u8>> = (0..1000)
+        .map(|i| {
+            if i == 3 || i == 700 {
+                format!("{i} POISON").into_bytes()
+            } else {
+                format!("{i} fine").into_bytes()
+            }
+        })
+        .collect();
+    let inp = input(&lines);
+    let p = params(&[("mode", "poison")]);
+    let err = f.run(&inp, &p, &Limits::default()).err();
+    assert!(matches!(err.map(|e| e.cause), Some(Cause::Trap(_))));
+    let iso = isolate(&f, &inp, &p, &Limits::default(), 64).unwrap_or_else(|e| panic!("{e}"));
+    let poison: Vec<u32> = iso.poison.iter().map(|p| p.index).collect();
+    assert_eq!(poison, [3, 700]);
+    assert!(
+        iso.poison
+            .iter()
+            .all(|p| p.isolated && matches!(p.error.cause, Cause::Trap(_)))
+    );
+    let kept: Vec<u32> = iso.lines.iter().map(|l| l.index).collect();
+    let want: Vec<u32> = (0..1000).filter(|i| *i != 3 && *i != 700).collect();
+    assert_eq!(kept, want);
+    assert_eq!(iso.lines[0].bytes, b"0 fine");
+    assert!(iso.jobs < 60, "bisection took {} jobs", iso.jobs);
+}
+
+#[test]
+fn isolation_budget_bounds_the_work() {
+    // Every line traps: with a budget of 3 failed jobs, the rest is reported
+    // as not isolated instead of bisecting 1,000 lines one by one.
+    let f = load(filters::CHAOS);
+    let lines: Vec<Vec<u8>> = (0..1000)
+        .map(|i| format!("{i} POISON").into_bytes())
+        .collect();
+    let inp = input(&lines);
+    let iso = isolate(
+        &f,
+        &inp,
+        &params(&[("mode", "poison")]),
+        &Limits::default(),
+        3,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(iso.poison.len(), 1000);
+    assert!(iso.lines.is_empty());
+    assert!(iso.poison.iter().any(|p| !p.isolated));
+    assert!(iso.jobs <= 7, "{} jobs", iso.jobs);
+}
+
+#[test]
+fn isolation_returns_init_errors_instead_of_bisecting() {
+    let f = load(filters::GREP);
+    let inp = input(&[b"a", b"b"]);
+    let e = isolate(&f, &inp, &params(&[]), &Limits::default(), 64)
+        .err()
+        .unwrap_or_else(|| panic!("missing pattern must fail"));
+    assert!(matches!(e.cause, Cause::Init(_)), "{e}");
+}
+
+#[test]
+fn precompiled_modules_are_cached_on_disk() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let rt = Runtime::new(EngineSettings {
+        cache_dir: Some(dir.path().to_owned()),
+        max_instances: 4,
+        ..EngineSettings::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let path = std::path::Path::new(filters::GREP);
+    let first = rt.load_file(path).unwrap_or_else(|e| panic!("{e}"));
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(entries[0].starts_with(first.sha256()) && entries[0].ends_with(".cwasm"));
+    // A second load comes from the cache and behaves the same.
+    let second = rt.load_file(path).unwrap_or_else(|e| panic!("{e}"));
+    let inp = input(&[b"abc", b"xyz"]);
+    let p = params(&[("pattern", "b")]);
+    let a = second
+        .run(&inp, &p, &Limits::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out_lines(&a, &inp), vec![b"abc".to_vec()]);
+    // A corrupt cache entry is ignored and rewritten, not fatal.
+    let entry = dir.path().join(&entries[0]);
+    std::fs::write(&entry, b"garbage").unwrap_or_else(|e| panic!("{e}"));
+    let third = rt.load_file(path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(third.sha256(), first.sha256());
+    assert!(
+        std::fs::read(&entry)
+            .map(|b| b.len() > 100)
+            .unwrap_or(false)
+    );
+}
+
+#[test]
+fn warm_instance_gives_the_same_answer_as_fresh_ones() {
+    let f = load(filters::ERRORS_ONLY);
+    let data = kinesthetic::datagen::ndjson_logs(3, 300_000);
+    let lines: Vec<&[u8]> = kinesthetic::event::split_lines(&data).collect();
+    let inp = input(&lines);
+    let fresh = f
+        .run(&inp, &params(&[]), &Limits::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut warm = f
+        .warm(&params(&[]), &Limits::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..3 {
+        let w = warm.run(&inp).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out_lines(&w, &inp), out_lines(&fresh, &inp));
+    }
+    let _ = runtime();
+}

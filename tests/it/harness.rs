@@ -1,0 +1,89 @@
+//! Small helpers shared by the test modules.
+
+use std::sync::OnceLock;
+
+use kinesthetic::event::{Batch, BatchContext, EventId, Stamp};
+use kinesthetic::filter::{EngineSettings, Input, Limits, LoadedFilter, Output, Runtime};
+
+/// One runtime for the whole binary (like a host process).
+pub fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        Runtime::new(EngineSettings::default()).unwrap_or_else(|e| panic!("engine: {e}"))
+    })
+}
+
+#[track_caller]
+pub fn load(path: &str) -> LoadedFilter {
+    runtime()
+        .load_file(std::path::Path::new(path))
+        .unwrap_or_else(|e| panic!("loading {path}: {e}"))
+}
+
+/// A batch of `lines`, stamped listener 7, counters 0.., keys `k<i>`.
+pub fn input<L: AsRef<[u8]>>(lines: &[L]) -> Input {
+    let mut b = Batch::new(BatchContext {
+        stream: "s".into(),
+        shard: "shardId-000000000000".into(),
+        first_sequence: "1".into(),
+        last_sequence: "2".into(),
+    });
+    for (i, l) in lines.iter().enumerate() {
+        let stamp = Stamp {
+            id: EventId {
+                listener: 7,
+                counter: i as u64,
+            },
+            received_ms: 1_700_000_000_000 + i as i64,
+        };
+        b.push(l.as_ref(), stamp, format!("k{i}").as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    Input::from(b)
+}
+
+pub fn params(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// Output lines as owned byte strings.
+pub fn out_lines(out: &Output, input: &Input) -> Vec<Vec<u8>> {
+    out.lines(input).map(|l| l.bytes.to_vec()).collect()
+}
+
+/// Runs `filter` over `lines` with `params`; panics on a job error.
+#[track_caller]
+pub fn check(filter: &LoadedFilter, p: &[(&str, &str)], lines: &[&[u8]], expected: &[&[u8]]) {
+    let inp = input(lines);
+    let out = filter
+        .run(&inp, &params(p), &Limits::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got = out_lines(&out, &inp);
+    let want: Vec<Vec<u8>> = expected.iter().map(|l| l.to_vec()).collect();
+    assert_eq!(
+        got.iter()
+            .map(|l| String::from_utf8_lossy(l))
+            .collect::<Vec<_>>(),
+        want.iter()
+            .map(|l| String::from_utf8_lossy(l))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(got, want);
+}
+
+/// Loghub sample lines (real system logs, https://github.com/logpai/loghub).
+pub fn loghub(file: &str) -> Option<Vec<u8>> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/loghub")
+        .join(file);
+    match std::fs::read(&p) {
+        Ok(b) => Some(b),
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipping: loghub data not found at {} ({e})", p.display());
+            None
+        }
+        Err(e) => panic!("loghub data missing at {} in CI: {e}", p.display()),
+    }
+}

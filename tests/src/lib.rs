@@ -1,0 +1,1 @@
+//! Test harness for Kinesthetic's integration tests (`tests/it`).
