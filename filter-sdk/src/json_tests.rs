@@ -35,7 +35,9 @@ const WS: [&str; 5] = ["", " ", "  ", "\t", "\n "];
 /// Serialises `v` with whitespace and escapes chosen by `seed`.
 fn encode(v: &Value, seed: &mut u64, out: &mut String) {
     fn next(seed: &mut u64) -> u64 {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         *seed >> 33
     }
     let ws = |n: u64| WS[(n % 5) as usize];
@@ -210,9 +212,11 @@ fn real_logs() {
         for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             assert!(!json::is_valid_object(line));
             let s = String::from_utf8_lossy(line);
-            let wrapped = serde_json::json!({"level": "info", "msg": s, "n": n, "nested": {"msg": "x"}});
+            let wrapped =
+                serde_json::json!({"level": "info", "msg": s, "n": n, "nested": {"msg": "x"}});
             let text = wrapped.to_string();
-            let got = json::field(text.as_bytes(), "msg").and_then(|v| v.as_str().map(|c| c.into_owned()));
+            let got = json::field(text.as_bytes(), "msg")
+                .and_then(|v| v.as_str().map(|c| c.into_owned()));
             assert_eq!(got.as_deref(), Some(s.as_ref()));
             assert!(json::is_valid_object(text.as_bytes()));
             n += 1;

@@ -62,7 +62,7 @@ async fn hot_drop_swap_reject_and_unload() {
     })
     .await;
     assert!(reg.current().generation > gen1);
-    let inp = input(&[b"mail me: a@b.io", b"zzz"]);
+    let inp = input(&[&b"mail me: a@b.io"[..], b"zzz"]);
     let out = old
         .run(&inp, &params(&[("pattern", "mail")]), &Limits::default())
         .unwrap_or_else(|e| panic!("the old version still runs: {e}"));

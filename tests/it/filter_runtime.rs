@@ -15,7 +15,7 @@ fn output_carries_the_module_hash_and_name() {
         hex::encode(sha2::Sha256::digest(&bytes))
     };
     assert_eq!(f.sha256(), want);
-    let inp = input(&[b"a needle", b"hay"]);
+    let inp = input(&[&b"a needle"[..], b"hay"]);
     let out = f
         .run(&inp, &params(&[("pattern", "needle")]), &Limits::default())
         .unwrap_or_else(|e| panic!("{e}"));

@@ -252,7 +252,14 @@ impl LoadedFilter {
                 fuel: limits.fuel.unwrap_or(u64::MAX),
             },
             Some(Trap::StackOverflow) => Cause::StackOverflow,
-            _ => other(chain(&e)),
+            // The trap's own words ("out of bounds memory access", "wasm
+            // `unreachable` instruction executed" for a Rust panic), without
+            // the backtrace, which goes to the debug log.
+            Some(trap) => {
+                tracing::debug!(filter = %self.name, error = ?e, "trap");
+                other(trap.to_string())
+            }
+            None => other(e.root_cause().to_string()),
         };
         self.error(cause)
     }

@@ -170,11 +170,14 @@ impl Runtime {
 
 #[allow(unsafe_code)]
 fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    // Read into memory rather than mapping the file: a cache file truncated
+    // or rewritten in place while mapped would crash the process (SIGBUS).
+    let bytes = std::fs::read(path)?;
     // SAFETY: the cache directory holds only artifacts that this process (or
     // another Kinesthetic process with the same engine key) wrote with
-    // `Component::serialize`; wasmtime checks the header and engine
+    // `Component::serialize`; wasmtime checks the header and the engine's
     // compatibility. The directory must not be writable by untrusted users.
-    unsafe { Component::deserialize_file(engine, path) }
+    unsafe { Component::deserialize(engine, &bytes) }
 }
 
 fn write_cache(component: &Component, path: &Path) -> std::io::Result<()> {
