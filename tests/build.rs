@@ -1,5 +1,6 @@
 //! Builds the example filters on demand (wasmtime's test-programs pattern)
 //! and tells the tests where they are: `OUT_DIR/filters.rs`.
+#![allow(clippy::print_stderr)] // a build script reports on stderr
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

@@ -57,7 +57,19 @@ fn main() -> anyhow::Result<()> {
     }
     let native_mbs = data.len() as f64 / 1e6 / native_best;
 
-    let runtime = Runtime::new(EngineSettings::default())?;
+    // Engine levers can be varied for experiments.
+    let mut settings = EngineSettings::default();
+    if let Some(v) = std::env::var("BENCH_KEEP_RESIDENT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        settings.keep_resident_bytes = v;
+    }
+    if let Ok(v) = std::env::var("BENCH_COW") {
+        settings.memory_init_cow = v == "1";
+    }
+    eprintln!("engine: {settings:?}");
+    let runtime = Runtime::new(settings)?;
     let filter = runtime.load_file(&wasm)?;
     let inputs: Vec<Input> = batches_of(lines.iter().copied(), 1000, 1, 0, 0)?
         .into_iter()
@@ -93,6 +105,8 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let over = bench::overhead(&filter, &tiny, &params, &limits, 20_000)?;
+    let tiny_phases = bench::phases(&filter, &tiny, &params, &limits, 5_000)?;
+    let big_phases = bench::phases(&filter, &inputs[0], &params, &limits, 300)?;
 
     println!(
         "errors-only over {:.1} MB, {} lines (avg {avg:.0} B), {} kept; 1,000-line batches; best of {rounds}; one core",
@@ -136,6 +150,22 @@ fn main() -> anyhow::Result<()> {
         over.median.as_secs_f64() * 1e6,
         over.p99.as_secs_f64() * 1e6,
         over.samples
+    );
+    let fmt = |p: [std::time::Duration; 5]| {
+        bench::PHASES
+            .iter()
+            .zip(p)
+            .map(|(n, d)| format!("{n} {:.1}", d.as_secs_f64() * 1e6))
+            .collect::<Vec<_>>()
+            .join(" · ")
+    };
+    println!(
+        "  phases, 1-line job (µs, medians)     : {}",
+        fmt(tiny_phases)
+    );
+    println!(
+        "  phases, 1,000-line job (µs, medians) : {}",
+        fmt(big_phases)
     );
     Ok(())
 }

@@ -164,7 +164,14 @@ fn a_filter_that_recurses_without_bound() {
         )
         .err()
         .unwrap_or_else(|| panic!("stack overflow expected"));
-    assert_eq!(e.cause, Cause::StackOverflow, "{e}");
+    // Whichever stack runs out first: Wasm's own call stack (the host's
+    // `max_wasm_stack`) or the guest's shadow stack in linear memory (Rust
+    // keeps locals there; overflowing it is an out-of-bounds access).
+    match &e.cause {
+        Cause::StackOverflow => {}
+        Cause::Trap(m) if m.contains("out of bounds memory access") => {}
+        other => panic!("expected a stack overflow, got {other}"),
+    }
     host_still_serves();
 }
 

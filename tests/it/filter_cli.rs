@@ -20,10 +20,8 @@ fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> (i32, String, String) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn: {e}"));
-    if let Some(mut si) = child.stdin.take() {
-        if let Some(data) = stdin {
-            si.write_all(data).unwrap_or_else(|e| panic!("{e}"));
-        }
+    if let (Some(mut si), Some(data)) = (child.stdin.take(), stdin) {
+        si.write_all(data).unwrap_or_else(|e| panic!("{e}"));
     }
     let Output {
         status,

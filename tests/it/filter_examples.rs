@@ -206,3 +206,30 @@ fn rekey_sets_the_partition_key_from_a_field() {
         ]
     );
 }
+
+#[test]
+fn the_c_filter_runs_in_the_same_host() {
+    let f = load(filters::CONTAINS);
+    check(
+        &f,
+        &[("needle", "ERR")],
+        &[b"ERR one", b"ok", b"x ERR"],
+        &[b"ERR one", b"x ERR"],
+    );
+    check(
+        &f,
+        &[("needle", "err"), ("ignore-case", "true")],
+        &[b"ERR one", b"ok"],
+        &[b"ERR one"],
+    );
+    let e = f
+        .run(&input(&[b"a"]), &params(&[]), &Limits::default())
+        .err()
+        .unwrap_or_else(|| panic!("init error expected"));
+    assert!(e.to_string().contains("needle"), "{e}");
+    assert!(
+        f.info().stubbed_imports.is_empty(),
+        "{:?}",
+        f.info().imports
+    );
+}

@@ -6,7 +6,7 @@ use kinesthetic::event::{Batch, BatchContext, EventId, Stamp};
 use kinesthetic::filter::{EngineSettings, Input, Limits, LoadedFilter, Output, Runtime};
 
 /// One runtime for the whole binary (like a host process).
-pub fn runtime() -> &'static Runtime {
+pub(crate) fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         Runtime::new(EngineSettings::default()).unwrap_or_else(|e| panic!("engine: {e}"))
@@ -14,14 +14,14 @@ pub fn runtime() -> &'static Runtime {
 }
 
 #[track_caller]
-pub fn load(path: &str) -> LoadedFilter {
+pub(crate) fn load(path: &str) -> LoadedFilter {
     runtime()
         .load_file(std::path::Path::new(path))
         .unwrap_or_else(|e| panic!("loading {path}: {e}"))
 }
 
 /// A batch of `lines`, stamped listener 7, counters 0.., keys `k<i>`.
-pub fn input<L: AsRef<[u8]>>(lines: &[L]) -> Input {
+pub(crate) fn input<L: AsRef<[u8]>>(lines: &[L]) -> Input {
     let mut b = Batch::new(BatchContext {
         stream: "s".into(),
         shard: "shardId-000000000000".into(),
@@ -42,20 +42,25 @@ pub fn input<L: AsRef<[u8]>>(lines: &[L]) -> Input {
     Input::from(b)
 }
 
-pub fn params(p: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn params(p: &[(&str, &str)]) -> Vec<(String, String)> {
     p.iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
 }
 
 /// Output lines as owned byte strings.
-pub fn out_lines(out: &Output, input: &Input) -> Vec<Vec<u8>> {
+pub(crate) fn out_lines(out: &Output, input: &Input) -> Vec<Vec<u8>> {
     out.lines(input).map(|l| l.bytes.to_vec()).collect()
 }
 
 /// Runs `filter` over `lines` with `params`; panics on a job error.
 #[track_caller]
-pub fn check(filter: &LoadedFilter, p: &[(&str, &str)], lines: &[&[u8]], expected: &[&[u8]]) {
+pub(crate) fn check(
+    filter: &LoadedFilter,
+    p: &[(&str, &str)],
+    lines: &[&[u8]],
+    expected: &[&[u8]],
+) {
     let inp = input(lines);
     let out = filter
         .run(&inp, &params(p), &Limits::default())
@@ -74,7 +79,7 @@ pub fn check(filter: &LoadedFilter, p: &[(&str, &str)], lines: &[&[u8]], expecte
 }
 
 /// Loghub sample lines (real system logs, https://github.com/logpai/loghub).
-pub fn loghub(file: &str) -> Option<Vec<u8>> {
+pub(crate) fn loghub(file: &str) -> Option<Vec<u8>> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/data/loghub")
         .join(file);

@@ -1,8 +1,9 @@
 //! Kinesthetic's one integration-test binary: a module per area.
+#![allow(clippy::print_stderr)] // tests print why they skip
 
 mod filters {
     //! Paths of the example filters, built on demand by `tests/build.rs`.
-    #![allow(dead_code)]
+    #![allow(dead_code, unreachable_pub)]
     include!(concat!(env!("OUT_DIR"), "/filters.rs"));
 }
 
@@ -11,5 +12,6 @@ mod harness;
 mod filter_bad_input;
 mod filter_cli;
 mod filter_examples;
+mod filter_native_tests;
 mod filter_registry;
 mod filter_runtime;

@@ -106,6 +106,10 @@ fn build_rust(out_dir: &Path) -> Result<Vec<BuiltFilter>, String> {
     let manifest = root.join("example-filters/Cargo.toml");
     run(
         clean_command(&cargo)
+            // Run from the example workspace so its `.cargo/config.toml`
+            // (simd128, stack size) applies: cargo reads config from the
+            // current directory, not from the manifest's.
+            .current_dir(root.join("example-filters"))
             .args([
                 "build",
                 "--release",

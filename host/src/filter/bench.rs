@@ -117,3 +117,28 @@ impl Throughput {
         self.jobs += 1;
     }
 }
+
+/// Median time of each phase of a job: new store, instantiate, init,
+/// filter, drop.
+pub fn phases(
+    filter: &LoadedFilter,
+    input: &Input,
+    params: &Params,
+    limits: &Limits,
+    samples: usize,
+) -> Result<[Duration; 5], JobError> {
+    let mut all: [Vec<Duration>; 5] = Default::default();
+    for _ in 0..samples.max(1) {
+        let p = filter.time_phases(input, params, limits)?;
+        for (v, d) in all.iter_mut().zip(p) {
+            v.push(d);
+        }
+    }
+    Ok(all.map(|mut v| {
+        v.sort();
+        v[v.len() / 2]
+    }))
+}
+
+/// Names of the phases returned by [`phases`].
+pub const PHASES: [&str; 5] = ["new store", "instantiate", "init", "filter", "drop"];

@@ -264,6 +264,36 @@ impl LoadedFilter {
         self.error(cause)
     }
 
+    /// Times the phases of one job separately (for `filter bench`):
+    /// new store, instantiate, init, filter, drop.
+    pub fn time_phases(
+        &self,
+        input: &Input,
+        params: &Params,
+        limits: &Limits,
+    ) -> Result<[std::time::Duration; 5], JobError> {
+        use std::time::Instant;
+        let t0 = Instant::now();
+        let mut store = self.new_store(limits)?;
+        let t1 = Instant::now();
+        let instance = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(&store, limits, e, Cause::Instantiate))?;
+        let t2 = Instant::now();
+        match instance.call_init(&mut store, params) {
+            Ok(Ok(())) => {}
+            Ok(Err(msg)) => return Err(self.error(Cause::Init(msg))),
+            Err(e) => return Err(self.classify(&store, limits, e, Cause::Trap)),
+        }
+        let t3 = Instant::now();
+        self.call_filter(&mut store, &instance, input, limits)?;
+        let t4 = Instant::now();
+        drop(store);
+        let t5 = Instant::now();
+        Ok([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4])
+    }
+
     /// A reusable instance for measuring warm throughput (`filter bench`).
     /// Production jobs always use [`LoadedFilter::run`].
     pub fn warm(&self, params: &Params, limits: &Limits) -> Result<WarmInstance<'_>, JobError> {
