@@ -572,6 +572,21 @@ fn bench_cmd(
         over.p99.as_secs_f64() * 1e6,
         over.samples
     );
+    for (what, input, n) in [
+        ("1-line job", &tiny, 2_000),
+        ("full batch", inputs.first().unwrap_or(&tiny), 100),
+    ] {
+        if input.is_empty() {
+            continue;
+        }
+        let p = bench::phases(&f, input, &params, &limits, n)?;
+        let parts: Vec<String> = bench::PHASES
+            .iter()
+            .zip(p)
+            .map(|(name, d)| format!("{name} {:.1}", d.as_secs_f64() * 1e6))
+            .collect();
+        println!("  phases, {what} (µs, medians): {}", parts.join(" · "));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -641,8 +656,14 @@ strip = true
         ),
         (
             ".cargo/config.toml",
-            "[target.wasm32-wasip2]\nrustflags = [\"-C\", \"target-feature=+simd128\"]\n"
-                .to_owned(),
+            concat!(
+                "# simd128: the SDK's fast JSON scanner. stack-size: a small guest\n",
+                "# stack (every byte of linear memory is reset between batches).\n",
+                "[target.wasm32-wasip2]\n",
+                "rustflags = [\"-C\", \"target-feature=+simd128\", ",
+                "\"-C\", \"link-arg=-zstack-size=131072\"]\n"
+            )
+            .to_owned(),
         ),
         (".gitignore", "/target\n".to_owned()),
         (
