@@ -103,7 +103,7 @@ pub fn log_line(rng: &mut Rng, i: u64, out: &mut Vec<u8>) {
     }
     let _ = write!(
         out,
-        r#"{{"ts":"{secs}.{milli:03}","level":"{level}","service":"{svc}","host":"ip-10-0-{a}-{b}.ec2.internal","status":{status},"method":"{method}","path":"{path}","latency_ms":{lat}.{latf},"bytes":{bytes},"trace_id":"{t1:016x}{t2:016x}","user":{{"id":{uid},"tier":"{tier}","tags":["beta","eu-west-1"]}},"msg":"{msg}","agent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36","kv":{{"retry":{retry},"cache":"{cache}","region":"eu-west-1","az":"eu-west-1{az}"}}}}"#,
+        r#"{{"ts":"{secs}.{milli:03}","level":"{level}","service":"{svc}","host":"ip-10-0-{a}-{b}.ec2.internal","status":{status},"method":"{method}","path":"{path}","latency_ms":{lat}.{latf},"bytes":{bytes},"trace_id":"{t1:016x}{t2:016x}","request_id":"{r1:08x}-{r2:04x}-4{r3:03x}-a{r4:03x}-{r5:012x}","build":"2026.11.{bld}","user":{{"id":{uid},"tier":"{tier}","tags":["beta","eu-west-1"]}},"msg":"{msg}","agent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36","kv":{{"retry":{retry},"cache":"{cache}","region":"eu-west-1","az":"eu-west-1{az}"}}}}"#,
         svc = rng.pick(SERVICES),
         a = rng.below(256),
         b = rng.below(256),
@@ -115,6 +115,12 @@ pub fn log_line(rng: &mut Rng, i: u64, out: &mut Vec<u8>) {
         t1 = rng.next_u64(),
         t2 = rng.next_u64(),
         uid = rng.below(1_000_000),
+        r1 = rng.below(1 << 32),
+        r2 = rng.below(1 << 16),
+        r3 = rng.below(1 << 12),
+        r4 = rng.below(1 << 12),
+        r5 = rng.below(1 << 48),
+        bld = rng.below(30),
         tier = ["free", "pro", "enterprise"][rng.below(3) as usize],
         retry = rng.below(4),
         cache = ["hit", "miss"][rng.below(2) as usize],
@@ -133,4 +139,30 @@ pub fn ndjson_logs(seed: u64, target_bytes: usize) -> Vec<u8> {
         i += 1;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_and_shaped_like_the_issue_says() {
+        let a = ndjson_logs(7, 1_000_000);
+        assert_eq!(a, ndjson_logs(7, 1_000_000), "same seed, same bytes");
+        assert_ne!(a, ndjson_logs(8, 1_000_000));
+        let lines: Vec<&[u8]> = crate::event::split_lines(&a).collect();
+        let avg = a.len() / lines.len();
+        assert!((650..760).contains(&avg), "average line {avg} B");
+        let errors = lines
+            .iter()
+            .filter(|l| l.windows(15).any(|w| w == br#""level":"error""#))
+            .count();
+        let share = errors as f64 / lines.len() as f64;
+        assert!((0.08..0.12).contains(&share), "error share {share}");
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.starts_with(b"{") && l.ends_with(b"}"))
+        );
+    }
 }
