@@ -210,6 +210,24 @@ fn a_filter_that_logs_a_million_lines_is_rate_limited() {
     use std::sync::atomic::Ordering::Relaxed;
     assert_eq!(stats.forwarded.load(Relaxed), 5);
     assert_eq!(stats.suppressed.load(Relaxed), 1_000_000 - 5);
+    // Across jobs, a filter gets at most LOGS_PER_SECOND lines in each
+    // one-second window the jobs touch.
+    let many = Limits {
+        logs_per_job: 1_000,
+        ..limits
+    };
+    let before = stats.forwarded.load(Relaxed);
+    let t = std::time::Instant::now();
+    for _ in 0..3 {
+        f.run(&inp, &params(&[("mode", "log-flood")]), &many)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let forwarded = stats.forwarded.load(Relaxed) - before;
+    let windows = t.elapsed().as_secs() + 2;
+    assert!(
+        forwarded <= windows * kinesthetic::filter::LOGS_PER_SECOND && forwarded < 3_000,
+        "{forwarded} lines forwarded in {windows} windows"
+    );
     host_still_serves();
 }
 

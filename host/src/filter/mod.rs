@@ -16,6 +16,6 @@ pub use error::{Cause, JobError, LoadError};
 pub use isolate::{Isolation, OwnedLine, Poison, is_line_dependent, isolate};
 pub use job::{Input, OutLine, Output};
 pub use limits::{EngineSettings, Limits};
-pub use module::{FilterInfo, LoadedFilter, LogStats, Params, WarmInstance};
+pub use module::{FilterInfo, LOGS_PER_SECOND, LoadedFilter, LogStats, Params, WarmInstance};
 pub use registry::{FilterSet, Registry, ReloadReport};
 pub use runtime::{EngineError, Runtime};

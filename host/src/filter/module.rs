@@ -39,6 +39,26 @@ pub struct FilterInfo {
 pub struct LogStats {
     pub forwarded: AtomicU64,
     pub suppressed: AtomicU64,
+    /// Rate limit across jobs: the current one-second window and its count.
+    window: AtomicU64,
+    in_window: AtomicU64,
+}
+
+/// Log lines one filter may send per second, across all its jobs.
+pub const LOGS_PER_SECOND: u64 = 200;
+
+impl LogStats {
+    /// Takes one line from this second's budget.
+    fn admit(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if self.window.swap(now, Ordering::Relaxed) != now {
+            self.in_window.store(0, Ordering::Relaxed);
+        }
+        self.in_window.fetch_add(1, Ordering::Relaxed) < LOGS_PER_SECOND
+    }
 }
 
 /// A compiled, validated filter. Share it with `Arc`; every job gets a fresh
@@ -352,7 +372,7 @@ impl HostState {
             tracing::warn!(
                 filter = %self.filter,
                 suppressed = self.logs_suppressed,
-                "filter log lines suppressed in one job (limit: logs_per_job)"
+                "filter log lines suppressed in one job (limits: logs_per_job, and LOGS_PER_SECOND per filter)"
             );
         }
     }
@@ -363,7 +383,7 @@ const MAX_LOG_MESSAGE: usize = 1024;
 
 impl FilterImports for HostState {
     fn log(&mut self, level: wit::Level, message: String) {
-        if self.logs_left == 0 {
+        if self.logs_left == 0 || !self.stats.admit() {
             self.logs_suppressed += 1;
             return;
         }
