@@ -1,33 +1,40 @@
-//! Building a batch's answer, and the glue behind `export_filter!`.
+//! A batch's answer ([`Emit`]), the loop over its lines, and the glue behind
+//! [`export_filter!`](crate::export_filter).
 
-use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use crate::__private::kinesthetic::filter::types::{Batch, Output, Packed, Patches};
 use crate::{Context, Filter, Line, Params};
 
-/// Decides what happens to one line. A line is dropped unless [`keep`] or
-/// [`replace`] is called.
+/// What happens to one line: it is **dropped** unless [`keep`](Emit::keep)
+/// or [`replace`](Emit::replace) is called.
 ///
-/// [`keep`]: Emit::keep
-/// [`replace`]: Emit::replace
+/// One `Emit` writes into buffers shared by the whole batch: keeping a line
+/// records its index only (the host already has the bytes), and
+/// replacements, keys and routes are appended to one packed buffer each, so
+/// a line costs no allocation.
 #[derive(Debug)]
 pub struct Emit<'a> {
     out: &'a mut Output,
     index: u32,
     kept: bool,
+    /// Where this line's replacement, key and route start in their buffers.
     replace_from: Option<usize>,
     key_from: Option<usize>,
     route_from: Option<usize>,
 }
 
 /// Starts (or restarts) this line's value in a patch buffer.
-fn begin(p: &mut Patches, from: &mut Option<usize>) -> usize {
-    let start = *from.get_or_insert(p.values.data.len());
-    p.values.data.truncate(start);
-    start
+#[inline]
+fn begin<'p>(p: &'p mut Patches, from: &mut Option<usize>) -> &'p mut Vec<u8> {
+    let data = &mut p.values.data;
+    let start = *from.get_or_insert(data.len());
+    data.truncate(start);
+    data
 }
 
+/// Closes this line's value in a patch buffer, or discards it.
+#[inline]
 fn finish(p: &mut Patches, from: Option<usize>, index: u32, emitted: bool) {
     if let Some(start) = from {
         if emitted {
@@ -40,6 +47,7 @@ fn finish(p: &mut Patches, from: Option<usize>, index: u32, emitted: bool) {
 }
 
 impl<'a> Emit<'a> {
+    #[inline]
     fn new(out: &'a mut Output, index: u32) -> Self {
         Self {
             out,
@@ -51,7 +59,9 @@ impl<'a> Emit<'a> {
         }
     }
 
-    /// Emit the line unchanged (by index: no bytes cross back to the host).
+    /// Emits the line unchanged (by index: no bytes go back to the host).
+    /// Undoes an earlier `replace`.
+    #[inline]
     pub fn keep(&mut self) {
         self.kept = true;
         if let Some(start) = self.replace_from.take() {
@@ -59,20 +69,26 @@ impl<'a> Emit<'a> {
         }
     }
 
-    /// Emit `bytes` instead of the line.
+    /// Emits `bytes` instead of the line.
+    #[inline]
     pub fn replace(&mut self, bytes: &[u8]) {
         self.replace_with(|buf| buf.extend_from_slice(bytes));
     }
 
-    /// Emit what `write` appends to the buffer instead of the line. The
-    /// buffer is shared by the batch: append only, no allocation per line.
+    /// Emits what `write` appends to the buffer instead of the line.
+    ///
+    /// The buffer is the batch's shared replacement buffer, positioned at
+    /// the end: append to it, don't read or remove what is before. Calling
+    /// this again for the same line starts the replacement over.
+    #[inline]
     pub fn replace_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
         self.kept = false;
-        begin(&mut self.out.replace, &mut self.replace_from);
-        write(&mut self.out.replace.values.data);
+        write(begin(&mut self.out.replace, &mut self.replace_from));
     }
 
-    /// Undo `keep`/`replace`: the line is dropped.
+    /// Drops the line after all, undoing `keep` or `replace` (dropping is
+    /// the default; this is for code that decides late).
+    #[inline]
     pub fn drop_line(&mut self) {
         self.kept = false;
         if let Some(start) = self.replace_from.take() {
@@ -80,24 +96,27 @@ impl<'a> Emit<'a> {
         }
     }
 
-    /// Give the emitted line a new partition key.
+    /// Whether the line will be emitted (kept or replaced) as things stand.
+    pub fn is_emitted(&self) -> bool {
+        self.kept || self.replace_from.is_some()
+    }
+
+    /// Gives the emitted line a new partition key (ignored if the line is
+    /// dropped).
+    #[inline]
     pub fn set_key(&mut self, key: &str) {
-        begin(&mut self.out.rekey, &mut self.key_from);
-        self.out.rekey.values.data.extend_from_slice(key.as_bytes());
+        begin(&mut self.out.rekey, &mut self.key_from).extend_from_slice(key.as_bytes());
     }
 
-    /// Give the emitted line a route name.
+    /// Gives the emitted line a route name (ignored if the line is dropped).
+    #[inline]
     pub fn set_route(&mut self, route: &str) {
-        begin(&mut self.out.route, &mut self.route_from);
-        self.out
-            .route
-            .values
-            .data
-            .extend_from_slice(route.as_bytes());
+        begin(&mut self.out.route, &mut self.route_from).extend_from_slice(route.as_bytes());
     }
 
+    #[inline]
     fn finish(self) {
-        let emitted = self.kept || self.replace_from.is_some();
+        let emitted = self.is_emitted();
         if emitted {
             self.out.emit.push(self.index);
         }
@@ -112,7 +131,7 @@ impl<'a> Emit<'a> {
     }
 }
 
-fn empty_patches() -> Patches {
+pub(crate) fn patches() -> Patches {
     Patches {
         lines: Vec::new(),
         values: Packed {
@@ -122,21 +141,46 @@ fn empty_patches() -> Patches {
     }
 }
 
-fn item<'a>(data: &'a [u8], ends: &[u32], i: usize, start: &mut usize) -> &'a [u8] {
-    let end = (ends[i] as usize).min(data.len());
-    let s = (*start).min(end);
-    *start = end;
-    &data[s..end]
+/// Checks that `p` packs `n` items.
+fn check_packed(p: &Packed, n: usize, what: &str) -> Result<(), String> {
+    if p.ends.len() != n {
+        return Err(format!(
+            "malformed batch: {n} lines but {} {what}",
+            p.ends.len()
+        ));
+    }
+    let mut prev = 0;
+    for &e in &p.ends {
+        if e < prev {
+            return Err(format!("malformed batch: {what} ends decrease"));
+        }
+        prev = e;
+    }
+    if prev as usize > p.data.len() {
+        return Err(format!("malformed batch: {what} end past the data"));
+    }
+    Ok(())
 }
 
-/// Runs `filter` over every line of `batch` (the loop inside the guest).
-pub fn process<F: Filter>(filter: &mut F, batch: &Batch) -> Output {
+/// Runs `filter` over every line of `batch`: the loop inside the guest.
+pub(crate) fn process<F: Filter>(filter: &mut F, batch: &Batch) -> Result<Output, String> {
     let n = batch.lines.ends.len();
+    check_packed(&batch.lines, n, "line ends")?;
+    check_packed(&batch.keys, n, "key ends")?;
+    for (len, what) in [
+        (batch.listeners.len(), "listener ids"),
+        (batch.counters.len(), "counters"),
+        (batch.received_ms.len(), "receive times"),
+    ] {
+        if len != n {
+            return Err(format!("malformed batch: {n} lines but {len} {what}"));
+        }
+    }
     let mut out = Output {
         emit: Vec::with_capacity(n),
-        replace: empty_patches(),
-        rekey: empty_patches(),
-        route: empty_patches(),
+        replace: patches(),
+        rekey: patches(),
+        route: patches(),
     };
     let c = &batch.context;
     filter.begin_batch(&Context {
@@ -145,64 +189,97 @@ pub fn process<F: Filter>(filter: &mut F, batch: &Batch) -> Output {
         first_sequence: &c.first_sequence,
         last_sequence: &c.last_sequence,
     });
-    let data = &batch.lines.data[..];
-    let ends = &batch.lines.ends[..];
+    let (data, keys) = (&batch.lines.data[..], &batch.keys.data[..]);
     let (mut start, mut key_start) = (0, 0);
-    for i in 0..n {
+    let stamps = batch
+        .listeners
+        .iter()
+        .zip(&batch.counters)
+        .zip(&batch.received_ms);
+    let ends = batch.lines.ends.iter().zip(&batch.keys.ends);
+    for (index, ((&end, &key_end), ((&listener, &counter), &received_ms))) in
+        (0u32..).zip(ends.zip(stamps))
+    {
+        let (end, key_end) = (end as usize, key_end as usize);
         let line = Line {
-            index: i as u32,
-            bytes: item(data, ends, i, &mut start),
-            listener: batch.listeners.get(i).copied().unwrap_or(0),
-            counter: batch.counters.get(i).copied().unwrap_or(0),
-            received_ms: batch.received_ms.get(i).copied().unwrap_or(0),
-            key: if i < batch.keys.ends.len() {
-                item(&batch.keys.data, &batch.keys.ends, i, &mut key_start)
-            } else {
-                &[]
-            },
+            index,
+            bytes: data.get(start..end).unwrap_or_default(),
+            listener,
+            counter,
+            received_ms,
+            key: keys.get(key_start..key_end).unwrap_or_default(),
         };
-        let mut emit = Emit::new(&mut out, i as u32);
+        (start, key_start) = (end, key_end);
+        let mut emit = Emit::new(&mut out, index);
         filter.line(&line, &mut emit);
         emit.finish();
     }
-    out
+    Ok(out)
 }
 
 thread_local! {
-    static CORRUPT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set by the `chaos` test fixture: corrupt this batch's answer.
+    static BAD_INDEX: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Test hook for the host's tests (the `chaos` fixture): makes this batch's
-/// answer name a line past the end of the batch.
+/// Test hook for the host's tests (the `chaos` fixture only): this batch's
+/// answer will name a line past the end of the batch, as a buggy filter
+/// written without this SDK could.
 #[doc(hidden)]
 pub fn chaos_bad_index() {
-    CORRUPT.with(|c| c.set(true));
+    BAD_INDEX.with(|c| c.set(true));
 }
 
-thread_local! {
-    /// The instance's filter, built by `init` (each instance is fresh).
-    static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+/// Makes a panic log its message through the host before the instance
+/// traps. (The standard hook would look up `RUST_BACKTRACE` first, an
+/// environment the host does not provide, and trap on that instead.)
+fn install_panic_hook() {
+    #[cfg(target_arch = "wasm32")]
+    {
+        thread_local! {
+            static INSTALLED: Cell<bool> = const { Cell::new(false) };
+        }
+        if !INSTALLED.with(|i| i.replace(true)) {
+            std::panic::set_hook(Box::new(|info| {
+                crate::log(crate::Level::Error, &format!("filter {info}"));
+            }));
+        }
+    }
 }
 
-/// The `init` export.
-pub fn init<F: Filter>(params: Vec<(String, String)>) -> Result<(), String> {
-    let f = F::init(&Params::new(params))?;
-    INSTANCE.with(|i| *i.borrow_mut() = Some(Box::new(f)));
+/// The `init` export: builds the instance's filter (each instance is fresh
+/// and gets exactly one `init`).
+#[doc(hidden)]
+pub fn init<F: Filter>(
+    slot: &RefCell<Option<F>>,
+    params: Vec<(String, String)>,
+) -> Result<(), String> {
+    install_panic_hook();
+    let filter = F::init(&Params::new(params))?;
+    let mut slot = slot
+        .try_borrow_mut()
+        .map_err(|_| "`init` called during `filter`".to_owned())?;
+    *slot = Some(filter);
     Ok(())
 }
 
 /// The `filter` export.
-pub fn filter<F: Filter>(batch: Batch) -> Result<Output, String> {
-    INSTANCE.with(|i| {
-        let mut slot = i.borrow_mut();
-        let f = slot
-            .as_mut()
-            .and_then(|b| b.downcast_mut::<F>())
-            .ok_or_else(|| "`filter` called before a successful `init`".to_owned())?;
-        let mut out = process(f, &batch);
-        if CORRUPT.with(|c| c.replace(false)) {
-            out.emit.push(batch.lines.ends.len() as u32 + 5);
-        }
-        Ok(out)
-    })
+#[doc(hidden)]
+pub fn filter<F: Filter>(slot: &RefCell<Option<F>>, batch: Batch) -> Result<Output, String> {
+    let mut slot = slot
+        .try_borrow_mut()
+        .map_err(|_| "`filter` called during `filter`".to_owned())?;
+    if slot.is_none() {
+        install_panic_hook();
+        // The host always calls `init` first; without it, no parameters.
+        *slot = Some(F::init(&Params::default())?);
+    }
+    let Some(filter) = slot.as_mut() else {
+        return Err("no filter instance".to_owned());
+    };
+    let mut out = process(filter, &batch)?;
+    if BAD_INDEX.with(|c| c.replace(false)) {
+        out.emit.push(batch.lines.ends.len() as u32 + 7);
+    }
+    Ok(out)
 }

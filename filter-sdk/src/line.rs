@@ -1,6 +1,6 @@
-//! Zero-copy views of a batch's lines.
+//! Zero-copy views of a batch and its lines.
 
-/// One line of a batch, borrowed from the batch buffer.
+/// One line of a batch, borrowed from the batch's buffers.
 #[derive(Debug, Clone, Copy)]
 pub struct Line<'a> {
     pub(crate) index: u32,
@@ -12,7 +12,9 @@ pub struct Line<'a> {
 }
 
 impl<'a> Line<'a> {
-    /// The event, byte for byte as the producer sent it (no newline).
+    /// The event, byte for byte as the producer sent it (no newline; not
+    /// necessarily UTF-8).
+    #[inline]
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
     }
@@ -23,31 +25,40 @@ impl<'a> Line<'a> {
     }
 
     /// Position of the line in its batch.
+    #[inline]
     pub fn index(&self) -> u32 {
         self.index
     }
 
-    /// The event id: (listener id, listener counter), unique across listeners.
+    /// The event id, `(listener id, listener counter)`: unique across
+    /// listeners and stable through replays.
+    #[inline]
     pub fn event_id(&self) -> (u64, u64) {
         (self.listener, self.counter)
     }
 
     /// Receive time, milliseconds since the Unix epoch.
+    #[inline]
     pub fn received_ms(&self) -> i64 {
         self.received_ms
     }
 
-    /// The partition key (UTF-8 from the intake; bytes here).
+    /// The partition key (UTF-8 as the intake wrote it; given as bytes).
+    #[inline]
     pub fn key(&self) -> &'a [u8] {
         self.key
     }
 }
 
-/// Where a batch comes from.
+/// Where a batch comes from (see [`Filter::begin_batch`](crate::Filter::begin_batch)).
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
+    /// The stream the batch was read from.
     pub stream: &'a str,
+    /// The shard (bucket) within the stream.
     pub shard: &'a str,
+    /// Sequence number of the first record in the batch.
     pub first_sequence: &'a str,
+    /// Sequence number of the last record in the batch.
     pub last_sequence: &'a str,
 }

@@ -1,16 +1,24 @@
-//! `chaos`: a TEST FIXTURE that misbehaves on purpose, so the host's tests
-//! can check that every kind of misbehaviour is contained. Not an example to
-//! follow. Parameter `mode`:
+//! `chaos`: a **test fixture** that misbehaves on purpose, so that the
+//! host's tests can check that each kind of misbehaviour stays contained in
+//! its batch. It is not an example to follow.
 //!
-//! `keep` (default) · `trap` (panic on every batch) · `poison` (panic on
-//! lines containing `POISON`, keep the others) · `loop` (never returns) ·
-//! `alloc` (allocates without bound) · `recurse` (unbounded recursion) ·
-//! `bad-index` (answers with an out-of-range line index) · `log-flood`
-//! (logs 1,000,000 lines, then keeps everything) · `init-error`.
+//! Parameter `mode`:
+//!
+//! | mode | behaviour |
+//! |---|---|
+//! | `keep` (default) | keeps every line |
+//! | `trap` | panics (traps) on every batch |
+//! | `poison` | panics on a line containing `POISON`, keeps the others |
+//! | `loop` | never returns |
+//! | `alloc` | allocates (and touches) memory without bound |
+//! | `recurse` | recurses without bound |
+//! | `bad-index` | answers with a line index past the end of the batch |
+//! | `log-flood` | logs 1,000,000 messages per batch, then keeps every line |
+//! | `init-error` | `init` fails with `chaos says no` |
 
 use std::hint::black_box;
 
-use kinesthetic_filter::{Emit, Filter, Level, Line, Params, export_filter, log};
+use kinesthetic_filter::{Context, Emit, Filter, Level, Line, Params, export_filter, log};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -26,7 +34,6 @@ enum Mode {
 
 pub struct Chaos {
     mode: Mode,
-    first: bool,
 }
 
 impl Filter for Chaos {
@@ -43,20 +50,12 @@ impl Filter for Chaos {
             "init-error" => return Err("chaos says no".into()),
             other => return Err(format!("parameter `mode`: unknown mode `{other}`")),
         };
-        Ok(Chaos { mode, first: true })
+        Ok(Chaos { mode })
     }
 
-    fn line(&mut self, line: &Line<'_>, emit: &mut Emit<'_>) {
-        let first = std::mem::replace(&mut self.first, false);
+    fn begin_batch(&mut self, _: &Context<'_>) {
         match self.mode {
-            Mode::Keep => emit.keep(),
             Mode::Trap => panic!("chaos: trap"),
-            Mode::Poison => {
-                if line.bytes().windows(6).any(|w| w == b"POISON") {
-                    panic!("chaos: poison line {}", line.index());
-                }
-                emit.keep();
-            }
             Mode::Loop => {
                 let mut x = 0u64;
                 while black_box(true) {
@@ -67,31 +66,33 @@ impl Filter for Chaos {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
                     hoard.push(vec![1u8; 1 << 20]);
-                    black_box(&hoard);
+                    black_box(&mut hoard);
                 }
             }
             Mode::Recurse => {
                 black_box(recurse(black_box(1)));
             }
-            Mode::BadIndex => {
-                emit.keep();
-                if first {
-                    kinesthetic_filter::__private::chaos_bad_index();
-                }
-            }
+            Mode::BadIndex => kinesthetic_filter::__private::chaos_bad_index(),
             Mode::LogFlood => {
-                if first {
-                    for i in 0..1_000_000u32 {
-                        log(Level::Info, if i % 2 == 0 { "flood" } else { "more flood" });
-                    }
+                for i in 0..1_000_000u32 {
+                    log(Level::Info, if i % 2 == 0 { "flood" } else { "more flood" });
                 }
-                emit.keep();
             }
+            Mode::Keep | Mode::Poison => {}
         }
+    }
+
+    fn line(&mut self, line: &Line<'_>, emit: &mut Emit<'_>) {
+        if self.mode == Mode::Poison && line.bytes().windows(6).any(|w| w == b"POISON") {
+            panic!("chaos: poison line {}", line.index());
+        }
+        emit.keep();
     }
 }
 
-#[allow(unconditional_recursion)] // the point of this mode
+/// Recurses forever; `black_box` keeps the compiler from turning it into a
+/// loop.
+#[allow(unconditional_recursion)]
 fn recurse(n: u64) -> u64 {
     black_box(recurse(black_box(n + 1))).wrapping_add(n)
 }
@@ -104,19 +105,32 @@ mod tests {
     use kinesthetic_filter::testing;
 
     #[test]
-    fn keep_poison_and_init_error() {
+    fn keep_is_the_default() {
+        let out = testing::run::<Chaos>(&[], &[b"a", b"POISON"]).unwrap_or_default();
+        assert_eq!(out.len(), 2);
+        let out = testing::run::<Chaos>(&[("mode", "keep")], &[b"a"]).unwrap_or_default();
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn poison_panics_only_on_poison_lines() {
+        let ok = testing::run::<Chaos>(&[("mode", "poison")], &[b"fine", b"POISO N"]);
+        assert_eq!(ok.map(|o| o.len()), Ok(2));
+        let poisoned = std::panic::catch_unwind(|| {
+            testing::run::<Chaos>(&[("mode", "poison")], &[b"fine", b"xPOISONx"])
+        });
+        let message = poisoned.err().and_then(|p| p.downcast::<String>().ok());
         assert_eq!(
-            testing::run::<Chaos>(&[], &[b"a", b"b"])
-                .unwrap_or_default()
-                .len(),
-            2
+            message.as_deref().map(String::as_str),
+            Some("chaos: poison line 1")
         );
-        let poison =
-            std::panic::catch_unwind(|| testing::run::<Chaos>(&[("mode", "poison")], &[b"POISON"]));
-        assert!(poison.is_err());
-        let ok = testing::run::<Chaos>(&[("mode", "poison")], &[b"fine"]).unwrap_or_default();
-        assert_eq!(ok.len(), 1);
+    }
+
+    #[test]
+    fn init_error_and_unknown_modes_fail_init() {
         let e = testing::run::<Chaos>(&[("mode", "init-error")], &[b"a"]).err();
         assert_eq!(e.as_deref(), Some("chaos says no"));
+        let e = testing::run::<Chaos>(&[("mode", "nope")], &[b"a"]).err();
+        assert!(e.is_some_and(|e| e.contains("`nope`")));
     }
 }

@@ -1,10 +1,21 @@
 //! `errors-only`: keeps JSON events whose top-level `level` is the string
-//! `"error"` and whose top-level `status` is a number ≥ 500, and emits a
+//! `"error"` and whose top-level `status` is a number ≥ 500, reduced to a
 //! compact object with only `ts`, `service` and `msg`, in that order, values
-//! unchanged (a missing key is left out). Lines that are not one valid JSON
-//! object — truncated ones included — are dropped.
+//! unchanged (a missing key is left out):
+//!
+//! ```text
+//! {"ts":"2024-05-01T12:00:00Z","level":"error","status":503,"service":"api","msg":"boom","user":{"id":7}}
+//! → {"ts":"2024-05-01T12:00:00Z","service":"api","msg":"boom"}
+//! ```
+//!
+//! Lines that are not exactly one valid JSON object (truncated ones
+//! included) are dropped. The line is read once, front to back, and dropped
+//! as soon as `level` or `status` rules it out; only the lines that are kept
+//! are validated to the end. The verdict is the one full validation would
+//! give. (With a duplicated key, every `level` and `status` must pass, and
+//! the last `ts`, `service`, `msg` are kept.)
 
-use kinesthetic_filter::json::{self, Kind, Value};
+use kinesthetic_filter::json::{self, Value};
 use kinesthetic_filter::{Emit, Filter, Line, Params, export_filter};
 
 pub struct ErrorsOnly;
@@ -15,8 +26,8 @@ impl Filter for ErrorsOnly {
     }
 
     fn line(&mut self, line: &Line<'_>, emit: &mut Emit<'_>) {
-        let mut kept = false;
         // Write the reduced object straight into the batch's output buffer.
+        let mut kept = false;
         emit.replace_with(|out| kept = errors_only_line(line.bytes(), out));
         if !kept {
             emit.drop_line();
@@ -26,69 +37,46 @@ impl Filter for ErrorsOnly {
 
 export_filter!(ErrorsOnly);
 
-/// The filter's logic, callable natively: if the line is kept, appends the
-/// reduced object to `out` and returns `true`; otherwise writes nothing.
+/// The keys kept, in output order.
+const KEPT: [&str; 3] = ["ts", "service", "msg"];
+
+/// The filter's logic, callable natively (the host's benchmark does): if
+/// `line` is kept, appends the reduced object to `out` and returns `true`;
+/// otherwise returns `false` and leaves `out` alone.
 pub fn errors_only_line(line: &[u8], out: &mut Vec<u8>) -> bool {
-    let (mut ts, mut service, mut msg): (Option<Value<'_>>, Option<Value<'_>>, Option<Value<'_>>) =
-        (None, None, None);
-    let (mut level_ok, mut status_ok) = (false, false);
-    for m in json::members(line) {
-        let Ok((k, v)) = m else { return false };
-        match k.raw() {
-            b"level" => {
-                if !v.str_eq("error") {
-                    return false;
-                }
-                level_ok = true;
+    let mut kept: [Option<Value<'_>>; 3] = [None; 3];
+    let (mut level, mut status) = (false, false);
+    for member in json::members(line) {
+        let Ok((key, value)) = member else {
+            return false; // not a valid JSON object
+        };
+        if key.eq_str("level") {
+            if !value.str_eq("error") {
+                return false;
             }
-            b"status" => {
-                if !(v.kind() == Kind::Number && v.as_f64().is_some_and(|s| s >= 500.0)) {
-                    return false;
-                }
-                status_ok = true;
+            level = true;
+        } else if key.eq_str("status") {
+            if !value.as_f64().is_some_and(|s| s >= 500.0) {
+                return false;
             }
-            b"ts" => ts = Some(v),
-            b"service" => service = Some(v),
-            b"msg" => msg = Some(v),
-            // Escaped keys are rare: compare them decoded.
-            raw if raw.contains(&b'\\') => {
-                if k.eq_str("level") {
-                    if !v.str_eq("error") {
-                        return false;
-                    }
-                    level_ok = true;
-                } else if k.eq_str("status") {
-                    if !(v.kind() == Kind::Number && v.as_f64().is_some_and(|s| s >= 500.0)) {
-                        return false;
-                    }
-                    status_ok = true;
-                } else if k.eq_str("ts") {
-                    ts = Some(v);
-                } else if k.eq_str("service") {
-                    service = Some(v);
-                } else if k.eq_str("msg") {
-                    msg = Some(v);
-                }
-            }
-            _ => {}
+            status = true;
+        } else if let Some(i) = KEPT.iter().position(|k| key.eq_str(k)) {
+            kept[i] = Some(value);
         }
     }
-    if !(level_ok && status_ok) {
+    if !(level && status) {
         return false;
     }
     out.push(b'{');
-    let mut first = true;
-    for (name, v) in [("ts", ts), ("service", service), ("msg", msg)] {
-        if let Some(v) = v {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-            json::write_compact(v.raw(), out);
+    for (name, value) in KEPT.iter().zip(kept) {
+        let Some(value) = value else { continue };
+        if out.last() != Some(&b'{') {
+            out.push(b',');
         }
+        out.push(b'"');
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        json::write_compact(value.raw(), out);
     }
     out.push(b'}');
     true
@@ -102,33 +90,84 @@ mod tests {
     #[track_caller]
     fn check(input: &str, expected: &str) {
         let got = testing::run_str::<ErrorsOnly>(&[], input).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(got, expected);
+        assert_eq!(got, expected, "input: {input}");
+        // The native entry point answers the same.
+        let mut out = Vec::new();
+        let kept = errors_only_line(input.as_bytes(), &mut out);
+        assert_eq!(kept, !expected.is_empty());
+        assert_eq!(String::from_utf8_lossy(&out), expected);
     }
 
     #[test]
     fn keeps_server_errors_reduced() {
         check(
-            r#"{"ts":"t","level":"error","status":503,"service":"api","msg":"boom","x":{"y":1}}"#,
-            r#"{"ts":"t","service":"api","msg":"boom"}"#,
+            r#"{"ts":"2024-05-01T12:00:00Z","level":"error","status":503,"service":"api","msg":"boom","user":{"id":7}}"#,
+            r#"{"ts":"2024-05-01T12:00:00Z","service":"api","msg":"boom"}"#,
         );
+        // Any order in, fixed order out; the threshold is inclusive.
         check(
-            r#"{"msg":"m","status":500.0,"level":"error"}"#,
-            r#"{"msg":"m"}"#,
+            r#"{"msg":"m","service":"s","status":500,"level":"error","ts":1}"#,
+            r#"{"ts":1,"service":"s","msg":"m"}"#,
         );
-        check(r#"{"level":"error","status":5e2}"#, r#"{}"#);
     }
 
     #[test]
-    fn drops_everything_else() {
+    fn status_must_be_a_number_of_at_least_500() {
+        check(
+            r#"{"level":"error","status":500.0,"msg":"a"}"#,
+            r#"{"msg":"a"}"#,
+        );
+        check(
+            r#"{"level":"error","status":5e2,"msg":"b"}"#,
+            r#"{"msg":"b"}"#,
+        );
+        check(r#"{"level":"error","status":599.5}"#, "{}");
+        for status in [r#""500""#, "499", "499.99", "-503", "null", "true", "[503]"] {
+            check(&format!(r#"{{"level":"error","status":{status}}}"#), "");
+        }
+    }
+
+    #[test]
+    fn level_must_be_the_string_error() {
+        for level in [
+            r#""ERROR""#,
+            r#""warn""#,
+            r#""error ""#,
+            "null",
+            r#"["error"]"#,
+        ] {
+            check(&format!(r#"{{"level":{level},"status":503}}"#), "");
+        }
+        check(r#"{"status":503}"#, "");
+        check(r#"{"level":"error"}"#, "");
+    }
+
+    #[test]
+    fn missing_keys_are_left_out() {
+        check(r#"{"level":"error","status":503}"#, "{}");
+        check(
+            r#"{"level":"error","status":503,"service":"api"}"#,
+            r#"{"service":"api"}"#,
+        );
+        check(
+            r#"{"level":"error","status":503,"msg":"x","ts":"t"}"#,
+            r#"{"ts":"t","msg":"x"}"#,
+        );
+    }
+
+    #[test]
+    fn invalid_and_truncated_lines_are_dropped() {
+        let good = r#"{"ts":"t","level":"error","status":503,"msg":"boom"}"#;
+        for cut in 0..good.len() {
+            check(&good[..cut], "");
+        }
         for line in [
-            r#"{"level":"error","status":499}"#,
-            r#"{"level":"error","status":"503"}"#,
-            r#"{"level":"ERROR","status":503}"#,
-            r#"{"level":"warn","status":503}"#,
-            r#"{"status":503}"#,
-            r#"{"level":"error","status":503,"ts":"cut"#,
             r#"{"level":"error","status":503} trailing"#,
+            r#"{"level":"error","status":503,}"#,
             r#"[{"level":"error","status":503}]"#,
+            r#"{"level":"error","status":503,"msg":"bad \x escape"}"#,
+            r#"{"level":"error","status":503,"n":01}"#,
+            r#"{"level":"error","status":503,"x":{"y":[1,2}}"#,
             "plain text",
             "",
         ] {
@@ -137,14 +176,42 @@ mod tests {
     }
 
     #[test]
-    fn escaped_keys_and_nested_values() {
+    fn escaped_keys_and_values_compare_decoded() {
         check(
-            r#"{"le\u0076el":"error","st\u0061tus":503,"service":{ "a" : [1, 2] }}"#,
-            r#"{"service":{"a":[1,2]}}"#,
+            r#"{"le\u0076el":"\u0065rror","st\u0061tus":503,"m\u0073g":"caf\u00e9"}"#,
+            r#"{"msg":"caf\u00e9"}"#,
+        );
+    }
+
+    #[test]
+    fn nested_values_are_compacted_and_nested_keys_ignored() {
+        check(
+            r#"{ "level" : "error" , "status" : 503 , "service" : { "name" : "api" , "v" : [ 1 , 2 ] } }"#,
+            r#"{"service":{"name":"api","v":[1,2]}}"#,
         );
         check(
-            r#"{"level":"error","status":503,"nested":{"level":"info"},"msg":"x"}"#,
-            r#"{"msg":"x"}"#,
+            r#"{"nested":{"level":"error","status":503},"level":"info","status":503}"#,
+            "",
         );
+        check(
+            r#"{"level":"error","status":503,"msg":"a \"quoted\"  msg","x":{"level":"info"}}"#,
+            r#"{"msg":"a \"quoted\"  msg"}"#,
+        );
+    }
+
+    #[test]
+    fn every_line_of_a_batch_is_judged_on_its_own() {
+        let out = testing::run::<ErrorsOnly>(
+            &[],
+            &[
+                br#"{"level":"error","status":500,"ts":1}"#,
+                b"{",
+                br#"{"level":"info","status":500,"ts":2}"#,
+                br#"{"level":"error","status":502,"ts":3}"#,
+            ],
+        )
+        .unwrap_or_default();
+        let got: Vec<(u32, &[u8])> = out.iter().map(|o| (o.index, &o.bytes[..])).collect();
+        assert_eq!(got, [(0, &br#"{"ts":1}"#[..]), (3, br#"{"ts":3}"#)]);
     }
 }

@@ -1,12 +1,24 @@
-//! `redact`: masks e-mail addresses (`[email]`) and IPv4 addresses
-//! (`[ipv4]`) in any line, JSON or not. Lines without either are kept by
-//! index (no copy); other bytes, valid UTF-8 or not, are left untouched.
+//! `redact`: masks e-mail addresses as `[email]` and IPv4 addresses as
+//! `[ipv4]` in any line, JSON or not. A line without either is kept as it
+//! is (by index, no copy); every other byte is left untouched, UTF-8 or not.
+//!
+//! An e-mail address is `local@domain`: the local part made of letters,
+//! digits and `._%+-` (not starting with a dot), the domain two or more
+//! dot-separated labels of letters, digits and `-`, the last one letters
+//! only (`a.b@c.d` is masked, `root@localhost` is not). A dot ending a
+//! sentence is not part of it. An IPv4 address is four decimal numbers up to
+//! 255 joined by dots, not part of a longer word or dotted number
+//! (`999.1.1.1` and `1.2.3.4.5` are not).
 
 use kinesthetic_filter::{Emit, Filter, Line, Params, export_filter};
 
 pub struct Redact {
-    spans: Vec<(usize, usize, &'static [u8])>,
+    /// This line's spans to mask (reused from line to line).
+    spans: Vec<Span>,
 }
+
+/// A range of the line and its mask.
+type Span = (usize, usize, &'static [u8]);
 
 impl Filter for Redact {
     fn init(_: &Params) -> Result<Self, String> {
@@ -42,13 +54,12 @@ fn is_domain(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-')
 }
 
-/// The e-mail address around the `@` at `at`, as (start, end).
+/// The e-mail address around the `@` at `s[at]`, as `(start, end)`.
 fn email(s: &[u8], at: usize) -> Option<(usize, usize)> {
     let mut start = at;
     while start > 0 && is_local(s[start - 1]) {
         start -= 1;
     }
-    // A local part does not start with a dot.
     while start < at && s[start] == b'.' {
         start += 1;
     }
@@ -56,21 +67,21 @@ fn email(s: &[u8], at: usize) -> Option<(usize, usize)> {
     while end < s.len() && is_domain(s[end]) {
         end += 1;
     }
-    // Trailing dots end the sentence, not the domain.
-    while end > at + 1 && s[end - 1] == b'.' {
+    // Dots and dashes at the end close the sentence, not the domain.
+    while end > at + 1 && matches!(s[end - 1], b'.' | b'-') {
         end -= 1;
     }
     let domain = &s[at + 1..end];
-    let tld = domain.rsplit(|&b| b == b'.').next()?;
-    let ok = start < at
-        && domain.contains(&b'.')
-        && !domain.starts_with(b".")
-        && tld.len() >= 2
-        && tld.iter().all(u8::is_ascii_alphabetic);
-    ok.then_some((start, end))
+    let mut labels = domain.split(|&b| b == b'.');
+    let tld = labels.next_back()?;
+    let labels_ok = labels
+        .map(|l| !l.is_empty() && l[0] != b'-' && l[l.len() - 1] != b'-')
+        .fold(domain.contains(&b'.'), |ok, l| ok && l);
+    let tld_ok = !tld.is_empty() && tld.iter().all(u8::is_ascii_alphabetic);
+    (start < at && labels_ok && tld_ok).then_some((start, end))
 }
 
-/// The IPv4 address starting at `i`, as its end.
+/// The end of the IPv4 address starting at `s[i]`.
 fn ipv4(s: &[u8], i: usize) -> Option<usize> {
     let mut j = i;
     for part in 0..4 {
@@ -80,7 +91,7 @@ fn ipv4(s: &[u8], i: usize) -> Option<usize> {
             v = v * 10 + u32::from(s[j] - b'0');
             j += 1;
         }
-        if j == start || v > 255 || (j < s.len() && s[j].is_ascii_digit()) {
+        if j == start || v > 255 {
             return None;
         }
         if part < 3 {
@@ -90,22 +101,25 @@ fn ipv4(s: &[u8], i: usize) -> Option<usize> {
             j += 1;
         }
     }
-    // Not followed by `.digit` (a longer dotted number such as a version).
-    if s.get(j) == Some(&b'.') && s.get(j + 1).is_some_and(u8::is_ascii_digit) {
-        return None;
+    // Not part of a longer word or number (`1.2.3.45`, `1.2.3.4x`), nor of
+    // a longer dotted number (`1.2.3.4.5`); a sentence's dot may follow.
+    match s.get(j) {
+        Some(b) if b.is_ascii_alphanumeric() => None,
+        Some(b'.') if s.get(j + 1).is_some_and(u8::is_ascii_digit) => None,
+        _ => Some(j),
     }
-    Some(j)
 }
 
-/// All spans to mask, in order, without overlaps.
-pub fn find(s: &[u8], spans: &mut Vec<(usize, usize, &'static [u8])>) {
+/// All spans of `s` to mask, in order, without overlaps.
+pub fn find(s: &[u8], spans: &mut Vec<Span>) {
     spans.clear();
     let mut i = 0;
     while i < s.len() {
         let b = s[i];
         if b == b'@' {
             if let Some((start, end)) = email(s, i) {
-                // An e-mail swallows anything found inside its local part.
+                // An e-mail address swallows what was found in its local
+                // part (`1.2.3.4@example.com`).
                 while spans.last().is_some_and(|&(st, _, _)| st >= start) {
                     spans.pop();
                 }
@@ -117,12 +131,11 @@ pub fn find(s: &[u8], spans: &mut Vec<(usize, usize, &'static [u8])>) {
             }
         } else if b.is_ascii_digit()
             && (i == 0 || !(s[i - 1].is_ascii_alphanumeric() || s[i - 1] == b'.'))
+            && let Some(end) = ipv4(s, i)
         {
-            if let Some(end) = ipv4(s, i) {
-                spans.push((i, end, b"[ipv4]"));
-                i = end;
-                continue;
-            }
+            spans.push((i, end, b"[ipv4]"));
+            i = end;
+            continue;
         }
         i += 1;
     }
@@ -136,19 +149,33 @@ mod tests {
     #[track_caller]
     fn check(input: &str, expected: &str) {
         let got = testing::run_str::<Redact>(&[], input).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(got, expected);
+        assert_eq!(got, expected, "input: {input}");
     }
 
     #[test]
     fn masks_addresses() {
         check("from bob@example.com at 10.0.0.1", "from [email] at [ipv4]");
-        check("ip=192.168.1.254.", "ip=[ipv4].");
-        check("mail a.b@c.de.", "mail [email].");
-        check("255.255.255.255:22", "[ipv4]:22");
+        check("a.b@c.d", "[email]");
+        check("<first.last+tag@mail.example-corp.co.uk>", "<[email]>");
+        check(
+            r#"{"user":"x_y%z@a1.io","ip":"172.16.0.1"}"#,
+            r#"{"user":"[email]","ip":"[ipv4]"}"#,
+        );
+        check("255.255.255.255:22 0.0.0.0", "[ipv4]:22 [ipv4]");
         check(
             "Failed password for root from 173.234.31.186 port 38926 ssh2",
             "Failed password for root from [ipv4] port 38926 ssh2",
         );
+        check("1.2.3.4@example.com", "[email]");
+        check("root@10.0.0.1", "root@[ipv4]");
+    }
+
+    #[test]
+    fn trailing_dots_end_the_sentence() {
+        check("mail a.b@c.de.", "mail [email].");
+        check("mail a.b@c.de...", "mail [email]...");
+        check("ip=192.168.1.254.", "ip=[ipv4].");
+        check("see .bob@example.com", "see .[email]");
     }
 
     #[test]
@@ -156,21 +183,31 @@ mod tests {
         for line in [
             "version 1.2.3",
             "999.1.1.1",
+            "1.2.3.256",
             "1.2.3.4.5",
             "a1.2.3.4",
+            "1.2.3.4x",
+            "1.2.3.4567",
             "user@localhost",
             "@home",
-            "x@y.z",
-            "2024-01-01",
+            "me@",
+            "x@y.z1",
+            "x@-y.com",
+            "x@y..com",
+            "2024-01-01T10:00:00Z",
         ] {
             check(line, line);
         }
     }
 
     #[test]
-    fn untouched_lines_are_kept_by_index() {
-        let out = testing::run::<Redact>(&[], &[b"plain", b"a@b.io"]).unwrap_or_default();
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[1].bytes, b"[email]");
+    fn untouched_lines_are_kept_by_index_and_others_replaced() {
+        let out =
+            testing::run::<Redact>(&[], &[b"plain \xff", b"a@b.io \xff", b""]).unwrap_or_default();
+        let got: Vec<(u32, &[u8])> = out.iter().map(|o| (o.index, &o.bytes[..])).collect();
+        assert_eq!(
+            got,
+            [(0, &b"plain \xff"[..]), (1, b"[email] \xff"), (2, b"")]
+        );
     }
 }
