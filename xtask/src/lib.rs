@@ -1,20 +1,57 @@
-//! Build automation shared by `cargo xtask` and `tests/build.rs`: building
-//! the example filters (Rust and C) into Wasm components.
+//! Build automation shared by `cargo xtask`, `tests/build.rs` and the
+//! benches: building the example filters (Rust and C) into Wasm components.
+//!
+//! Standard library only, so that the build scripts that depend on this
+//! crate cost next to nothing to compile.
 
+use std::ffi::{OsStr, OsString};
+use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 
-/// Versions of the C toolchain's tools from crates.io.
+/// Pinned versions of the C toolchain's tools from crates.io.
 pub const WIT_BINDGEN_VERSION: &str = "0.63.0";
 pub const WASM_TOOLS_VERSION: &str = "1.263.0";
+
+/// Debian packages the C filters need: the compiler, the Wasm linker, the C
+/// library for `wasm32-wasi` and the compiler's runtime builtins for it.
+pub const APT_PACKAGES: &[&str] = &["clang", "lld", "wasi-libc", "libclang-rt-dev-wasm32"];
+
+/// The Rust target of the example filters.
+pub const RUST_TARGET: &str = "wasm32-wasip2";
+
+const INSTALL_TOOLS: &str = "run `cargo xtask install-tools` (or .ci/run)";
+
+/// The language a filter is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    Rust,
+    C,
+}
+
+impl Language {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::Rust => "rust",
+            Language::C => "c",
+        }
+    }
+}
+
+impl fmt::Display for Language {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
 
 /// One built filter component.
 #[derive(Debug, Clone)]
 pub struct BuiltFilter {
-    /// Name with dashes, as in `errors-only`.
+    /// Name with dashes, as in `errors-only`; the file is `NAME.wasm`.
     pub name: String,
+    /// Absolute path of the component.
     pub path: PathBuf,
-    pub language: &'static str,
+    pub language: Language,
 }
 
 /// The repository root (xtask lives in `ROOT/xtask`).
@@ -25,61 +62,175 @@ pub fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// The build directory for artefacts outside the root workspace's own.
+/// The root workspace's target directory: `$CARGO_TARGET_DIR`, else
+/// `ROOT/target`.
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"))
 }
 
-/// A command with the variables of an enclosing cargo build removed, so a
-/// nested build (e.g. from a build script) starts clean.
-pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+/// Where the example filters' own cargo workspace builds (Wasm and native):
+/// a directory of its own beside the root workspace's builds, so the nested
+/// build never waits on the outer build's lock.
+pub fn example_filters_target_dir() -> PathBuf {
+    target_dir().join("example-filters")
+}
+
+/// The files and directories the example filters are built from, for
+/// `cargo:rerun-if-changed`. Lists sources, never build output, so a build
+/// inside `example-filters/` does not make every later build start over.
+pub fn filter_sources() -> Vec<PathBuf> {
+    let root = root();
+    let examples = root.join("example-filters");
+    let mut paths = vec![
+        root.join("wit"),
+        root.join("filter-sdk/Cargo.toml"),
+        root.join("filter-sdk/src"),
+        root.join("filter-sdk/wit"),
+        examples.join("Cargo.toml"),
+        examples.join("Cargo.lock"),
+        examples.join(".cargo/config.toml"),
+    ];
+    for name in rust_members().unwrap_or_default() {
+        paths.push(examples.join(&name).join("Cargo.toml"));
+        paths.push(examples.join(&name).join("src"));
+    }
+    paths.push(examples.join("c"));
+    for (name, dir) in c_filters() {
+        paths.push(dir.join(format!("{name}.c")));
+    }
+    paths
+}
+
+/// Builds every example filter, Rust and C, and copies the components to
+/// `out_dir/NAME.wasm`. The error says what failed, with the tool's output,
+/// and how to install a missing tool.
+pub fn build_filters(out_dir: &Path) -> Result<Vec<BuiltFilter>, String> {
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    let out_dir = std::path::absolute(out_dir)
+        .map_err(|e| format!("cannot resolve {}: {e}", out_dir.display()))?;
+    // Check the C tools first: a missing one should not wait for the
+    // (longer) Rust build to be reported.
+    let c_tools = CTools::find(&c_filters())?;
+    let mut built = build_rust(&out_dir)?;
+    if let Some(tools) = c_tools {
+        built.extend(build_c(&out_dir, &tools)?);
+    }
+    Ok(built)
+}
+
+/// A command for a nested cargo (or any tool) with the variables that an
+/// enclosing cargo build sets for build scripts and tests removed: with
+/// them the nested build would take the outer crate's flags (`RUSTFLAGS`,
+/// `CARGO_ENCODED_RUSTFLAGS`), join its jobserver (`CARGO_MAKEFLAGS`) or
+/// believe it is the outer package. The user's own settings for reaching
+/// registries (`CARGO_HOME`, `CARGO_NET_*`, `CARGO_HTTP_*`, `CARGO_REGISTRIES_*`,
+/// `CARGO_REGISTRY_*`) and terminal output (`CARGO_TERM_*`) are kept.
+pub fn clean_command(program: impl AsRef<OsStr>) -> Command {
     let mut c = Command::new(program);
-    for (k, _) in std::env::vars_os() {
-        let Some(k) = k.to_str() else { continue };
-        let outer = (k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR")
-            || k.starts_with("RUSTC")
-            || k.starts_with("DEP_")
-            || matches!(
-                k,
-                "RUSTFLAGS"
-                    | "RUSTDOCFLAGS"
-                    | "OUT_DIR"
-                    | "TARGET"
-                    | "HOST"
-                    | "OPT_LEVEL"
-                    | "PROFILE"
-                    | "DEBUG"
-                    | "NUM_JOBS"
-            )
-            || k.starts_with("__CARGO");
-        if outer {
+    for (key, _) in std::env::vars_os() {
+        if let Some(k) = key.to_str()
+            && is_outer_build_var(k)
+        {
             c.env_remove(k);
         }
     }
     c
 }
 
-fn run(cmd: &mut Command, what: &str, hint: &str) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            format!(
-                "{what}: `{}` not found: {hint}",
-                cmd.get_program().to_string_lossy()
-            )
-        } else {
-            format!(
-                "{what}: cannot run `{}`: {e}",
-                cmd.get_program().to_string_lossy()
-            )
-        }
-    })?;
+fn is_outer_build_var(k: &str) -> bool {
+    const KEEP: &[&str] = &[
+        "CARGO_HOME",
+        "CARGO_NET_",
+        "CARGO_HTTP_",
+        "CARGO_REGISTRIES_",
+        "CARGO_REGISTRY_",
+        "CARGO_TERM_",
+    ];
+    if k.starts_with("CARGO") {
+        return !KEEP.iter().any(|p| k.starts_with(p));
+    }
+    k.starts_with("RUSTC")
+        || k.starts_with("RUSTDOC")
+        || k.starts_with("DEP_")
+        || k.starts_with("__CARGO")
+        || matches!(
+            k,
+            "RUSTFLAGS"
+                | "OUT_DIR"
+                | "TARGET"
+                | "HOST"
+                | "OPT_LEVEL"
+                | "PROFILE"
+                | "DEBUG"
+                | "NUM_JOBS"
+                | "MAKEFLAGS"
+                | "MFLAGS"
+        )
+}
+
+/// The first `name` on `PATH`, else in cargo's bin directory (where
+/// `cargo install` puts tools, and which a build script's `PATH` may lack).
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        dirs.push(PathBuf::from(home).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// `TOOL --version`'s first line, if the tool runs.
+pub fn tool_version(tool: &Path) -> Option<String> {
+    let out = Command::new(tool).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(text.lines().next().unwrap_or_default().trim().to_owned())
+}
+
+/// A pinned tool from crates.io, checked: found and at its version.
+fn pinned_tool(name: &str, krate: &str, version: &str) -> Result<PathBuf, String> {
+    let install = format!(
+        "{INSTALL_TOOLS}, or `cargo install --locked {krate}@{version}` (puts it in ~/.cargo/bin)"
+    );
+    let path = find_tool(name).ok_or_else(|| format!("{name} not found: {install}"))?;
+    match tool_version(&path) {
+        Some(v) if v.split_whitespace().any(|w| w == version) => Ok(path),
+        found => Err(format!(
+            "{} is {}, not the pinned {version}: {install}",
+            path.display(),
+            found.as_deref().unwrap_or("not runnable"),
+        )),
+    }
+}
+
+/// A tool from Debian's packages.
+fn apt_tool(name: &str) -> Result<PathBuf, String> {
+    find_tool(name).ok_or_else(|| {
+        format!(
+            "{name} not found: {INSTALL_TOOLS}, or `apt-get install {}`",
+            APT_PACKAGES.join(" ")
+        )
+    })
+}
+
+/// Runs `cmd` with its output captured; on failure the error holds it.
+fn run(cmd: &mut Command, what: &str) -> Result<Output, String> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd
+        .output()
+        .map_err(|e| format!("{what}: cannot run {program}: {e}"))?;
     if out.status.success() {
-        Ok(())
+        Ok(out)
     } else {
         Err(format!(
-            "{what} failed ({}):\n{}{}",
+            "{what} failed ({}): {program}\n{}{}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
@@ -87,116 +238,169 @@ fn run(cmd: &mut Command, what: &str, hint: &str) -> Result<(), String> {
     }
 }
 
-const INSTALL_HINT: &str = "run `cargo xtask install-tools` (or .ci/run)";
-
-/// Builds every example filter and copies the components to
-/// `out_dir/NAME.wasm`.
-pub fn build_filters(out_dir: &Path) -> Result<Vec<BuiltFilter>, String> {
-    std::fs::create_dir_all(out_dir)
-        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
-    let mut built = build_rust(out_dir)?;
-    built.extend(build_c(out_dir)?);
-    Ok(built)
+fn copy(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::copy(from, to)
+        .map(drop)
+        .map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))
 }
 
+// ---- Rust --------------------------------------------------------------
+
 fn build_rust(out_dir: &Path) -> Result<Vec<BuiltFilter>, String> {
-    let root = root();
-    let target = target_dir().join("example-filters");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let manifest = root.join("example-filters/Cargo.toml");
-    run(
-        clean_command(&cargo)
-            // Run from the example workspace so its `.cargo/config.toml`
-            // (simd128, stack size) applies: cargo reads config from the
-            // current directory, not from the manifest's.
-            .current_dir(root.join("example-filters"))
-            .args([
-                "build",
-                "--release",
-                "--quiet",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            .env("CARGO_TARGET_DIR", &target),
-        "building the Rust example filters",
-        "install Rust with rustup and `rustup target add wasm32-wasip2`",
-    )?;
+    let examples = root().join("example-filters");
+    let target = example_filters_target_dir();
+    let cargo: OsString = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = clean_command(&cargo);
+    cmd
+        // From the example workspace, so that its `.cargo/config.toml`
+        // (simd128, stack size) applies: cargo reads config from the current
+        // directory, not from the manifest's.
+        .current_dir(&examples)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            RUST_TARGET,
+            "--manifest-path",
+        ])
+        .arg(examples.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        // cargo's progress and errors go to our stderr (a build script's is
+        // shown when it fails); its stdout must not reach a build script's
+        // stdout, where cargo would read it as instructions.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run cargo ({}): {e}", cargo.to_string_lossy()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building the Rust example filters failed ({}); cargo's messages are above. \
+             If it says the `{RUST_TARGET}` target may not be installed: \
+             `rustup target add {RUST_TARGET}` ({INSTALL_TOOLS})",
+            out.status
+        ));
+    }
     let mut built = Vec::new();
-    for name in rust_members(&manifest)? {
+    for name in rust_members()? {
         let file = target
-            .join("wasm32-wasip2/release")
+            .join(RUST_TARGET)
+            .join("release")
             .join(format!("{}.wasm", name.replace('-', "_")));
         let dest = out_dir.join(format!("{name}.wasm"));
-        std::fs::copy(&file, &dest)
-            .map_err(|e| format!("cannot copy {} to {}: {e}", file.display(), dest.display()))?;
+        copy(&file, &dest)?;
         built.push(BuiltFilter {
             name,
             path: dest,
-            language: "rust",
+            language: Language::Rust,
         });
     }
     Ok(built)
 }
 
-/// Crate names listed in the example workspace's `members = [...]`.
-fn rust_members(manifest: &Path) -> Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(manifest)
+/// Crate names (= directories) in the example workspace's `members = [...]`.
+fn rust_members() -> Result<Vec<String>, String> {
+    let manifest = root().join("example-filters/Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)
         .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
-    let start = text
-        .find("members")
-        .and_then(|i| text[i..].find('[').map(|j| i + j + 1))
-        .ok_or("no `members` in example-filters/Cargo.toml")?;
-    let end = text[start..]
-        .find(']')
-        .map(|j| start + j)
-        .ok_or("unterminated `members` list")?;
-    Ok(text[start..end]
+    let list = text
+        .lines()
+        .map(str::trim_start)
+        .find(|l| l.starts_with("members"))
+        .map(|l| l.to_owned())
+        .ok_or("no `members = [...]` line in example-filters/Cargo.toml")?;
+    let inner = list
+        .split_once('[')
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(inner, _)| inner)
+        .ok_or("example-filters/Cargo.toml: keep `members = [...]` on one line")?;
+    Ok(inner
         .split(',')
         .map(|s| s.trim().trim_matches('"').to_owned())
         .filter(|s| !s.is_empty())
         .collect())
 }
 
-/// Builds each `example-filters/c/NAME/NAME.c` into a component.
-fn build_c(out_dir: &Path) -> Result<Vec<BuiltFilter>, String> {
-    let root = root();
-    let c_dir = root.join("example-filters/c");
-    let Ok(entries) = std::fs::read_dir(&c_dir) else {
-        return Ok(Vec::new());
+// ---- C -----------------------------------------------------------------
+
+/// The C filters: every `example-filters/c/NAME/` holding `NAME.c`.
+fn c_filters() -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(root().join("example-filters/c")) else {
+        return Vec::new();
     };
-    let mut dirs: Vec<PathBuf> = entries
+    let mut found: Vec<(String, PathBuf)> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
+        .filter_map(|dir| {
+            let name = dir.file_name()?.to_str()?.to_owned();
+            dir.join(format!("{name}.c"))
+                .is_file()
+                .then_some((name, dir))
+        })
         .collect();
-    dirs.sort();
+    found.sort();
+    found
+}
+
+/// The tools the C filters need, found and checked.
+struct CTools {
+    wit_bindgen: PathBuf,
+    wasm_tools: PathBuf,
+    clang: PathBuf,
+}
+
+impl CTools {
+    /// `None` when there is no C filter to build.
+    fn find(filters: &[(String, PathBuf)]) -> Result<Option<Self>, String> {
+        if filters.is_empty() {
+            return Ok(None);
+        }
+        let clang = apt_tool("clang")?;
+        apt_tool("wasm-ld")?;
+        Ok(Some(CTools {
+            wit_bindgen: pinned_tool("wit-bindgen", "wit-bindgen-cli", WIT_BINDGEN_VERSION)?,
+            wasm_tools: pinned_tool("wasm-tools", "wasm-tools", WASM_TOOLS_VERSION)?,
+            clang,
+        }))
+    }
+}
+
+/// Builds each C filter with the recipe of `shared/TOOLCHAINS.md`: bindings
+/// generated from `wit/` by `wit-bindgen c` into the build directory (never
+/// into the source tree), Debian's clang for `wasm32-wasi` as a reactor, and
+/// `wasm-tools component new` (no adapter: the filters use no stdio).
+fn build_c(out_dir: &Path, tools: &CTools) -> Result<Vec<BuiltFilter>, String> {
+    let CTools {
+        wit_bindgen,
+        wasm_tools,
+        clang,
+    } = tools;
+
+    // One copy of the bindings serves every C filter.
+    let build = target_dir().join("c-filters");
+    let gen_dir = build.join("gen");
+    std::fs::create_dir_all(&gen_dir)
+        .map_err(|e| format!("cannot create {}: {e}", gen_dir.display()))?;
+    run(
+        Command::new(wit_bindgen)
+            .arg("c")
+            .arg(root().join("wit"))
+            .args(["--world", "filter", "--out-dir"])
+            .arg(&gen_dir),
+        "generating the C bindings (wit-bindgen c)",
+    )?;
+
     let mut built = Vec::new();
-    for dir in dirs {
-        let Some(name) = dir.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-            continue;
-        };
-        let build = target_dir().join("c-filters").join(&name);
-        let gen_dir = build.join("gen");
-        std::fs::create_dir_all(&gen_dir)
-            .map_err(|e| format!("cannot create {}: {e}", gen_dir.display()))?;
-        run(
-            Command::new("wit-bindgen")
-                .arg("c")
-                .arg(root.join("wit"))
-                .args(["--world", "filter", "--out-dir"])
-                .arg(&gen_dir),
-            &format!("generating C bindings for `{name}`"),
-            INSTALL_HINT,
-        )?;
+    for (name, dir) in c_filters() {
         let core = build.join(format!("{name}.core.wasm"));
         run(
-            Command::new("clang")
+            Command::new(clang)
                 .args([
                     "--target=wasm32-wasi",
                     "-mexec-model=reactor",
                     "-O2",
+                    "-msimd128",
                     "-Wall",
+                    "-Wextra",
                     "-Werror",
                     "-Wl,--strip-all",
                 ])
@@ -208,23 +412,95 @@ fn build_c(out_dir: &Path) -> Result<Vec<BuiltFilter>, String> {
                 .arg(gen_dir.join("filter.c"))
                 .arg(gen_dir.join("filter_component_type.o")),
             &format!("compiling the C filter `{name}`"),
-            "install Debian's clang, lld and wasi-libc: run `cargo xtask install-tools`",
-        )?;
+        )
+        .map_err(|e| with_c_hint(&e))?;
         let dest = out_dir.join(format!("{name}.wasm"));
         run(
-            Command::new("wasm-tools")
+            Command::new(wasm_tools)
                 .args(["component", "new"])
                 .arg(&core)
                 .arg("-o")
                 .arg(&dest),
-            &format!("making a component of `{name}`"),
-            INSTALL_HINT,
+            &format!("making a component of the C filter `{name}`"),
         )?;
         built.push(BuiltFilter {
             name,
             path: dest,
-            language: "c",
+            language: Language::C,
         });
     }
     Ok(built)
+}
+
+/// Adds the likely cure to clang's error when a Debian package is missing.
+fn with_c_hint(error: &str) -> String {
+    let apt = format!("apt-get install {}", APT_PACKAGES.join(" "));
+    let hint = if error.contains("wasm-ld") {
+        Some(format!("the Wasm linker is missing: {apt}"))
+    } else if error.contains("stdlib.h") || error.contains("string.h") || error.contains("-lc") {
+        Some(format!("wasi-libc is missing: {apt}"))
+    } else if error.contains("libclang_rt.builtins") {
+        Some(format!("clang's wasm32 runtime is missing: {apt}"))
+    } else {
+        None
+    };
+    match hint {
+        Some(h) => format!("{error}\nhint: {h} ({INSTALL_TOOLS})"),
+        None => error.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outer_build_variables_are_removed_and_user_settings_kept() {
+        for k in [
+            "CARGO",
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "CARGO_MAKEFLAGS",
+            "CARGO_CFG_TARGET_OS",
+            "CARGO_FEATURE_STD",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET",
+            "RUSTFLAGS",
+            "RUSTC",
+            "RUSTC_WRAPPER",
+            "RUSTDOCFLAGS",
+            "OUT_DIR",
+            "TARGET",
+            "DEP_Z_INCLUDE",
+            "NUM_JOBS",
+        ] {
+            assert!(is_outer_build_var(k), "{k} should be removed");
+        }
+        for k in [
+            "CARGO_HOME",
+            "CARGO_NET_OFFLINE",
+            "CARGO_HTTP_CAINFO",
+            "CARGO_TERM_COLOR",
+            "RUSTUP_TOOLCHAIN",
+            "PATH",
+            "HOME",
+        ] {
+            assert!(!is_outer_build_var(k), "{k} should be kept");
+        }
+    }
+
+    #[test]
+    fn the_example_workspace_lists_its_members() {
+        let members = rust_members().unwrap_or_else(|e| panic!("{e}"));
+        assert!(members.iter().any(|m| m == "errors-only"), "{members:?}");
+        assert!(members.iter().all(|m| !m.contains('"')), "{members:?}");
+    }
+
+    #[test]
+    fn sources_name_no_build_output() {
+        let sources = filter_sources();
+        assert!(sources.iter().any(|p| p.ends_with("c/contains/contains.c")));
+        assert!(sources.iter().all(|p| !p.ends_with("target")));
+    }
 }

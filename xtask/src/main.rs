@@ -1,10 +1,13 @@
 //! `cargo xtask …`: build automation in Rust.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-use xtask::{WASM_TOOLS_VERSION, WIT_BINDGEN_VERSION, build_filters, root, target_dir};
+use xtask::{
+    APT_PACKAGES, RUST_TARGET, WASM_TOOLS_VERSION, WIT_BINDGEN_VERSION, build_filters,
+    clean_command, find_tool, root, target_dir, tool_version,
+};
 
 const USAGE: &str = "usage: cargo xtask <command>
 
@@ -26,6 +29,10 @@ fn main() -> ExitCode {
         ["install-tools"] => install_tools(),
         ["bench", "filter"] => bench_filter(),
         ["demo"] => demo(),
+        ["help" | "-h" | "--help"] => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -41,7 +48,8 @@ fn main() -> ExitCode {
 }
 
 fn filters(out: PathBuf) -> Result<(), String> {
-    for f in build_filters(&out)? {
+    let built = build_filters(&out)?;
+    for f in &built {
         let size = std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0);
         println!(
             "{:<12} {:<5} {:>8} bytes  {}",
@@ -51,11 +59,17 @@ fn filters(out: PathBuf) -> Result<(), String> {
             f.path.display()
         );
     }
+    eprintln!("{} filters in {}", built.len(), out.display());
     Ok(())
 }
 
 fn status(cmd: &mut Command) -> Result<(), String> {
-    eprintln!("+ {cmd:?}");
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy()).collect();
+    eprintln!(
+        "+ {} {}",
+        cmd.get_program().to_string_lossy(),
+        args.join(" ")
+    );
     let s = cmd
         .status()
         .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
@@ -66,39 +80,66 @@ fn status(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
-fn version_of(tool: &str) -> Option<String> {
-    let out = Command::new(tool).arg("--version").output().ok()?;
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 fn install_tools() -> Result<(), String> {
-    status(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))?;
-    let have_c = version_of("clang").is_some()
-        && version_of("wasm-ld").is_some()
-        && PathBuf::from("/usr/include/wasm32-wasi/stdlib.h").exists();
-    if !have_c {
-        status(Command::new("apt-get").args(["update", "-qq"]))?;
-        status(Command::new("apt-get").args([
-            "install",
-            "-y",
-            "-qq",
-            "clang",
-            "lld",
-            "wasi-libc",
-            "libclang-rt-dev-wasm32",
-        ]))?;
+    // The Rust target (no network when it is already installed).
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(|e| format!("cannot run rustup: {e}: install Rust with rustup first"))?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|t| t.trim() == RUST_TARGET)
+    {
+        eprintln!("{RUST_TARGET} target: present");
+    } else {
+        status(Command::new("rustup").args(["target", "add", RUST_TARGET]))?;
     }
+
+    // Debian's clang, lld, wasi-libc and clang's wasm32 builtins.
+    let c_ready = find_tool("clang").is_some()
+        && find_tool("wasm-ld").is_some()
+        && Path::new("/usr/include/wasm32-wasi/stdlib.h").is_file()
+        && wasm32_builtins_present();
+    if c_ready {
+        eprintln!("clang, wasm-ld, wasi-libc: present");
+    } else {
+        status(Command::new("apt-get").args(["update", "-qq"]))?;
+        status(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(APT_PACKAGES)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+
+    // The pinned crates.io tools, only when the right version is missing.
     for (tool, krate, version) in [
         ("wit-bindgen", "wit-bindgen-cli", WIT_BINDGEN_VERSION),
         ("wasm-tools", "wasm-tools", WASM_TOOLS_VERSION),
     ] {
-        if version_of(tool).is_some_and(|v| v.contains(version)) {
+        let found = find_tool(tool).and_then(|p| tool_version(&p));
+        if found
+            .as_deref()
+            .is_some_and(|v| v.split_whitespace().any(|w| w == version))
+        {
             eprintln!("{tool} {version}: present");
             continue;
         }
-        status(Command::new("cargo").args(["install", "--locked", &format!("{krate}@{version}")]))?;
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        status(clean_command(cargo).args(["install", "--locked", &format!("{krate}@{version}")]))?;
     }
     Ok(())
+}
+
+/// Whether clang finds its runtime builtins for wasm32 (Debian's
+/// `libclang-rt-dev-wasm32`).
+fn wasm32_builtins_present() -> bool {
+    Command::new("clang")
+        .args(["--target=wasm32-wasi", "-print-libgcc-file-name"])
+        .output()
+        .ok()
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .is_some_and(|p| p.is_file())
 }
 
 fn bench_filter() -> Result<(), String> {
