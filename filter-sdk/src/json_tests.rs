@@ -359,7 +359,10 @@ proptest! {
 }
 
 fn loghub_dir() -> Option<std::path::PathBuf> {
-    let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/loghub");
+    let d = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../shared/data/loghub");
     if d.is_dir() {
         return Some(d);
     }

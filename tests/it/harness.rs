@@ -80,9 +80,11 @@ pub(crate) fn check(
 
 /// Loghub sample lines (real system logs, https://github.com/logpai/loghub).
 pub(crate) fn loghub(file: &str) -> Option<Vec<u8>> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data/loghub")
-        .join(file);
+    let p = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../shared/data/loghub")
+    .join(file);
     match std::fs::read(&p) {
         Ok(b) => Some(b),
         Err(e) if std::env::var("CI").as_deref() != Ok("true") => {

@@ -56,9 +56,21 @@ pub struct BuiltFilter {
 
 /// The repository root (xtask lives in `ROOT/xtask`).
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
+    // Prefer the manifest directory cargo gives the running process (the
+    // xtask binary, a build script or a bench of a member crate; every member
+    // sits one level below the root). The path compiled in is only a
+    // fallback: with a build cache shared between clones it can name a clone
+    // that has since been deleted.
+    let is_root = |p: &Path| p.join("Cargo.toml").is_file() && p.join("example-filters").is_dir();
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .and_then(|dir| dir.parent().map(Path::to_path_buf))
+        .filter(|p| is_root(p))
+        .or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .map(Path::to_path_buf)
+        })
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
