@@ -23,7 +23,10 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("..");
     let out_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
@@ -151,13 +154,15 @@ fn main() -> anyhow::Result<()> {
         over.p99.as_secs_f64() * 1e6,
         over.samples
     );
-    let fmt = |p: [std::time::Duration; 5]| {
-        bench::PHASES
+    let fmt = |p: bench::Phases| {
+        let mut s = bench::PHASES
             .iter()
-            .zip(p)
+            .zip(p.medians)
             .map(|(n, d)| format!("{n} {:.1}", d.as_secs_f64() * 1e6))
             .collect::<Vec<_>>()
-            .join(" · ")
+            .join(" · ");
+        s.push_str(&format!(" · memory {} KiB", p.memory_bytes >> 10));
+        s
     };
     println!(
         "  phases, 1-line job (µs, medians)     : {}",
@@ -166,6 +171,19 @@ fn main() -> anyhow::Result<()> {
     println!(
         "  phases, 1,000-line job (µs, medians) : {}",
         fmt(big_phases)
+    );
+    // What isolation costs at least: the next job must not see this job's
+    // bytes, so the memory it used is zeroed (or unmapped and faulted in
+    // again, which is slower). Compare with the warm instance, which skips it.
+    let used = usize::try_from(big_phases.memory_bytes).unwrap_or(usize::MAX);
+    let floor = bench::zeroing_floor(used, 300);
+    let warm_us = warm.us_per_job();
+    let floor_us = floor.as_secs_f64() * 1e6;
+    println!(
+        "  isolation floor     : zeroing the {} KiB a 1,000-line job used takes {floor_us:.1} µs (memset); \
+         fresh ÷ warm can reach at most {:.3} at this warm speed",
+        used >> 10,
+        warm_us / (warm_us + floor_us)
     );
     Ok(())
 }

@@ -118,26 +118,59 @@ impl Throughput {
     }
 }
 
+/// Where the time of a job goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Phases {
+    /// Median time of each phase, named by [`PHASES`].
+    pub medians: [Duration; 5],
+    /// The job's linear memory at its largest, in bytes.
+    pub memory_bytes: u64,
+}
+
 /// Median time of each phase of a job: new store, instantiate, init,
-/// filter, drop.
+/// filter, drop; and the memory the job used.
 pub fn phases(
     filter: &LoadedFilter,
     input: &Input,
     params: &Params,
     limits: &Limits,
     samples: usize,
-) -> Result<[Duration; 5], JobError> {
+) -> Result<Phases, JobError> {
     let mut all: [Vec<Duration>; 5] = Default::default();
+    let mut memory_bytes = 0;
     for _ in 0..samples.max(1) {
-        let p = filter.time_phases(input, params, limits)?;
+        let (p, peak) = filter.time_phases(input, params, limits)?;
+        memory_bytes = memory_bytes.max(peak);
         for (v, d) in all.iter_mut().zip(p) {
             v.push(d);
         }
     }
-    Ok(all.map(|mut v| {
-        v.sort();
-        v[v.len() / 2]
-    }))
+    Ok(Phases {
+        medians: all.map(|mut v| {
+            v.sort();
+            v[v.len() / 2]
+        }),
+        memory_bytes,
+    })
+}
+
+/// The least a fresh instance must spend after a job: zeroing the memory the
+/// job used, so that the next job cannot read it. Median time of `memset` on a
+/// resident buffer of `bytes`, the way the pooling allocator resets a slot.
+pub fn zeroing_floor(bytes: usize, samples: usize) -> Duration {
+    let mut buf = vec![1u8; bytes.max(1)];
+    let mut times = Vec::with_capacity(samples.max(1));
+    for i in 0..samples.max(1) {
+        // Dirty the buffer as a job would, then time only the zeroing.
+        buf[i % bytes.max(1)] = 1;
+        buf.iter_mut().step_by(4096).for_each(|b| *b = 1);
+        let t = std::time::Instant::now();
+        buf.fill(0);
+        std::hint::black_box(&mut buf);
+        times.push(t.elapsed());
+    }
+    times.sort();
+    times[times.len() / 2]
 }
 
 /// Names of the phases returned by [`phases`].

@@ -183,6 +183,7 @@ impl LoadedFilter {
         let state = HostState {
             memory_cap: limits.memory_bytes,
             overrun: None,
+            peak_memory: 0,
             filter: Arc::clone(&self.name),
             logs_left: limits.logs_per_job,
             logs_suppressed: 0,
@@ -275,6 +276,14 @@ impl LoadedFilter {
             // The trap's own words ("out of bounds memory access", "wasm
             // `unreachable` instruction executed" for a Rust panic), without
             // the backtrace, which goes to the debug log.
+            Some(Trap::MemoryOutOfBounds) => {
+                tracing::debug!(filter = %self.name, error = ?e, "trap");
+                other(format!(
+                    "{} (a filter whose shadow stack in linear memory overflowed, e.g. from deep \
+                     recursion, ends this way too: link it with a bigger -zstack-size)",
+                    Trap::MemoryOutOfBounds
+                ))
+            }
             Some(trap) => {
                 tracing::debug!(filter = %self.name, error = ?e, "trap");
                 other(trap.to_string())
@@ -291,7 +300,7 @@ impl LoadedFilter {
         input: &Input,
         params: &Params,
         limits: &Limits,
-    ) -> Result<[std::time::Duration; 5], JobError> {
+    ) -> Result<([std::time::Duration; 5], u64), JobError> {
         use std::time::Instant;
         let t0 = Instant::now();
         let mut store = self.new_store(limits)?;
@@ -309,9 +318,10 @@ impl LoadedFilter {
         let t3 = Instant::now();
         self.call_filter(&mut store, &instance, input, limits)?;
         let t4 = Instant::now();
+        let peak = store.data().peak_memory;
         drop(store);
         let t5 = Instant::now();
-        Ok([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4])
+        Ok(([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4], peak))
     }
 
     /// A reusable instance for measuring warm throughput (`filter bench`).
@@ -357,6 +367,8 @@ impl WarmInstance<'_> {
 pub(crate) struct HostState {
     memory_cap: u64,
     overrun: Option<u64>,
+    /// Largest linear memory any core instance of this job grew to.
+    peak_memory: u64,
     filter: Arc<str>,
     logs_left: u32,
     logs_suppressed: u64,
@@ -424,6 +436,7 @@ impl ResourceLimiter for HostState {
                 self.memory_cap
             );
         }
+        self.peak_memory = self.peak_memory.max(desired as u64);
         Ok(true)
     }
 
