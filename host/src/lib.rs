@@ -3,4 +3,5 @@
 pub mod datagen;
 pub mod event;
 pub mod filter;
+pub mod stream;
 pub mod telemetry;

@@ -1,0 +1,420 @@
+//! Amazon Kinesis through the official AWS SDK for Rust.
+//!
+//! Credentials and region come from the standard chain (environment, profile,
+//! SSO, instance role…). An endpoint override (`--endpoint`, the config, or
+//! `AWS_ENDPOINT_URL_KINESIS`) points it at a stand-in; with an override and
+//! no credentials in the environment, fixed dummy credentials are used, since
+//! stand-ins accept any.
+
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::primitives::{Blob, DateTime};
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus as KStatus};
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::{
+    GetRecordsOutput, HashRange, PutEntry, PutOutcome, SequenceNumber, ShardInfo, ShardIterator,
+    StartPosition, StreamBackend, StreamDescription, StreamError, StreamRecord, StreamStatus,
+};
+
+/// How to reach Kinesis.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KinesisSettings {
+    /// AWS region; else the standard chain (`AWS_REGION`, profile…), else
+    /// `us-east-1` when an endpoint override is set.
+    pub region: Option<String>,
+    /// Endpoint override, e.g. `http://127.0.0.1:4568` for a stand-in.
+    pub endpoint: Option<String>,
+}
+
+/// The Kinesis backend. Cheap to clone (the SDK client is).
+#[derive(Debug, Clone)]
+pub struct KinesisBackend {
+    client: Client,
+}
+
+impl KinesisBackend {
+    pub async fn connect(settings: &KinesisSettings) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = &settings.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        let endpoint = settings
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL_KINESIS").ok())
+            .filter(|e| !e.is_empty());
+        if let Some(url) = &endpoint {
+            loader = loader.endpoint_url(url);
+            if std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
+                && std::env::var_os("AWS_PROFILE").is_none()
+            {
+                loader = loader.test_credentials();
+            }
+        }
+        let shared = loader.load().await;
+        let mut conf = aws_sdk_kinesis::config::Builder::from(&shared);
+        if shared.region().is_none() {
+            conf = conf.region(aws_config::Region::new("us-east-1"));
+        }
+        Self {
+            client: Client::from_conf(conf.build()),
+        }
+    }
+
+    /// The SDK client, for the Kinesis sink.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Maps an SDK error to ours by the service's error code.
+fn map_err<E, R>(stream: &str, e: SdkError<E, R>) -> StreamError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let code = e.code().unwrap_or("").to_owned();
+    let message = e.message().unwrap_or("").to_owned();
+    match code.as_str() {
+        "ResourceNotFoundException" if message.contains("hard") => StreamError::NoSuchShard {
+            stream: stream.to_owned(),
+            shard: message,
+        },
+        "ResourceNotFoundException" => StreamError::NoSuchStream(stream.to_owned()),
+        "ResourceInUseException" => StreamError::Service(format!(
+            "stream {stream:?} is in use (it exists already, or is being changed): {message}"
+        )),
+        "ProvisionedThroughputExceededException" | "LimitExceededException" => {
+            StreamError::Throttled(format!("{code}: {message}"))
+        }
+        "ExpiredIteratorException" => StreamError::BadIterator(message),
+        "InvalidArgumentException" => StreamError::BadInput(message),
+        "" => StreamError::Service(format!("Kinesis request failed: {}", aws_error_chain(&e))),
+        _ => StreamError::Service(format!("{code}: {message}")),
+    }
+}
+
+fn aws_error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn status_of(s: &KStatus) -> StreamStatus {
+    match s {
+        KStatus::Creating => StreamStatus::Creating,
+        KStatus::Deleting => StreamStatus::Deleting,
+        KStatus::Updating => StreamStatus::Updating,
+        _ => StreamStatus::Active,
+    }
+}
+
+fn parse_u128(what: &str, s: &str) -> Result<u128, StreamError> {
+    s.parse()
+        .map_err(|_| StreamError::Service(format!("Kinesis returned a bad {what}: {s:?}")))
+}
+
+fn seq(s: &str) -> Result<SequenceNumber, StreamError> {
+    SequenceNumber::parse(s)
+        .map_err(|_| StreamError::Service(format!("Kinesis returned a bad sequence number: {s:?}")))
+}
+
+impl KinesisBackend {
+    async fn list_shards(&self, stream: &str) -> Result<Vec<ShardInfo>, StreamError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let req = self.client.list_shards();
+            let req = match &token {
+                Some(t) => req.next_token(t),
+                None => req.stream_name(stream),
+            };
+            let resp = req.send().await.map_err(|e| map_err(stream, e))?;
+            for s in resp.shards() {
+                let range = s.hash_key_range().ok_or_else(|| {
+                    StreamError::Service(format!("shard {} has no hash key range", s.shard_id()))
+                })?;
+                let seqs = s.sequence_number_range().ok_or_else(|| {
+                    StreamError::Service(format!("shard {} has no sequence range", s.shard_id()))
+                })?;
+                out.push(ShardInfo {
+                    id: s.shard_id().to_owned(),
+                    parent: s.parent_shard_id().map(str::to_owned),
+                    adjacent_parent: s.adjacent_parent_shard_id().map(str::to_owned),
+                    hash_range: HashRange {
+                        start: parse_u128("hash key", range.starting_hash_key())?,
+                        end: parse_u128("hash key", range.ending_hash_key())?,
+                    },
+                    starting_sequence: seq(seqs.starting_sequence_number())?,
+                    ending_sequence: seqs.ending_sequence_number().map(seq).transpose()?,
+                });
+            }
+            token = resp.next_token().map(str::to_owned);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+impl StreamBackend for KinesisBackend {
+    async fn create_stream(&self, name: &str, shards: u32) -> Result<(), StreamError> {
+        let shards = i32::try_from(shards)
+            .map_err(|_| StreamError::BadInput(format!("{shards} shards is too many")))?;
+        // Stand-ins answer LimitExceeded to concurrent creates; retry briefly.
+        let mut delay = Duration::from_millis(50);
+        for attempt in 0.. {
+            let r = self
+                .client
+                .create_stream()
+                .stream_name(name)
+                .shard_count(shards)
+                .send()
+                .await;
+            match r {
+                Ok(_) => return Ok(()),
+                Err(e) if e.code() == Some("ResourceInUseException") => {
+                    return Err(StreamError::StreamExists(name.to_owned()));
+                }
+                Err(e) if e.code() == Some("LimitExceededException") && attempt < 8 => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => return Err(map_err(name, e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_stream(&self, name: &str) -> Result<(), StreamError> {
+        self.client
+            .delete_stream()
+            .stream_name(name)
+            .enforce_consumer_deletion(true)
+            .send()
+            .await
+            .map_err(|e| map_err(name, e))?;
+        Ok(())
+    }
+
+    async fn list_streams(&self) -> Result<Vec<String>, StreamError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = self.client.list_streams();
+            if let Some(t) = &token {
+                req = req.next_token(t);
+            }
+            let resp = req.send().await.map_err(|e| map_err("", e))?;
+            out.extend(resp.stream_names().iter().cloned());
+            token = resp.next_token().map(str::to_owned);
+            if token.is_none() || !resp.has_more_streams() {
+                out.sort();
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn describe(&self, name: &str) -> Result<StreamDescription, StreamError> {
+        let resp = self
+            .client
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .map_err(|e| map_err(name, e))?;
+        let summary = resp.stream_description_summary().ok_or_else(|| {
+            StreamError::Service(format!(
+                "DescribeStreamSummary of {name:?} returned nothing"
+            ))
+        })?;
+        let status = status_of(summary.stream_status());
+        let retention_hours = u32::try_from(summary.retention_period_hours()).unwrap_or(24);
+        let shards = if status == StreamStatus::Creating {
+            Vec::new()
+        } else {
+            self.list_shards(name).await?
+        };
+        Ok(StreamDescription {
+            name: name.to_owned(),
+            status,
+            retention_hours,
+            shards,
+        })
+    }
+
+    async fn put_records(
+        &self,
+        stream: &str,
+        entries: &[PutEntry],
+    ) -> Result<Vec<PutOutcome>, StreamError> {
+        let mut records = Vec::with_capacity(entries.len());
+        for e in entries {
+            let mut b = PutRecordsRequestEntry::builder()
+                .data(Blob::new(e.data.to_vec()))
+                .partition_key(&e.partition_key);
+            if let Some(h) = e.explicit_hash_key {
+                b = b.explicit_hash_key(h.to_string());
+            }
+            records
+                .push(b.build().map_err(|err| {
+                    StreamError::BadInput(format!("bad PutRecords entry: {err}"))
+                })?);
+        }
+        let resp = self
+            .client
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(records))
+            .send()
+            .await
+            .map_err(|e| map_err(stream, e))?;
+        let results = resp.records();
+        if results.len() != entries.len() {
+            return Err(StreamError::Service(format!(
+                "PutRecords answered {} results for {} entries",
+                results.len(),
+                entries.len()
+            )));
+        }
+        results
+            .iter()
+            .map(
+                |r| match (r.error_code(), r.sequence_number(), r.shard_id()) {
+                    (Some(code), _, _) => Ok(PutOutcome::Failed {
+                        code: code.to_owned(),
+                        message: r.error_message().unwrap_or("").to_owned(),
+                    }),
+                    (None, Some(s), Some(shard)) => Ok(PutOutcome::Written {
+                        shard: shard.to_owned(),
+                        sequence: seq(s)?,
+                    }),
+                    _ => Err(StreamError::Service(
+                        "PutRecords result has neither an error nor a sequence number".into(),
+                    )),
+                },
+            )
+            .collect()
+    }
+
+    async fn shard_iterator(
+        &self,
+        stream: &str,
+        shard: &str,
+        from: &StartPosition,
+    ) -> Result<ShardIterator, StreamError> {
+        let req = self
+            .client
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard);
+        let req = match from {
+            StartPosition::TrimHorizon => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            StartPosition::Latest => req.shard_iterator_type(ShardIteratorType::Latest),
+            StartPosition::AtSequence(s) => req
+                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                .starting_sequence_number(s.as_str()),
+            StartPosition::AfterSequence(s) => req
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(s.as_str()),
+            StartPosition::AtTimestamp(ms) => req
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(DateTime::from_millis(*ms)),
+        };
+        let resp = req.send().await.map_err(|e| match map_err(stream, e) {
+            StreamError::NoSuchStream(_) => StreamError::NoSuchShard {
+                stream: stream.to_owned(),
+                shard: shard.to_owned(),
+            },
+            other => other,
+        })?;
+        resp.shard_iterator()
+            .map(|s| ShardIterator(s.to_owned()))
+            .ok_or_else(|| StreamError::Service("GetShardIterator returned no iterator".into()))
+    }
+
+    async fn get_records(
+        &self,
+        iterator: &ShardIterator,
+        limit: u32,
+    ) -> Result<GetRecordsOutput, StreamError> {
+        let resp = self
+            .client
+            .get_records()
+            .shard_iterator(&iterator.0)
+            .limit(i32::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000))
+            .send()
+            .await
+            .map_err(|e| match e.code() {
+                Some("ExpiredIteratorException") | Some("InvalidArgumentException") | None
+                    if !matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) =>
+                {
+                    StreamError::BadIterator(aws_error_chain(&e))
+                }
+                _ => map_err("", e),
+            })?;
+        let mut records = Vec::with_capacity(resp.records().len());
+        for r in resp.records() {
+            records.push(StreamRecord {
+                sequence: seq(r.sequence_number())?,
+                partition_key: r.partition_key().unwrap_or_default().to_owned(),
+                data: Bytes::copy_from_slice(r.data().as_ref()),
+                arrival_ms: r
+                    .approximate_arrival_timestamp()
+                    .and_then(|t| t.to_millis().ok())
+                    .unwrap_or(0),
+            });
+        }
+        Ok(GetRecordsOutput {
+            records,
+            next_iterator: resp
+                .next_shard_iterator()
+                .map(|s| ShardIterator(s.to_owned())),
+            millis_behind_latest: resp.millis_behind_latest().unwrap_or(0),
+        })
+    }
+
+    async fn split_shard(
+        &self,
+        stream: &str,
+        shard: &str,
+        new_starting_hash_key: u128,
+    ) -> Result<(), StreamError> {
+        self.client
+            .split_shard()
+            .stream_name(stream)
+            .shard_to_split(shard)
+            .new_starting_hash_key(new_starting_hash_key.to_string())
+            .send()
+            .await
+            .map_err(|e| map_err(stream, e))?;
+        Ok(())
+    }
+
+    async fn merge_shards(
+        &self,
+        stream: &str,
+        shard: &str,
+        adjacent: &str,
+    ) -> Result<(), StreamError> {
+        self.client
+            .merge_shards()
+            .stream_name(stream)
+            .shard_to_merge(shard)
+            .adjacent_shard_to_merge(adjacent)
+            .send()
+            .await
+            .map_err(|e| map_err(stream, e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,289 @@
+//! Streams: the [`StreamBackend`] trait and its two implementations —
+//! [`kinesis`] (Amazon Kinesis through the AWS SDK) and [`local`] (the
+//! embedded log, the default and the intake's spool) — plus [`kpl`], the
+//! KPL aggregation format used to pack many events into one record.
+//!
+//! Only this module (and the Kinesis sink) names aws-sdk-kinesis types; the
+//! rest of the host speaks the types below.
+
+pub mod hash;
+pub mod kinesis;
+pub mod kpl;
+pub mod reshard;
+
+use std::fmt;
+use std::future::Future;
+
+use bytes::Bytes;
+
+pub use hash::{HashRange, hash_key_of};
+
+/// A record's position in a shard: a decimal number of up to 128 bits, as
+/// Kinesis writes them. Ordered numerically.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SequenceNumber(String);
+
+impl SequenceNumber {
+    /// Accepts a decimal string of 1 to 40 digits (no sign, no spaces).
+    pub fn parse(s: &str) -> Result<Self, StreamError> {
+        let ok = !s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_digit());
+        if !ok {
+            return Err(StreamError::BadInput(format!(
+                "{s:?} is not a sequence number (1 to 40 decimal digits)"
+            )));
+        }
+        let trimmed = s.trim_start_matches('0');
+        Ok(Self(
+            if trimmed.is_empty() { "0" } else { trimmed }.to_owned(),
+        ))
+    }
+
+    pub fn from_u128(n: u128) -> Self {
+        Self(n.to_string())
+    }
+
+    /// The number, when it fits in 128 bits (every Kinesis and local one does).
+    pub fn as_u128(&self) -> Option<u128> {
+        self.0.parse().ok()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Ord for SequenceNumber {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // Canonical (no leading zeros): longer is larger, else compare digits.
+        self.0
+            .len()
+            .cmp(&other.0.len())
+            .then_with(|| self.0.cmp(&other.0))
+    }
+}
+
+impl PartialOrd for SequenceNumber {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for SequenceNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Lifecycle of a stream, as Kinesis reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStatus {
+    Creating,
+    Active,
+    Updating,
+    Deleting,
+}
+
+impl fmt::Display for StreamStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Creating => "CREATING",
+            Self::Active => "ACTIVE",
+            Self::Updating => "UPDATING",
+            Self::Deleting => "DELETING",
+        })
+    }
+}
+
+/// One shard: its hash-key range, its parents, and whether it still takes
+/// writes (open) or was closed by a split or merge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    pub id: String,
+    pub parent: Option<String>,
+    pub adjacent_parent: Option<String>,
+    pub hash_range: HashRange,
+    pub starting_sequence: SequenceNumber,
+    /// Set once the shard is closed; no record after it will ever appear.
+    pub ending_sequence: Option<SequenceNumber>,
+}
+
+impl ShardInfo {
+    pub fn is_open(&self) -> bool {
+        self.ending_sequence.is_none()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamDescription {
+    pub name: String,
+    pub status: StreamStatus,
+    pub retention_hours: u32,
+    /// Every shard still within retention, open and closed, parents first.
+    pub shards: Vec<ShardInfo>,
+}
+
+impl StreamDescription {
+    pub fn open_shards(&self) -> impl Iterator<Item = &ShardInfo> {
+        self.shards.iter().filter(|s| s.is_open())
+    }
+}
+
+/// One record to put. `explicit_hash_key` overrides the hash of the
+/// partition key (the packer sets it to aim an aggregated record at the
+/// shard its events belong to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutEntry {
+    pub partition_key: String,
+    pub explicit_hash_key: Option<u128>,
+    pub data: Bytes,
+}
+
+impl PutEntry {
+    /// The hash key that decides the destination shard.
+    pub fn hash_key(&self) -> u128 {
+        self.explicit_hash_key
+            .unwrap_or_else(|| hash_key_of(&self.partition_key))
+    }
+}
+
+/// The outcome of one entry of a put: written, or failed with the service's
+/// error code (only these entries are retried).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutOutcome {
+    Written {
+        shard: String,
+        sequence: SequenceNumber,
+    },
+    Failed {
+        code: String,
+        message: String,
+    },
+}
+
+impl PutOutcome {
+    /// Worth retrying: throttling or a transient service failure.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Failed { code, .. }
+            if code == "ProvisionedThroughputExceededException"
+                || code == "InternalFailure"
+                || code == "ServiceUnavailable"
+                || code == "KMSThrottlingException")
+    }
+}
+
+/// Where a reader starts in a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartPosition {
+    TrimHorizon,
+    Latest,
+    AtSequence(SequenceNumber),
+    AfterSequence(SequenceNumber),
+    /// Milliseconds since the Unix epoch.
+    AtTimestamp(i64),
+}
+
+/// An opaque, backend-specific cursor into a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardIterator(pub String);
+
+/// One record read from a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRecord {
+    pub sequence: SequenceNumber,
+    pub partition_key: String,
+    pub data: Bytes,
+    /// When the stream accepted it, milliseconds since the Unix epoch.
+    pub arrival_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetRecordsOutput {
+    pub records: Vec<StreamRecord>,
+    /// `None` once a closed shard has been read to its end.
+    pub next_iterator: Option<ShardIterator>,
+    pub millis_behind_latest: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("stream {0:?} does not exist")]
+    NoSuchStream(String),
+    #[error("stream {0:?} already exists")]
+    StreamExists(String),
+    #[error("shard {shard:?} does not exist in stream {stream:?}")]
+    NoSuchShard { stream: String, shard: String },
+    #[error("stream {stream:?} is {status}, not ACTIVE")]
+    NotActive {
+        stream: String,
+        status: StreamStatus,
+    },
+    #[error("shard iterator expired or unknown: {0}")]
+    BadIterator(String),
+    #[error("{0}")]
+    BadInput(String),
+    #[error("throttled: {0}")]
+    Throttled(String),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Service(String),
+}
+
+/// What every stream implementation offers: the subset of the Kinesis API
+/// Kinesthetic needs, with Kinesis's semantics.
+pub trait StreamBackend: Clone + Send + Sync + 'static {
+    fn create_stream(
+        &self,
+        name: &str,
+        shards: u32,
+    ) -> impl Future<Output = Result<(), StreamError>> + Send;
+
+    fn delete_stream(&self, name: &str) -> impl Future<Output = Result<(), StreamError>> + Send;
+
+    fn list_streams(&self) -> impl Future<Output = Result<Vec<String>, StreamError>> + Send;
+
+    fn describe(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<StreamDescription, StreamError>> + Send;
+
+    /// Puts up to 500 records; one outcome per entry, in order.
+    fn put_records(
+        &self,
+        stream: &str,
+        entries: &[PutEntry],
+    ) -> impl Future<Output = Result<Vec<PutOutcome>, StreamError>> + Send;
+
+    fn shard_iterator(
+        &self,
+        stream: &str,
+        shard: &str,
+        from: &StartPosition,
+    ) -> impl Future<Output = Result<ShardIterator, StreamError>> + Send;
+
+    fn get_records(
+        &self,
+        iterator: &ShardIterator,
+        limit: u32,
+    ) -> impl Future<Output = Result<GetRecordsOutput, StreamError>> + Send;
+
+    /// Splits an open shard in two at `new_starting_hash_key`.
+    fn split_shard(
+        &self,
+        stream: &str,
+        shard: &str,
+        new_starting_hash_key: u128,
+    ) -> impl Future<Output = Result<(), StreamError>> + Send;
+
+    /// Merges two open shards with adjacent hash ranges.
+    fn merge_shards(
+        &self,
+        stream: &str,
+        shard: &str,
+        adjacent: &str,
+    ) -> impl Future<Output = Result<(), StreamError>> + Send;
+}

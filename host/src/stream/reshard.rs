@@ -1,0 +1,219 @@
+//! Resharding to N even hash-key ranges by splits and merges, one at a time,
+//! waiting for the stream to be ACTIVE between steps (Kinesis allows one
+//! resharding operation at a time per stream).
+
+use std::time::Duration;
+
+use super::{HashRange, StreamBackend, StreamError, StreamStatus};
+
+/// One step of a plan, named by hash ranges (shard ids change as it runs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Split the open shard covering `range` so a new shard starts at `at`.
+    Split { range: HashRange, at: u128 },
+    /// Merge the open shards covering `left` and `right` (adjacent).
+    Merge { left: HashRange, right: HashRange },
+}
+
+/// The steps that take the open shards `open` to `target` even ranges:
+/// first split at every target boundary that falls inside a shard, then
+/// merge neighbours whose boundary is not a target boundary.
+pub fn plan(open: &[HashRange], target: u32) -> Vec<Step> {
+    let mut shards: Vec<HashRange> = open.to_vec();
+    shards.sort();
+    let goal = HashRange::even(target);
+    let is_boundary = |k: u128| goal.iter().any(|g| g.start == k);
+    let mut steps = Vec::new();
+    // Splits.
+    let mut i = 0;
+    while i < shards.len() {
+        let r = shards[i];
+        match goal
+            .iter()
+            .map(|g| g.start)
+            .find(|&b| r.start < b && b <= r.end)
+        {
+            Some(at) => {
+                steps.push(Step::Split { range: r, at });
+                shards[i] = HashRange {
+                    start: r.start,
+                    end: at - 1,
+                };
+                shards.insert(
+                    i + 1,
+                    HashRange {
+                        start: at,
+                        end: r.end,
+                    },
+                );
+            }
+            None => i += 1,
+        }
+    }
+    // Merges.
+    let mut i = 0;
+    while i + 1 < shards.len() {
+        let (l, r) = (shards[i], shards[i + 1]);
+        if l.end.checked_add(1) == Some(r.start) && !is_boundary(r.start) {
+            steps.push(Step::Merge { left: l, right: r });
+            shards[i] = HashRange {
+                start: l.start,
+                end: r.end,
+            };
+            shards.remove(i + 1);
+        } else {
+            i += 1;
+        }
+    }
+    steps
+}
+
+/// Progress of a running reshard.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub done: usize,
+    pub total: usize,
+    pub step: Step,
+}
+
+/// Waits until the stream is ACTIVE (polling `describe`), at most `timeout`.
+pub async fn wait_active<B: StreamBackend>(
+    backend: &B,
+    stream: &str,
+    timeout: Duration,
+) -> Result<(), StreamError> {
+    let start = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(20);
+    loop {
+        let d = backend.describe(stream).await?;
+        if d.status == StreamStatus::Active {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            return Err(StreamError::NotActive {
+                stream: stream.to_owned(),
+                status: d.status,
+            });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Reshards `stream` to `target` open shards of even hash ranges. Calls
+/// `progress` after each step. Returns the number of steps taken.
+pub async fn reshard<B: StreamBackend>(
+    backend: &B,
+    stream: &str,
+    target: u32,
+    timeout_per_step: Duration,
+    mut progress: impl FnMut(&Progress),
+) -> Result<usize, StreamError> {
+    if target == 0 {
+        return Err(StreamError::BadInput(
+            "a stream needs at least 1 shard".into(),
+        ));
+    }
+    wait_active(backend, stream, timeout_per_step).await?;
+    let d = backend.describe(stream).await?;
+    let open: Vec<HashRange> = d.open_shards().map(|s| s.hash_range).collect();
+    let steps = plan(&open, target);
+    let total = steps.len();
+    for (done, step) in steps.into_iter().enumerate() {
+        let d = backend.describe(stream).await?;
+        let find = |r: HashRange| {
+            d.open_shards()
+                .find(|s| s.hash_range == r)
+                .map(|s| s.id.clone())
+                .ok_or_else(|| {
+                    StreamError::Service(format!(
+                        "stream {stream:?} changed while resharding: no open shard covers {}..={}",
+                        r.start, r.end
+                    ))
+                })
+        };
+        match &step {
+            Step::Split { range, at } => {
+                let id = find(*range)?;
+                backend.split_shard(stream, &id, *at).await?;
+            }
+            Step::Merge { left, right } => {
+                let (l, r) = (find(*left)?, find(*right)?);
+                backend.merge_shards(stream, &l, &r).await?;
+            }
+        }
+        wait_active(backend, stream, timeout_per_step).await?;
+        progress(&Progress {
+            done: done + 1,
+            total,
+            step,
+        });
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Applies a plan to ranges, as a stream would.
+    fn apply(open: &[HashRange], steps: &[Step]) -> Vec<HashRange> {
+        let mut s = open.to_vec();
+        for step in steps {
+            match *step {
+                Step::Split { range, at } => {
+                    let i = s.iter().position(|r| *r == range).unwrap_or(usize::MAX);
+                    assert!(i < s.len(), "split of a range that is not open");
+                    s[i] = HashRange {
+                        start: range.start,
+                        end: at - 1,
+                    };
+                    s.push(HashRange {
+                        start: at,
+                        end: range.end,
+                    });
+                }
+                Step::Merge { left, right } => {
+                    assert_eq!(left.end + 1, right.start, "merge of non-adjacent ranges");
+                    s.retain(|r| *r != left && *r != right);
+                    s.push(HashRange {
+                        start: left.start,
+                        end: right.end,
+                    });
+                }
+            }
+            s.sort();
+        }
+        s
+    }
+
+    #[test]
+    fn any_layout_reaches_even_ranges() {
+        for from in 1..=8u32 {
+            for to in 1..=8u32 {
+                let open = HashRange::even(from);
+                let steps = plan(&open, to);
+                assert_eq!(apply(&open, &steps), HashRange::even(to), "{from} -> {to}");
+            }
+        }
+        // Already even: nothing to do.
+        assert!(plan(&HashRange::even(4), 4).is_empty());
+        // Doubling is one split per shard.
+        assert_eq!(plan(&HashRange::even(4), 8).len(), 4);
+        // Halving is one merge per pair.
+        assert_eq!(plan(&HashRange::even(8), 4).len(), 4);
+    }
+
+    #[test]
+    fn an_uneven_layout_is_evened_out() {
+        let open = [
+            HashRange { start: 0, end: 99 },
+            HashRange {
+                start: 100,
+                end: u128::MAX,
+            },
+        ];
+        let steps = plan(&open, 3);
+        assert_eq!(apply(&open, &steps), HashRange::even(3));
+    }
+}
