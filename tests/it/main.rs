@@ -15,3 +15,4 @@ mod filter_examples;
 mod filter_native_tests;
 mod filter_registry;
 mod filter_runtime;
+mod intake;

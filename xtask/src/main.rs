@@ -18,6 +18,8 @@ commands:
                               wasm32-wasip2 target, Debian's clang/lld/wasi-libc,
                               wit-bindgen-cli and wasm-tools (pinned)
   bench filter                the filter runtime's figures (BENCH_MB=200 by default)
+  bench intake                the intake's figures: throughput vs. a bare handler,
+                              packing, and the Kinesis path when KINESIS_ENDPOINT is set
   demo                        build, generate 50 MB of logs, run errors-only over them";
 
 fn main() -> ExitCode {
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         ["build-filters", "--out", dir] => filters(PathBuf::from(dir)),
         ["install-tools"] => install_tools(),
         ["bench", "filter"] => bench_filter(),
+        ["bench", "intake"] => bench("intake"),
         ["demo"] => demo(),
         ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
@@ -140,6 +143,14 @@ fn wasm32_builtins_present() -> bool {
         .ok()
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
         .is_some_and(|p| p.is_file())
+}
+
+fn bench(name: &str) -> Result<(), String> {
+    status(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root())
+            .args(["bench", "-p", "kinesthetic", "--bench", name]),
+    )
 }
 
 fn bench_filter() -> Result<(), String> {

@@ -3,6 +3,8 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod filter;
+mod send;
+mod stream;
 
 use std::process::ExitCode;
 
@@ -19,6 +21,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the intake: `POST /v1/streams/{stream}/events` on --listen,
+    /// Prometheus metrics on --admin. With no config file: the local log in
+    /// ./kinesthetic-data, no AWS account needed.
+    Serve(ServeArgs),
+    /// Create, describe, list, delete, reshard and tail streams.
+    Stream(stream::StreamArgs),
+    /// Post a file of events to an intake in batches.
+    Send(send::SendArgs),
     /// Develop, check, test and benchmark Wasm filters.
     #[command(subcommand)]
     Filter(filter::FilterCommand),
@@ -38,6 +48,9 @@ pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     kinesthetic::telemetry::init("info");
     let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Stream(args) => stream::run(args),
+        Command::Send(args) => send::run(args),
         Command::Filter(cmd) => filter::run(cmd),
         Command::Datagen { mb, seed } => datagen(mb, seed),
     };
@@ -48,6 +61,81 @@ pub(crate) fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The configuration file (TOML; every key is in kinesthetic.example.toml).
+    #[arg(long, short, env = "KINESTHETIC_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    /// Intake address (overrides intake.listen).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Admin address for /metrics and /healthz (overrides intake.admin_listen).
+    #[arg(long)]
+    admin: Option<std::net::SocketAddr>,
+    /// Local log directory (overrides stream.data_dir).
+    #[arg(long, env = "KINESTHETIC_DATA")]
+    data: Option<std::path::PathBuf>,
+    /// Create these streams (NAME or NAME:SHARDS) if they do not exist.
+    #[arg(long = "create-stream", value_name = "NAME[:SHARDS]")]
+    create: Vec<String>,
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    use kinesthetic::stream::StreamBackend;
+    let mut config = match &args.config {
+        Some(p) => kinesthetic::config::Config::load(p)?,
+        None => kinesthetic::config::Config::default(),
+    };
+    if let Some(a) = args.listen {
+        config.intake.listen = a;
+    }
+    if let Some(a) = args.admin {
+        config.intake.admin_listen = a;
+    }
+    if let Some(d) = args.data {
+        config.stream.data_dir = d;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let backend = kinesthetic::app::backend(&config).await?;
+        for spec in &args.create {
+            let (name, shards) = match spec.split_once(':') {
+                Some((n, s)) => (
+                    n,
+                    s.parse::<u32>()
+                        .with_context(|| format!("--create-stream {spec}: bad shard count"))?,
+                ),
+                None => (spec.as_str(), 1),
+            };
+            match backend.create_stream(name, shards).await {
+                Ok(()) | Err(kinesthetic::stream::StreamError::StreamExists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            kinesthetic::stream::reshard::wait_active(
+                &backend,
+                name,
+                std::time::Duration::from_secs(120),
+            )
+            .await?;
+        }
+        let running = kinesthetic::app::start_intake(backend, &config).await?;
+        eprintln!(
+            "intake on http://{} (listener {:016x}), metrics on http://{}/metrics; Ctrl-C stops",
+            running.intake_addr, running.listener_id, running.admin_addr
+        );
+        let token = running.token();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            token.cancel();
+        });
+        running.wait().await?;
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn datagen(mb: usize, seed: u64) -> anyhow::Result<ExitCode> {

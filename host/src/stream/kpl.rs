@@ -109,6 +109,7 @@ pub struct Aggregator {
     events: usize,
     last: Option<Stamp>,
     first_key: Option<String>,
+    stamp_bytes: usize,
 }
 
 /// A finished aggregated record.
@@ -119,6 +120,8 @@ pub struct Aggregated {
     /// Partition key of the first event (the record's own key).
     pub partition_key: String,
     pub events: usize,
+    /// Bytes spent on stamp tags (for the packing figures).
+    pub stamp_bytes: usize,
 }
 
 impl Aggregator {
@@ -133,6 +136,7 @@ impl Aggregator {
             events: 0,
             last: None,
             first_key: None,
+            stamp_bytes: 0,
         }
     }
 
@@ -204,6 +208,7 @@ impl Aggregator {
         put_varint(r, data.len() as u64);
         r.put_slice(data);
         if let Some(v) = tag {
+            let before = r.len();
             r.put_u8(0x22); // tags
             put_varint(r, (field_len(STAMP_TAG.len()) + field_len(v.len())) as u64);
             r.put_u8(0x0a);
@@ -212,6 +217,7 @@ impl Aggregator {
             r.put_u8(0x12);
             put_varint(r, v.len() as u64);
             r.put_slice(v.as_bytes());
+            self.stamp_bytes += r.len() - before;
         }
         if self.first_key.is_none() {
             self.first_key = Some(key.to_owned());
@@ -235,7 +241,9 @@ impl Aggregator {
             data: out.freeze(),
             partition_key: self.first_key.take().unwrap_or_default(),
             events: self.events,
+            stamp_bytes: self.stamp_bytes,
         };
+        self.stamp_bytes = 0;
         self.keys.clear();
         self.key_table.clear();
         self.records.clear();

@@ -6,9 +6,11 @@
 //! Only this module (and the Kinesis sink) names aws-sdk-kinesis types; the
 //! rest of the host speaks the types below.
 
+pub mod any;
 pub mod hash;
 pub mod kinesis;
 pub mod kpl;
+pub mod local;
 pub mod reshard;
 
 use std::fmt;

@@ -1,0 +1,173 @@
+//! Wires the components together and owns shutdown: a `CancellationToken`
+//! tells every server to stop taking requests, in-flight requests finish,
+//! and the producers write what they were given before the process exits.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{BackendKind, Config, parse_listener_id};
+use crate::intake::metrics::Metrics;
+use crate::intake::server::Intake;
+use crate::intake::stamp::Listener;
+use crate::stream::StreamBackend;
+use crate::stream::any::AnyBackend;
+use crate::stream::kinesis::KinesisBackend;
+use crate::stream::local::{LocalLog, LocalOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Stream(#[from] crate::stream::StreamError),
+    #[error("server error: {0}")]
+    Serve(String),
+}
+
+/// The configured stream backend.
+pub async fn backend(config: &Config) -> Result<AnyBackend, AppError> {
+    Ok(match config.stream.backend {
+        BackendKind::Local => {
+            let opts = LocalOptions {
+                fsync: config.stream.fsync,
+                ..LocalOptions::default()
+            };
+            AnyBackend::Local(LocalLog::open(&config.stream.data_dir, opts)?)
+        }
+        BackendKind::Kinesis => {
+            AnyBackend::Kinesis(KinesisBackend::connect(&config.stream.kinesis).await)
+        }
+    })
+}
+
+/// A running intake: its addresses, and how to stop it.
+#[derive(Debug)]
+pub struct Running {
+    pub intake_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub listener_id: u64,
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), AppError>>,
+}
+
+impl Running {
+    /// Stops taking requests, drains the buffers into the stream, and waits.
+    pub async fn stop(self) -> Result<(), AppError> {
+        self.stop.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the servers stop (after the token is cancelled).
+    pub async fn wait(self) -> Result<(), AppError> {
+        self.task
+            .await
+            .map_err(|e| AppError::Serve(format!("the intake task failed: {e}")))?
+    }
+
+    pub fn token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}
+
+/// Starts the intake (and its admin endpoint) on `backend`.
+pub async fn start_intake<B: StreamBackend>(
+    backend: B,
+    config: &Config,
+) -> Result<Running, AppError> {
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| AppError::Bind { addr, source })
+    };
+    let intake_l = bind(config.intake.listen).await?;
+    let admin_l = bind(config.intake.admin_listen).await?;
+    let intake_addr = intake_l.local_addr().map_err(|source| AppError::Bind {
+        addr: config.intake.listen,
+        source,
+    })?;
+    let admin_addr = admin_l.local_addr().map_err(|source| AppError::Bind {
+        addr: config.intake.admin_listen,
+        source,
+    })?;
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let registry = Arc::new(registry);
+    let id = config
+        .intake
+        .listener_id
+        .as_deref()
+        .and_then(|s| parse_listener_id(s).ok());
+    let listener = Listener::new(id);
+    let listener_id = listener.id();
+    let streams: HashMap<_, _> = config
+        .streams
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let intake = Intake::new(backend, listener, config.intake.clone(), streams, metrics);
+    let stop = CancellationToken::new();
+
+    let admin = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = Arc::clone(&registry);
+                async move {
+                    let mut body = String::new();
+                    match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                        Ok(()) => (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            body,
+                        )
+                            .into_response(),
+                        Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    }
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }));
+    tracing::info!(%intake_addr, %admin_addr, listener = format!("{listener_id:016x}"), "intake listening");
+
+    let token = stop.clone();
+    let task = tokio::spawn(async move {
+        let admin_stop = token.clone();
+        let admin_task = tokio::spawn(async move {
+            axum::serve(admin_l, admin)
+                .with_graceful_shutdown(admin_stop.cancelled_owned())
+                .await
+        });
+        let served = axum::serve(intake_l, intake.router())
+            .with_graceful_shutdown(token.clone().cancelled_owned())
+            .await;
+        // No more requests: write what the producers hold.
+        intake.drain().await;
+        token.cancel();
+        let _ = admin_task.await;
+        tracing::info!("intake stopped; buffers drained");
+        served.map_err(|e| AppError::Serve(e.to_string()))
+    });
+    Ok(Running {
+        intake_addr,
+        admin_addr,
+        listener_id,
+        stop,
+        task,
+    })
+}

@@ -1,0 +1,363 @@
+//! `kinesthetic stream …`: stream administration on either backend.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use kinesthetic::stream::any::AnyBackend;
+use kinesthetic::stream::kinesis::{KinesisBackend, KinesisSettings};
+use kinesthetic::stream::local::{LocalLog, LocalOptions};
+use kinesthetic::stream::{StartPosition, StreamBackend, kpl, reshard};
+
+/// Which stream implementation, and where.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct BackendArgs {
+    /// `local` (the embedded log in --data) or `kinesis` (AWS credentials
+    /// and region from the usual environment; --endpoint for a stand-in).
+    /// Default: kinesis when --endpoint is given, else local.
+    #[arg(long, global = true, value_enum)]
+    backend: Option<Backend>,
+    /// Directory of the local log.
+    #[arg(
+        long,
+        global = true,
+        env = "KINESTHETIC_DATA",
+        default_value = "kinesthetic-data"
+    )]
+    data: PathBuf,
+    /// Kinesis endpoint override, e.g. http://127.0.0.1:4568.
+    #[arg(long, global = true, env = "KINESIS_ENDPOINT")]
+    endpoint: Option<String>,
+    /// AWS region (default: from the environment, else us-east-1).
+    #[arg(long, global = true)]
+    region: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Backend {
+    Local,
+    Kinesis,
+}
+
+impl BackendArgs {
+    pub(crate) async fn connect(&self, writer: bool) -> anyhow::Result<AnyBackend> {
+        let kind = self.backend.unwrap_or(if self.endpoint.is_some() {
+            Backend::Kinesis
+        } else {
+            Backend::Local
+        });
+        Ok(match kind {
+            Backend::Local => {
+                let opts = LocalOptions::default();
+                let log = if writer {
+                    LocalLog::open(&self.data, opts)
+                } else {
+                    LocalLog::open_read_only(&self.data, opts)
+                };
+                AnyBackend::Local(log.with_context(|| {
+                    format!("cannot open the local log in {}", self.data.display())
+                })?)
+            }
+            Backend::Kinesis => AnyBackend::Kinesis(
+                KinesisBackend::connect(&KinesisSettings {
+                    region: self.region.clone(),
+                    endpoint: self.endpoint.clone(),
+                })
+                .await,
+            ),
+        })
+    }
+}
+
+/// Create, inspect, reshard and read streams (the local log or Kinesis).
+#[derive(Debug, Args)]
+pub(crate) struct StreamArgs {
+    #[command(flatten)]
+    backend: BackendArgs,
+    #[command(subcommand)]
+    command: StreamCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum StreamCommand {
+    /// Create a stream with N shards of even hash-key ranges.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        shards: u32,
+    },
+    /// Show a stream's status and shards (parents first).
+    Describe { name: String },
+    /// List the streams.
+    List,
+    /// Delete a stream and its data.
+    Delete { name: String },
+    /// Split and merge shards until the stream has N shards of even
+    /// hash-key ranges, one step at a time, waiting for ACTIVE between steps.
+    Reshard {
+        name: String,
+        #[arg(long)]
+        shards: u32,
+    },
+    /// Print a stream's events, de-aggregated, with their stamps:
+    /// `EVENT-ID RECEIVED KEY<TAB>EVENT`. Parents are read before children.
+    Tail {
+        name: String,
+        /// trim-horizon, latest, a time (RFC 3339, e.g. 2026-11-28T09:00:00Z),
+        /// or an age (e.g. 10m for ten minutes ago).
+        #[arg(long, default_value = "trim-horizon")]
+        from: String,
+        /// Keep waiting for new events (and new shards after a reshard).
+        #[arg(long, short)]
+        follow: bool,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+}
+
+pub(crate) fn run(args: StreamArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: StreamArgs) -> anyhow::Result<ExitCode> {
+    let writer = !matches!(
+        args.command,
+        StreamCommand::Describe { .. } | StreamCommand::List | StreamCommand::Tail { .. }
+    );
+    let b = args.backend.connect(writer).await?;
+    let mut out = std::io::stdout().lock();
+    match args.command {
+        StreamCommand::Create { name, shards } => {
+            if shards == 0 {
+                anyhow::bail!("--shards must be at least 1");
+            }
+            b.create_stream(&name, shards).await?;
+            reshard::wait_active(&b, &name, Duration::from_secs(120)).await?;
+            writeln!(out, "created {name} with {shards} shard(s)")?;
+        }
+        StreamCommand::Describe { name } => {
+            let d = b.describe(&name).await?;
+            writeln!(
+                out,
+                "{}  {}  retention {} h  {} open shard(s) of {}",
+                d.name,
+                d.status,
+                d.retention_hours,
+                d.open_shards().count(),
+                d.shards.len()
+            )?;
+            for s in &d.shards {
+                let width = s.hash_range.end - s.hash_range.start;
+                let share = width as f64 / u128::MAX as f64 * 100.0;
+                writeln!(
+                    out,
+                    "  {}  {}  hash {:>39}..={:<39} ({share:5.1} %)  seq {}..{}{}{}",
+                    s.id,
+                    if s.is_open() { "open  " } else { "closed" },
+                    s.hash_range.start,
+                    s.hash_range.end,
+                    s.starting_sequence,
+                    s.ending_sequence
+                        .as_ref()
+                        .map_or(String::new(), ToString::to_string),
+                    s.parent
+                        .as_ref()
+                        .map_or(String::new(), |p| format!("  parent {p}")),
+                    s.adjacent_parent
+                        .as_ref()
+                        .map_or(String::new(), |p| format!(" + {p}")),
+                )?;
+            }
+        }
+        StreamCommand::List => {
+            for s in b.list_streams().await? {
+                writeln!(out, "{s}")?;
+            }
+        }
+        StreamCommand::Delete { name } => {
+            b.delete_stream(&name).await?;
+            writeln!(out, "deleted {name}")?;
+        }
+        StreamCommand::Reshard { name, shards } => {
+            let before = b.describe(&name).await?.open_shards().count();
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let steps = reshard::reshard(&b, &name, shards, Duration::from_secs(300), |p| {
+                bar.set_length(p.total as u64);
+                bar.set_position(p.done as u64);
+                bar.set_message(match &p.step {
+                    reshard::Step::Split { at, .. } => format!("split at {at}"),
+                    reshard::Step::Merge { .. } => "merge".to_owned(),
+                });
+            })
+            .await?;
+            bar.finish_and_clear();
+            writeln!(
+                out,
+                "resharded {name}: {before} -> {shards} open shard(s) in {steps} step(s)"
+            )?;
+        }
+        StreamCommand::Tail {
+            name,
+            from,
+            follow,
+            limit,
+        } => {
+            let from = parse_from(&from)?;
+            tail(
+                &b,
+                &name,
+                &from,
+                follow,
+                limit.unwrap_or(u64::MAX),
+                &mut out,
+            )
+            .await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses `--from`.
+pub(crate) fn parse_from(s: &str) -> anyhow::Result<StartPosition> {
+    Ok(match s {
+        "trim-horizon" | "TRIM_HORIZON" => StartPosition::TrimHorizon,
+        "latest" | "LATEST" => StartPosition::Latest,
+        _ => {
+            if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+                let ms = t
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0);
+                StartPosition::AtTimestamp(ms)
+            } else if let Ok(age) = humantime::parse_duration(s) {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                StartPosition::AtTimestamp(now.saturating_sub(age).as_millis() as i64)
+            } else {
+                anyhow::bail!(
+                    "--from {s:?}: expected trim-horizon, latest, a time like \
+                     2026-11-28T09:00:00Z, or an age like 10m"
+                )
+            }
+        }
+    })
+}
+
+fn format_ms(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Reads every shard, parents before children, printing each event.
+async fn tail(
+    b: &AnyBackend,
+    stream: &str,
+    from: &StartPosition,
+    follow: bool,
+    limit: u64,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    use std::collections::{HashMap, HashSet};
+    let mut printed = 0u64;
+    let mut finished: HashSet<String> = HashSet::new();
+    let mut read: HashSet<String> = HashSet::new();
+    let mut iters: HashMap<String, kinesthetic::stream::ShardIterator> = HashMap::new();
+    loop {
+        let d = b.describe(stream).await?;
+        let mut progressed = false;
+        let mut idle = true;
+        for s in &d.shards {
+            if finished.contains(&s.id) {
+                continue;
+            }
+            // Parents first: a child starts once its parents are read.
+            let parents_done = [&s.parent, &s.adjacent_parent].iter().all(|p| {
+                p.as_ref()
+                    .is_none_or(|p| finished.contains(p) || !d.shards.iter().any(|x| &x.id == p))
+            });
+            if !parents_done {
+                continue;
+            }
+            let it = match iters.remove(&s.id) {
+                Some(it) => it,
+                None => {
+                    // At LATEST a closed shard has nothing more to give; a
+                    // time or the trim horizon applies to every shard.
+                    if *from == StartPosition::Latest && !s.is_open() {
+                        finished.insert(s.id.clone());
+                        continue;
+                    }
+                    // A child of a shard we read continues it from its start.
+                    let continues = [&s.parent, &s.adjacent_parent]
+                        .iter()
+                        .any(|p| p.as_ref().is_some_and(|p| read.contains(p)));
+                    let pos = if continues {
+                        StartPosition::TrimHorizon
+                    } else {
+                        from.clone()
+                    };
+                    read.insert(s.id.clone());
+                    b.shard_iterator(stream, &s.id, &pos).await?
+                }
+            };
+            let mut it = Some(it);
+            while let Some(cur) = it.take() {
+                let r = b.get_records(&cur, 1000).await?;
+                for rec in &r.records {
+                    for e in kpl::events_of(&rec.data, &rec.partition_key)
+                        .with_context(|| format!("record {} of shard {}", rec.sequence, s.id))?
+                    {
+                        let (id, received) = match e.stamp {
+                            Some(st) => (st.id.to_string(), format_ms(st.received_ms)),
+                            None => ("-".to_owned(), format_ms(rec.arrival_ms)),
+                        };
+                        write!(out, "{id} {received} {}\t", e.partition_key)?;
+                        out.write_all(&e.data)?;
+                        out.write_all(b"\n")?;
+                        printed += 1;
+                        if printed >= limit {
+                            out.flush()?;
+                            return Ok(());
+                        }
+                    }
+                }
+                let caught_up = r.records.is_empty() && r.millis_behind_latest == 0;
+                if !r.records.is_empty() {
+                    progressed = true;
+                }
+                match r.next_iterator {
+                    None => {
+                        finished.insert(s.id.clone());
+                        progressed = true;
+                    }
+                    Some(next) if caught_up => {
+                        iters.insert(s.id.clone(), next);
+                    }
+                    Some(next) => {
+                        idle = false;
+                        it = Some(next);
+                    }
+                }
+            }
+        }
+        out.flush()?;
+        if !follow && !progressed && idle {
+            return Ok(());
+        }
+        if !progressed {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

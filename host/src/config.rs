@@ -1,0 +1,259 @@
+//! The configuration file: one TOML document, validated before anything
+//! starts. Every key is documented in `kinesthetic.example.toml`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::stream::kinesis::KinesisSettings;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub stream: StreamConfig,
+    pub intake: IntakeConfig,
+    /// Per-stream settings, by stream name.
+    pub streams: BTreeMap<String, StreamSettings>,
+}
+
+/// Which stream implementation to use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// The embedded log in `data_dir` (no AWS account needed).
+    #[default]
+    Local,
+    /// Amazon Kinesis (or a stand-in at `kinesis.endpoint`).
+    Kinesis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    pub backend: BackendKind,
+    /// Directory of the local log (streams and the intake's spool).
+    pub data_dir: PathBuf,
+    pub kinesis: KinesisSettings,
+    /// fsync every write of the local log (durable acknowledgements).
+    pub fsync: bool,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            backend: BackendKind::Local,
+            data_dir: PathBuf::from("kinesthetic-data"),
+            kinesis: KinesisSettings::default(),
+            fsync: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSettings {
+    /// Top-level JSON field whose value is an event's partition key (when the
+    /// request has no `X-Partition-Key`); events without it are spread.
+    pub partition_key_field: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntakeConfig {
+    pub listen: SocketAddr,
+    /// Prometheus metrics and health checks.
+    pub admin_listen: SocketAddr,
+    /// This listener's unique id (decimal or `0x…` hex); random when unset.
+    pub listener_id: Option<String>,
+    /// Largest request body as sent (compressed or not).
+    pub max_body_bytes: usize,
+    /// Largest body after decompression.
+    pub max_decoded_bytes: usize,
+    /// Accepted but unwritten event bytes, over all streams; beyond it
+    /// requests get 503 with Retry-After.
+    pub buffer_bytes: usize,
+    /// Largest aggregated Kinesis record (bytes; Kinesis allows 1 MiB).
+    pub record_max_bytes: usize,
+    /// How long a write cycle may wait for requests still being decoded.
+    pub linger_ms: u64,
+    /// Give up writing a request's events after this long (503).
+    pub put_timeout_ms: u64,
+    /// Bearer tokens; when empty, no authentication.
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        let p = crate::intake::producer::ProducerConfig::default();
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            listener_id: None,
+            max_body_bytes: 16 << 20,
+            max_decoded_bytes: 64 << 20,
+            buffer_bytes: 256 << 20,
+            record_max_bytes: p.record_max_bytes,
+            linger_ms: p.linger.as_millis() as u64,
+            put_timeout_ms: p.put_timeout.as_millis() as u64,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub token: String,
+    /// Streams this token may write to; `["*"]` for all.
+    pub streams: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: String,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates a configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        c.validate(origin)?;
+        Ok(c)
+    }
+
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Invalid {
+            path: origin.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        let i = &self.intake;
+        if let Some(id) = &i.listener_id {
+            parse_listener_id(id).map_err(|m| bad("intake.listener_id", m))?;
+        }
+        if !(1024..=crate::stream::kpl::KINESIS_RECORD_MAX).contains(&i.record_max_bytes) {
+            return Err(bad(
+                "intake.record_max_bytes",
+                format!(
+                    "{} is outside 1024..={} (Kinesis's record limit)",
+                    i.record_max_bytes,
+                    crate::stream::kpl::KINESIS_RECORD_MAX
+                ),
+            ));
+        }
+        if i.max_body_bytes == 0 || i.max_decoded_bytes < i.max_body_bytes {
+            return Err(bad(
+                "intake.max_decoded_bytes",
+                format!(
+                    "must be at least max_body_bytes ({}) and not 0",
+                    i.max_body_bytes
+                ),
+            ));
+        }
+        if i.buffer_bytes < i.max_decoded_bytes {
+            return Err(bad(
+                "intake.buffer_bytes",
+                format!(
+                    "{} cannot hold one request of max_decoded_bytes ({})",
+                    i.buffer_bytes, i.max_decoded_bytes
+                ),
+            ));
+        }
+        for (n, t) in i.tokens.iter().enumerate() {
+            if t.token.len() < 16 {
+                return Err(bad(
+                    &format!("intake.tokens[{n}].token"),
+                    "tokens must be at least 16 characters".into(),
+                ));
+            }
+            if t.streams.is_empty() {
+                return Err(bad(
+                    &format!("intake.tokens[{n}].streams"),
+                    "list the streams this token may write to, or [\"*\"]".into(),
+                ));
+            }
+        }
+        for (name, s) in &self.streams {
+            if s.partition_key_field.as_deref() == Some("") {
+                return Err(bad(
+                    &format!("streams.{name}.partition_key_field"),
+                    "must not be empty".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses a listener id: decimal, or hex with a `0x` prefix.
+pub fn parse_listener_id(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("{s:?} is not a 64-bit number (decimal, or hex with 0x)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_typos_are_named() {
+        assert!(Config::parse("", "t.toml").is_ok());
+        let e = Config::parse("[intake]\nlisten_addr = \"1.2.3.4:1\"\n", "t.toml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("t.toml") && e.contains("listen_addr"), "{e}");
+        let e = Config::parse("[intake]\nrecord_max_bytes = 2000000\n", "t.toml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("intake.record_max_bytes"), "{e}");
+        let e = Config::parse("[intake]\nlistener_id = \"zz\"\n", "t.toml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("intake.listener_id") && e.contains("zz"), "{e}");
+        let e = Config::parse("[stream]\nbackend = \"s3\"\n", "t.toml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("s3"), "{e}");
+    }
+
+    #[test]
+    fn listener_ids_parse_in_both_bases() {
+        assert_eq!(parse_listener_id("42"), Ok(42));
+        assert_eq!(parse_listener_id("0xff"), Ok(255));
+        assert!(parse_listener_id("-1").is_err());
+    }
+}

@@ -1,0 +1,683 @@
+//! Request bodies into events: content type and encoding, bounded
+//! decompression, and splitting into events.
+//!
+//! - NDJSON (`application/x-ndjson`, `application/jsonlines`, `text/plain`,
+//!   or no content type): one event per line, kept byte for byte (no
+//!   parsing: lines need not be JSON). The terminator (`\n`, or `\r\n`) is not
+//!   part of the event; blank lines (empty, or only `\r`) are skipped; a last
+//!   line without `\n` counts.
+//! - JSON array (`application/json`): one event per element, re-emitted
+//!   compact: insignificant whitespace removed, everything else (number
+//!   spelling, string escapes, key order, duplicate keys) byte for byte. The
+//!   array is validated in one pass; `\u` escapes are copied as written, so a
+//!   lone surrogate (`"\ud800"`) is accepted, as its text is kept.
+//!
+//! Events are slices of the body where possible (no copy).
+
+use std::io::Read;
+
+use bytes::Bytes;
+
+/// How events are laid out in the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Ndjson,
+    JsonArray,
+}
+
+/// How the body is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+    Zstd,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error(
+        "content type {0:?} is not accepted: send application/x-ndjson, \
+         text/plain (one event a line) or application/json (an array of events)"
+    )]
+    UnsupportedMediaType(String),
+    #[error("content encoding {0:?} is not accepted: send identity, gzip or zstd")]
+    UnsupportedEncoding(String),
+    #[error("the body has no events")]
+    Empty,
+    #[error("the body is larger than {limit} bytes after decompression")]
+    BodyTooLarge { limit: usize },
+    #[error("event {event} is {len} bytes; the limit is {limit} bytes")]
+    EventTooLarge {
+        event: usize,
+        len: usize,
+        limit: usize,
+    },
+    #[error("malformed {what} at byte {offset}: {message}")]
+    Malformed {
+        what: &'static str,
+        offset: usize,
+        message: String,
+    },
+    #[error(
+        "malformed JSON array at byte {offset} (line {line}, column {column}): expected {expected}"
+    )]
+    BadJson {
+        offset: usize,
+        line: usize,
+        column: usize,
+        expected: &'static str,
+    },
+}
+
+impl DecodeError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::UnsupportedMediaType(_) | Self::UnsupportedEncoding(_) => 415,
+            Self::BodyTooLarge { .. } | Self::EventTooLarge { .. } => 413,
+            Self::Empty | Self::Malformed { .. } | Self::BadJson { .. } => 400,
+        }
+    }
+}
+
+/// The format named by a `Content-Type` header.
+pub fn format_of(content_type: Option<&str>) -> Result<Format, DecodeError> {
+    let Some(ct) = content_type else {
+        return Ok(Format::Ndjson);
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        ""
+        | "application/x-ndjson"
+        | "application/ndjson"
+        | "application/jsonlines"
+        | "application/x-jsonlines"
+        | "text/plain" => Ok(Format::Ndjson),
+        "application/json" => Ok(Format::JsonArray),
+        _ => Err(DecodeError::UnsupportedMediaType(ct.to_owned())),
+    }
+}
+
+/// The encoding named by a `Content-Encoding` header.
+pub fn encoding_of(content_encoding: Option<&str>) -> Result<Encoding, DecodeError> {
+    let Some(ce) = content_encoding else {
+        return Ok(Encoding::Identity);
+    };
+    match ce.trim().to_ascii_lowercase().as_str() {
+        "" | "identity" => Ok(Encoding::Identity),
+        "gzip" | "x-gzip" => Ok(Encoding::Gzip),
+        "zstd" => Ok(Encoding::Zstd),
+        _ => Err(DecodeError::UnsupportedEncoding(ce.to_owned())),
+    }
+}
+
+/// Decompresses `body`, refusing output beyond `max_bytes` as soon as it
+/// gets there (a small body can expand enormously).
+pub fn decompress(enc: Encoding, body: Bytes, max_bytes: usize) -> Result<Bytes, DecodeError> {
+    let what = match enc {
+        Encoding::Identity => {
+            return if body.len() > max_bytes {
+                Err(DecodeError::BodyTooLarge { limit: max_bytes })
+            } else {
+                Ok(body)
+            };
+        }
+        Encoding::Gzip => "gzip",
+        Encoding::Zstd => "zstd",
+    };
+    let mut counted = Counted {
+        inner: &body[..],
+        read: 0,
+    };
+    let reader: Box<dyn Read + '_> = match enc {
+        Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut counted)),
+        _ => Box::new(zstd::stream::read::Decoder::new(&mut counted).map_err(|e| {
+            DecodeError::Malformed {
+                what,
+                offset: 0,
+                message: e.to_string(),
+            }
+        })?),
+    };
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(max_bytes));
+    // Read one byte past the limit to know it was exceeded.
+    let limit = u64::try_from(max_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    let r = reader.take(limit).read_to_end(&mut out);
+    let consumed = counted.read;
+    match r {
+        Ok(_) if out.len() > max_bytes => Err(DecodeError::BodyTooLarge { limit: max_bytes }),
+        Ok(_) => Ok(Bytes::from(out)),
+        Err(e) => Err(DecodeError::Malformed {
+            what,
+            offset: consumed.min(body.len()),
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// A reader that counts what was read from it (for error offsets).
+struct Counted<'a> {
+    inner: &'a [u8],
+    read: usize,
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n;
+        Ok(n)
+    }
+}
+
+/// A body split into events.
+#[derive(Debug, Clone)]
+pub struct Events {
+    /// The body (NDJSON) or the compacted elements (JSON array).
+    buf: Bytes,
+    spans: Vec<(u32, u32)>,
+}
+
+impl Events {
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> &[u8] {
+        let (a, b) = self.spans[i];
+        &self.buf[a as usize..b as usize]
+    }
+
+    /// Event `i` as a shared slice of the body (no copy).
+    pub fn get_bytes(&self, i: usize) -> Bytes {
+        let (a, b) = self.spans[i];
+        self.buf.slice(a as usize..b as usize)
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.spans
+            .iter()
+            .map(|&(a, b)| &self.buf[a as usize..b as usize])
+    }
+}
+
+/// Splits a (decompressed) body into events of at most `max_event_bytes`.
+pub fn split(format: Format, body: Bytes, max_event_bytes: usize) -> Result<Events, DecodeError> {
+    if body.len() > u32::MAX as usize {
+        return Err(DecodeError::BodyTooLarge {
+            limit: u32::MAX as usize,
+        });
+    }
+    let events = match format {
+        Format::Ndjson => split_lines(body, max_event_bytes)?,
+        Format::JsonArray => split_array(&body, max_event_bytes)?,
+    };
+    if events.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    Ok(events)
+}
+
+fn split_lines(body: Bytes, max: usize) -> Result<Events, DecodeError> {
+    let mut spans = Vec::with_capacity(body.len() / 128 + 1);
+    let mut start = 0usize;
+    let push = |a: usize, mut b: usize, spans: &mut Vec<(u32, u32)>| {
+        if b > a && body[b - 1] == b'\r' {
+            b -= 1;
+        }
+        if b == a {
+            return Ok(());
+        }
+        if b - a > max {
+            return Err(DecodeError::EventTooLarge {
+                event: spans.len() + 1,
+                len: b - a,
+                limit: max,
+            });
+        }
+        // Cannot truncate: the body is at most u32::MAX bytes (checked).
+        spans.push((a as u32, b as u32));
+        Ok(())
+    };
+    for nl in memchr::memchr_iter(b'\n', &body) {
+        push(start, nl, &mut spans)?;
+        start = nl + 1;
+    }
+    push(start, body.len(), &mut spans)?;
+    Ok(Events { buf: body, spans })
+}
+
+/// Position of `offset` as 1-based line and column (for error messages).
+fn line_col(body: &[u8], offset: usize) -> (usize, usize) {
+    let before = &body[..offset.min(body.len())];
+    let line = memchr::memchr_iter(b'\n', before).count() + 1;
+    let col = before.len()
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1)
+        + 1;
+    (line, col)
+}
+
+/// Deepest nesting accepted inside an element.
+pub const MAX_DEPTH: usize = 128;
+
+struct Minifier<'a> {
+    s: &'a [u8],
+    i: usize,
+    out: Vec<u8>,
+}
+
+type Res<T> = Result<T, (usize, &'static str)>;
+
+impl<'a> Minifier<'a> {
+    fn ws(&mut self) {
+        while let Some(&c) = self.s.get(self.i) {
+            if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn lit(&mut self, word: &'static [u8], what: &'static str) -> Res<()> {
+        if self.s[self.i..].starts_with(word) {
+            self.out.extend_from_slice(word);
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err((self.i, what))
+        }
+    }
+
+    fn string(&mut self) -> Res<()> {
+        let start = self.i;
+        self.i += 1; // opening quote
+        loop {
+            // Jump to the next quote or backslash.
+            let rest = &self.s[self.i..];
+            let Some(p) = memchr::memchr2(b'"', b'\\', rest) else {
+                return Err((self.s.len(), "the end of a string ('\"')"));
+            };
+            if let Some(bad) = rest[..p].iter().position(|&c| c < 0x20) {
+                return Err((
+                    self.i + bad,
+                    "no control character inside a string (escape it)",
+                ));
+            }
+            self.i += p;
+            if self.s[self.i] == b'"' {
+                self.i += 1;
+                self.out.extend_from_slice(&self.s[start..self.i]);
+                return Ok(());
+            }
+            // Backslash escape.
+            match self.s.get(self.i + 1) {
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 2,
+                Some(b'u') => {
+                    let hex = self.s.get(self.i + 2..self.i + 6);
+                    if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                        return Err((self.i, "four hex digits after \\u"));
+                    }
+                    self.i += 6;
+                }
+                _ => {
+                    return Err((
+                        self.i,
+                        "a valid escape (\\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX)",
+                    ));
+                }
+            }
+        }
+    }
+
+    fn number(&mut self) -> Res<()> {
+        let start = self.i;
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek() {
+            Some(b'0') => {
+                self.i += 1;
+                if self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                    return Err((self.i, "no leading zero in a number"));
+                }
+            }
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err((self.i, "a digit")),
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if !self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                return Err((self.i, "a digit after the decimal point"));
+            }
+            self.digits();
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if !self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                return Err((self.i, "a digit in the exponent"));
+            }
+            self.digits();
+        }
+        self.out.extend_from_slice(&self.s[start..self.i]);
+        Ok(())
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.i += 1;
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Res<()> {
+        self.ws();
+        match self.peek() {
+            Some(b'"') => self.string(),
+            Some(b'{') => self.container(depth, b'}'),
+            Some(b'[') => self.container(depth, b']'),
+            Some(b't') => self.lit(b"true", "a value"),
+            Some(b'f') => self.lit(b"false", "a value"),
+            Some(b'n') => self.lit(b"null", "a value"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err((self.i, "a value")),
+        }
+    }
+
+    fn container(&mut self, depth: usize, close: u8) -> Res<()> {
+        if depth >= MAX_DEPTH {
+            return Err((self.i, "less nesting (the limit is 128 levels)"));
+        }
+        self.out.push(self.s[self.i]);
+        self.i += 1;
+        self.ws();
+        if self.peek() == Some(close) {
+            self.out.push(close);
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            if close == b'}' {
+                self.ws();
+                if self.peek() != Some(b'"') {
+                    return Err((self.i, "a key (a string)"));
+                }
+                self.string()?;
+                self.ws();
+                if self.peek() != Some(b':') {
+                    return Err((self.i, "':'"));
+                }
+                self.out.push(b':');
+                self.i += 1;
+            }
+            self.value(depth + 1)?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => {
+                    self.out.push(b',');
+                    self.i += 1;
+                }
+                Some(c) if c == close => {
+                    self.out.push(close);
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => {
+                    return Err((
+                        self.i,
+                        if close == b'}' {
+                            "',' or '}'"
+                        } else {
+                            "',' or ']'"
+                        },
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn split_array(body: &Bytes, max: usize) -> Result<Events, DecodeError> {
+    let mut m = Minifier {
+        s: body,
+        i: 0,
+        out: Vec::with_capacity(body.len()),
+    };
+    let mut spans = Vec::new();
+    let bad = |(offset, expected): (usize, &'static str)| {
+        let (line, column) = line_col(body, offset);
+        DecodeError::BadJson {
+            offset,
+            line,
+            column,
+            expected,
+        }
+    };
+    m.ws();
+    if m.peek().is_none() {
+        return Err(DecodeError::Empty);
+    }
+    if m.peek() != Some(b'[') {
+        return Err(bad((m.i, "'[' (the body must be one JSON array)")));
+    }
+    m.i += 1;
+    m.ws();
+    if m.peek() == Some(b']') {
+        m.i += 1;
+    } else {
+        loop {
+            let start = m.out.len();
+            m.value(0).map_err(bad)?;
+            let len = m.out.len() - start;
+            if len > max {
+                return Err(DecodeError::EventTooLarge {
+                    event: spans.len() + 1,
+                    len,
+                    limit: max,
+                });
+            }
+            spans.push((start as u32, m.out.len() as u32));
+            m.ws();
+            match m.peek() {
+                Some(b',') => m.i += 1,
+                Some(b']') => {
+                    m.i += 1;
+                    break;
+                }
+                _ => return Err(bad((m.i, "',' or ']'"))),
+            }
+        }
+    }
+    m.ws();
+    if m.i != body.len() {
+        return Err(bad((m.i, "the end of the body after the array")));
+    }
+    Ok(Events {
+        buf: Bytes::from(m.out),
+        spans,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(body: &[u8]) -> Result<Vec<Vec<u8>>, DecodeError> {
+        split(Format::Ndjson, Bytes::copy_from_slice(body), 1 << 20)
+            .map(|e| e.iter().map(<[u8]>::to_vec).collect())
+    }
+
+    fn array(body: &str) -> Result<Vec<String>, DecodeError> {
+        split(
+            Format::JsonArray,
+            Bytes::copy_from_slice(body.as_bytes()),
+            1 << 20,
+        )
+        .map(|e| {
+            e.iter()
+                .map(|x| String::from_utf8_lossy(x).into_owned())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn ndjson_lines_are_kept_byte_for_byte() {
+        assert_eq!(
+            lines(b"a\r\n\n\r\n b \n\xff\xfe\nlast"),
+            Ok(vec![
+                b"a".to_vec(),
+                b" b ".to_vec(),
+                b"\xff\xfe".to_vec(),
+                b"last".to_vec()
+            ])
+        );
+        assert_eq!(lines(b"\n\n\r\n"), Err(DecodeError::Empty));
+        assert_eq!(lines(b""), Err(DecodeError::Empty));
+        let e = split(Format::Ndjson, Bytes::from_static(b"ok\nok\ntoo long\n"), 4);
+        assert_eq!(
+            e.err(),
+            Some(DecodeError::EventTooLarge {
+                event: 3,
+                len: 8,
+                limit: 4
+            })
+        );
+    }
+
+    #[test]
+    fn arrays_are_compacted_and_nothing_else_changes() {
+        assert_eq!(
+            array(" [ {\"a\" : 1.50e+3 , \"a\":\"x \\u00e9\\n\"} ,\n[ ] , -0 , true,null ] "),
+            Ok(vec![
+                r#"{"a":1.50e+3,"a":"x \u00e9\n"}"#.to_owned(),
+                "[]".into(),
+                "-0".into(),
+                "true".into(),
+                "null".into()
+            ])
+        );
+        assert_eq!(array("[ ]"), Err(DecodeError::Empty));
+        assert_eq!(array(r#"["\ud800"]"#), Ok(vec![r#""\ud800""#.to_owned()]));
+    }
+
+    #[test]
+    fn array_errors_say_where_and_what() {
+        let cases = [
+            ("[1, 2,, 3]", 6, "a value"),
+            ("[1 2]", 3, "',' or ']'"),
+            ("[1,]", 3, "a value"),
+            ("[01]", 2, "no leading zero in a number"),
+            ("{\"a\":1}", 0, "'[' (the body must be one JSON array)"),
+            ("[1] x", 4, "the end of the body after the array"),
+            ("[\"abc", 5, "the end of a string ('\"')"),
+            ("[{\"a\" 1}]", 6, "':'"),
+            (
+                "[\"\\x\"]",
+                2,
+                "a valid escape (\\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX)",
+            ),
+            ("[1.]", 3, "a digit after the decimal point"),
+            ("[\n  tru]", 4, "a value"),
+        ];
+        for (body, offset, expected) in cases {
+            match array(body) {
+                Err(DecodeError::BadJson {
+                    offset: o,
+                    expected: e,
+                    ..
+                }) => assert_eq!((o, e), (offset, expected), "{body}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        let deep = format!("[{}{}]", "[".repeat(200), "]".repeat(200));
+        assert!(matches!(array(&deep), Err(DecodeError::BadJson { .. })));
+        let e = array("[\n  1,\n  x]")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("line 3, column 3"), "{e}");
+    }
+
+    #[test]
+    fn content_types_and_encodings() {
+        assert_eq!(format_of(None), Ok(Format::Ndjson));
+        assert_eq!(
+            format_of(Some("Application/JSON; charset=utf-8")),
+            Ok(Format::JsonArray)
+        );
+        assert_eq!(format_of(Some("text/plain")), Ok(Format::Ndjson));
+        assert_eq!(
+            format_of(Some("image/png")).map_err(|e| e.status()),
+            Err(415)
+        );
+        assert_eq!(encoding_of(Some("gzip")), Ok(Encoding::Gzip));
+        assert_eq!(encoding_of(Some("br")).map_err(|e| e.status()), Err(415));
+    }
+
+    #[test]
+    fn decompression_is_bounded_and_errors_name_the_encoding() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let _ = gz.write_all(&vec![b'a'; 1_000_000]);
+        let gz = Bytes::from(gz.finish().unwrap_or_default());
+        assert!(gz.len() < 10_000);
+        assert_eq!(
+            decompress(Encoding::Gzip, gz.clone(), 999_999),
+            Err(DecodeError::BodyTooLarge { limit: 999_999 })
+        );
+        assert_eq!(
+            decompress(Encoding::Gzip, gz.clone(), 1_000_000).map(|b| b.len()),
+            Ok(1_000_000)
+        );
+        let truncated = gz.slice(..gz.len() / 2);
+        let e = decompress(Encoding::Gzip, truncated, 1 << 20);
+        assert!(
+            matches!(e, Err(DecodeError::Malformed { what: "gzip", .. })),
+            "{e:?}"
+        );
+        let zs = Bytes::from(zstd::encode_all(&vec![b'z'; 100_000][..], 3).unwrap_or_default());
+        assert_eq!(
+            decompress(Encoding::Zstd, zs.clone(), 100_000).map(|b| b.len()),
+            Ok(100_000)
+        );
+        assert_eq!(
+            decompress(Encoding::Zstd, zs.clone(), 99_999),
+            Err(DecodeError::BodyTooLarge { limit: 99_999 })
+        );
+        let e = decompress(Encoding::Zstd, Bytes::from_static(b"not zstd at all"), 1000);
+        assert!(
+            matches!(e, Err(DecodeError::Malformed { what: "zstd", .. })),
+            "{e:?}"
+        );
+        // Two gzip members in a row are one body.
+        let mut two = Vec::new();
+        for part in [&b"a\n"[..], b"b\n"] {
+            let mut g = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            let _ = g.write_all(part);
+            two.extend(g.finish().unwrap_or_default());
+        }
+        assert_eq!(
+            decompress(Encoding::Gzip, Bytes::from(two), 100),
+            Ok(Bytes::from_static(b"a\nb\n"))
+        );
+    }
+}

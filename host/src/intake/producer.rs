@@ -1,0 +1,442 @@
+//! The producer loop of one stream: packs stamped events into KPL records
+//! per destination shard and writes them with PutRecords, retrying only the
+//! entries that failed.
+//!
+//! It works in cycles (group commit): it takes every submission waiting,
+//! packs them, writes them, then answers each submission. Requests that
+//! arrive meanwhile form the next cycle, so the batch grows with the load and
+//! a lone client never waits for a timer. When other requests are still
+//! being decoded, a cycle lingers (at most `linger`) for them to fill its
+//! records.
+//!
+//! Order per partition key: a PutRecords call carries at most one record per
+//! destination shard, so a failed entry is re-sent before anything after it
+//! for that shard (Kinesis does not order the entries of one call when some
+//! fail).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::metrics::Metrics;
+use crate::event::Stamp;
+use crate::stream::kpl::{Aggregated, Aggregator};
+use crate::stream::{PutEntry, PutOutcome, StreamBackend, StreamError};
+
+/// Packing and writing settings of a producer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerConfig {
+    /// Largest aggregated record, bytes (Kinesis allows 1 MiB with the key).
+    pub record_max_bytes: usize,
+    /// Largest PutRecords call: records and bytes.
+    pub put_max_records: usize,
+    pub put_max_bytes: usize,
+    /// How long a cycle may wait for requests still being decoded.
+    pub linger: Duration,
+    /// Backoff between retries of failed entries: base and cap (jittered).
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Give up on a cycle (its requests get 503) after this long.
+    pub put_timeout: Duration,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        Self {
+            // 1 MiB minus room for the largest partition key (256 B) and
+            // then some: close to, and safely under, the Kinesis limit.
+            record_max_bytes: (1 << 20) - 4096,
+            put_max_records: 500,
+            put_max_bytes: 5 << 20,
+            linger: Duration::from_millis(50),
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_secs(5),
+            put_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One event, stamped, with its partition key.
+#[derive(Debug, Clone)]
+pub struct Stamped {
+    pub key: Arc<str>,
+    pub data: Bytes,
+    pub stamp: Stamp,
+}
+
+/// Events bound for one shard, aimed at it by an explicit hash key.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub explicit_hash_key: u128,
+    pub events: Vec<Stamped>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProduceError {
+    #[error("the stream did not take the events within {secs} s: {last}")]
+    Timeout { secs: u64, last: String },
+    #[error("the stream refused the events: {0}")]
+    Refused(String),
+    #[error("the intake is shutting down")]
+    Shutdown,
+}
+
+/// The intake's bounded buffer: bytes accepted but not yet written, shared
+/// by every stream of a listener.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    sem: Arc<Semaphore>,
+    max_bytes: usize,
+}
+
+/// A share of the buffer, held until the events are written.
+#[derive(Debug)]
+pub struct Reservation {
+    _permit: OwnedSemaphorePermit,
+    bytes: usize,
+}
+
+const UNIT: usize = 1024;
+
+impl Budget {
+    pub fn new(max_bytes: usize) -> Self {
+        let units = (max_bytes / UNIT).clamp(1, Semaphore::MAX_PERMITS);
+        Self {
+            sem: Arc::new(Semaphore::new(units)),
+            max_bytes,
+        }
+    }
+
+    /// Reserves room for `bytes`, or `None` when the buffer is full.
+    pub fn try_reserve(&self, bytes: usize) -> Option<Reservation> {
+        let units = u32::try_from(bytes.div_ceil(UNIT).max(1)).ok()?;
+        let permit = Arc::clone(&self.sem).try_acquire_many_owned(units).ok()?;
+        Some(Reservation {
+            _permit: permit,
+            bytes,
+        })
+    }
+
+    /// Bytes reserved now.
+    pub fn used_bytes(&self) -> usize {
+        let total = (self.max_bytes / UNIT).clamp(1, Semaphore::MAX_PERMITS);
+        (total - self.sem.available_permits()) * UNIT
+    }
+
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+}
+
+struct Submission {
+    groups: Vec<Group>,
+    bytes: usize,
+    done: oneshot::Sender<Result<(), ProduceError>>,
+    _reservation: Reservation,
+}
+
+/// Sends events to a stream's producer loop. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ProducerHandle {
+    tx: mpsc::Sender<Submission>,
+    decoding: Arc<AtomicUsize>,
+}
+
+/// Marks a request as being decoded, so the producer lingers for it.
+#[derive(Debug)]
+pub struct Decoding(Arc<AtomicUsize>);
+
+impl Drop for Decoding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl ProducerHandle {
+    pub fn decoding(&self) -> Decoding {
+        self.decoding.fetch_add(1, Ordering::Relaxed);
+        Decoding(Arc::clone(&self.decoding))
+    }
+
+    /// Hands events over and waits until they are written (durable).
+    pub async fn submit(
+        &self,
+        groups: Vec<Group>,
+        reservation: Reservation,
+        decoding: Decoding,
+    ) -> Result<(), ProduceError> {
+        let (done, wait) = oneshot::channel();
+        let bytes = reservation.bytes;
+        self.tx
+            .send(Submission {
+                groups,
+                bytes,
+                done,
+                _reservation: reservation,
+            })
+            .await
+            .map_err(|_| ProduceError::Shutdown)?;
+        drop(decoding);
+        wait.await.map_err(|_| ProduceError::Shutdown)?
+    }
+}
+
+/// Starts the producer loop of `stream` on the current runtime; it ends when
+/// every handle is dropped, after writing what it was given.
+pub fn spawn<B: StreamBackend>(
+    backend: B,
+    stream: String,
+    config: ProducerConfig,
+    metrics: Metrics,
+) -> (ProducerHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(1024);
+    let decoding = Arc::new(AtomicUsize::new(0));
+    let p = Producer {
+        backend,
+        stream,
+        config,
+        metrics,
+        decoding: Arc::clone(&decoding),
+    };
+    let task = tokio::spawn(p.run(rx));
+    (ProducerHandle { tx, decoding }, task)
+}
+
+struct Producer<B> {
+    backend: B,
+    stream: String,
+    config: ProducerConfig,
+    metrics: Metrics,
+    decoding: Arc<AtomicUsize>,
+}
+
+impl<B: StreamBackend> Producer<B> {
+    async fn run(self, mut rx: mpsc::Receiver<Submission>) {
+        while let Some(first) = rx.recv().await {
+            let mut bytes = first.bytes;
+            let mut cycle = vec![first];
+            while let Ok(s) = rx.try_recv() {
+                bytes += s.bytes;
+                cycle.push(s);
+            }
+            if !self.config.linger.is_zero() && bytes < self.config.record_max_bytes {
+                let deadline = Instant::now() + self.config.linger;
+                while bytes < self.config.record_max_bytes
+                    && self.decoding.load(Ordering::Relaxed) > 0
+                {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(s)) => {
+                            bytes += s.bytes;
+                            cycle.push(s);
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+            }
+            let result = self.write_cycle(&mut cycle).await;
+            if let Err(e) = &result {
+                tracing::warn!(stream = %self.stream, error = %e, "events not written");
+            }
+            for s in cycle {
+                let _ = s.done.send(result.clone());
+            }
+        }
+    }
+
+    /// Packs the cycle's events into records per explicit hash key, in order.
+    fn pack(
+        &self,
+        cycle: &mut [Submission],
+    ) -> Result<BTreeMap<u128, VecDeque<Aggregated>>, ProduceError> {
+        let mut aggs: BTreeMap<u128, Aggregator> = BTreeMap::new();
+        let mut queues: BTreeMap<u128, VecDeque<Aggregated>> = BTreeMap::new();
+        for s in cycle.iter_mut() {
+            for g in std::mem::take(&mut s.groups) {
+                let a = aggs
+                    .entry(g.explicit_hash_key)
+                    .or_insert_with(|| Aggregator::new(self.config.record_max_bytes));
+                for e in &g.events {
+                    if a.try_push(&e.key, &e.data, e.stamp) {
+                        continue;
+                    }
+                    queues
+                        .entry(g.explicit_hash_key)
+                        .or_default()
+                        .push_back(a.finish());
+                    if !a.try_push(&e.key, &e.data, e.stamp) {
+                        // The handler rejects such events before; never lose one silently.
+                        return Err(ProduceError::Refused(format!(
+                            "an event of {} bytes does not fit in a record of {} bytes",
+                            e.data.len(),
+                            self.config.record_max_bytes
+                        )));
+                    }
+                }
+            }
+        }
+        for (k, mut a) in aggs {
+            if !a.is_empty() {
+                queues.entry(k).or_default().push_back(a.finish());
+            }
+        }
+        Ok(queues)
+    }
+
+    async fn write_cycle(&self, cycle: &mut [Submission]) -> Result<(), ProduceError> {
+        let mut queues = self.pack(cycle)?;
+        let label = Metrics::stream(&self.stream);
+        let started = Instant::now();
+        let mut attempt: u32 = 0;
+        while !queues.is_empty() {
+            // One record per destination, within the call's limits.
+            let mut entries = Vec::new();
+            let mut keys = Vec::new();
+            let mut size = 0;
+            for (&k, q) in &queues {
+                let Some(r) = q.front() else { continue };
+                let sz = r.data.len() + r.partition_key.len();
+                if entries.len() == self.config.put_max_records
+                    || (!entries.is_empty() && size + sz > self.config.put_max_bytes)
+                {
+                    break;
+                }
+                entries.push(PutEntry {
+                    partition_key: r.partition_key.clone(),
+                    explicit_hash_key: Some(k),
+                    data: r.data.clone(),
+                });
+                keys.push(k);
+                size += sz;
+            }
+            self.metrics.put_calls.get_or_create(&label).inc();
+            let t = Instant::now();
+            let result = self.backend.put_records(&self.stream, &entries).await;
+            self.metrics
+                .put_latency
+                .get_or_create(&label)
+                .observe(t.elapsed().as_secs_f64());
+            let failure = match result {
+                Ok(outcomes) => {
+                    let mut failed = 0u64;
+                    let mut last = String::new();
+                    for (k, o) in keys.iter().zip(&outcomes) {
+                        match o {
+                            PutOutcome::Written { .. } => {
+                                if let Some(q) = queues.get_mut(k)
+                                    && let Some(r) = q.pop_front()
+                                {
+                                    self.metrics.put_records.get_or_create(&label).inc();
+                                    self.metrics
+                                        .record_bytes
+                                        .get_or_create(&label)
+                                        .inc_by(r.data.len() as u64);
+                                    self.metrics
+                                        .stamp_bytes
+                                        .get_or_create(&label)
+                                        .inc_by(r.stamp_bytes as u64);
+                                    self.metrics
+                                        .events_accepted
+                                        .get_or_create(&label)
+                                        .inc_by(r.events as u64);
+                                }
+                            }
+                            failed_outcome @ PutOutcome::Failed { code, message } => {
+                                failed += 1;
+                                if !failed_outcome.is_retryable() {
+                                    self.metrics
+                                        .put_failed_entries
+                                        .get_or_create(&label)
+                                        .inc_by(failed);
+                                    return Err(ProduceError::Refused(format!(
+                                        "{code}: {message}"
+                                    )));
+                                }
+                                last = format!("{code}: {message}");
+                            }
+                        }
+                    }
+                    queues.retain(|_, q| !q.is_empty());
+                    if failed > 0 {
+                        self.metrics
+                            .put_failed_entries
+                            .get_or_create(&label)
+                            .inc_by(failed);
+                        tracing::debug!(stream = %self.stream, failed, "PutRecords entries failed; re-sending only those");
+                        Some(last)
+                    } else {
+                        None
+                    }
+                }
+                Err(e) if transient(&e) => Some(e.to_string()),
+                Err(e) => return Err(ProduceError::Refused(e.to_string())),
+            };
+            match failure {
+                None => attempt = 0,
+                Some(last) => {
+                    if started.elapsed() >= self.config.put_timeout {
+                        return Err(ProduceError::Timeout {
+                            secs: self.config.put_timeout.as_secs(),
+                            last,
+                        });
+                    }
+                    attempt = attempt.saturating_add(1);
+                    self.metrics.put_retries.get_or_create(&label).inc();
+                    tokio::time::sleep(backoff(&self.config, attempt)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn transient(e: &StreamError) -> bool {
+    matches!(
+        e,
+        StreamError::Throttled(_)
+            | StreamError::Service(_)
+            | StreamError::Io { .. }
+            | StreamError::NotActive { .. }
+    )
+}
+
+/// Full-jitter exponential backoff: uniform in [base, min(max, base·2^n)].
+fn backoff(c: &ProducerConfig, attempt: u32) -> Duration {
+    let base = c.retry_base.as_secs_f64();
+    let cap = c
+        .retry_max
+        .as_secs_f64()
+        .min(base * 2f64.powi(attempt.min(30) as i32));
+    let x: f64 = rand::random();
+    Duration::from_secs_f64(base + (cap - base).max(0.0) * x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let c = ProducerConfig::default();
+        for attempt in 1..40 {
+            let d = backoff(&c, attempt);
+            assert!(d >= c.retry_base, "{d:?}");
+            assert!(d <= c.retry_max, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn the_budget_refuses_when_full_and_frees_on_drop() {
+        let b = Budget::new(10 * 1024);
+        let r1 = b.try_reserve(6 * 1024);
+        assert!(r1.is_some());
+        assert!(b.try_reserve(6 * 1024).is_none(), "over budget");
+        assert_eq!(b.used_bytes(), 6 * 1024);
+        drop(r1);
+        assert!(b.try_reserve(6 * 1024).is_some());
+    }
+}

@@ -1,0 +1,493 @@
+//! The HTTP intake: `POST /v1/streams/{stream}/events`.
+//!
+//! A request's events are decoded, keyed, routed to shards, stamped and
+//! handed to the stream's producer; the response is sent once they are
+//! written (durable acknowledgement).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use super::decode::{self, DecodeError};
+use super::metrics::Metrics;
+use super::producer::{self, Budget, Group, ProduceError, ProducerConfig, ProducerHandle, Stamped};
+use super::route::ShardMap;
+use super::stamp::{Listener, now_ms};
+use crate::config::{IntakeConfig, StreamSettings, TokenConfig};
+use crate::event::EventId;
+use crate::stream::kpl::Aggregator;
+use crate::stream::{StreamBackend, StreamError, hash_key_of};
+
+/// Longest partition key Kinesis accepts (Unicode characters).
+pub const MAX_KEY_CHARS: usize = 256;
+
+/// Everything the handlers share. Cheap to clone.
+pub struct Intake<B: StreamBackend> {
+    inner: Arc<Inner<B>>,
+}
+
+impl<B: StreamBackend> Clone for Intake<B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<B> {
+    backend: B,
+    listener: Listener,
+    config: IntakeConfig,
+    producer: ProducerConfig,
+    streams: HashMap<String, StreamSettings>,
+    metrics: Metrics,
+    budget: Budget,
+    open: Mutex<HashMap<String, Arc<OpenStream>>>,
+    tasks: tokio_util::task::TaskTracker,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// A stream this intake writes to: its producer and current shard map.
+struct OpenStream {
+    handle: ProducerHandle,
+    map: RwLock<ShardMap>,
+    key_field: Option<String>,
+}
+
+/// How often the shard map of an open stream is refreshed.
+const SHARD_REFRESH: Duration = Duration::from_secs(5);
+
+impl<B: StreamBackend> Intake<B> {
+    pub fn new(
+        backend: B,
+        listener: Listener,
+        config: IntakeConfig,
+        streams: HashMap<String, StreamSettings>,
+        metrics: Metrics,
+    ) -> Self {
+        let producer = ProducerConfig {
+            record_max_bytes: config.record_max_bytes,
+            linger: Duration::from_millis(config.linger_ms),
+            put_timeout: Duration::from_millis(config.put_timeout_ms),
+            ..ProducerConfig::default()
+        };
+        let budget = Budget::new(config.buffer_bytes);
+        Self {
+            inner: Arc::new(Inner {
+                backend,
+                listener,
+                config,
+                producer,
+                streams,
+                metrics,
+                budget,
+                open: Mutex::new(HashMap::new()),
+                tasks: tokio_util::task::TaskTracker::new(),
+                shutdown: tokio_util::sync::CancellationToken::new(),
+            }),
+        }
+    }
+
+    pub fn listener(&self) -> &Listener {
+        &self.inner.listener
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The router of the intake API.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/streams/{stream}/events", post(post_events::<B>))
+            .route("/healthz", get(|| async { "ok" }))
+            .layer(DefaultBodyLimit::max(self.inner.config.max_body_bytes))
+            .with_state(self.clone())
+    }
+
+    /// Stops the producers after writing everything they were given. Call
+    /// after the server stopped taking requests.
+    pub async fn drain(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.open.lock().await.clear();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    /// The stream's producer, started on first use.
+    async fn open(&self, stream: &str) -> Result<Arc<OpenStream>, IntakeError> {
+        let mut open = self.inner.open.lock().await;
+        if let Some(s) = open.get(stream) {
+            return Ok(Arc::clone(s));
+        }
+        if self.inner.shutdown.is_cancelled() {
+            return Err(IntakeError::ShuttingDown);
+        }
+        let d = match self.inner.backend.describe(stream).await {
+            Ok(d) => d,
+            Err(StreamError::NoSuchStream(_)) => {
+                return Err(IntakeError::NoSuchStream(stream.to_owned()));
+            }
+            Err(e) => return Err(IntakeError::Stream(e.to_string())),
+        };
+        let map = ShardMap::from_description(&d).map_err(|e| IntakeError::Stream(e.to_string()))?;
+        let (handle, task) = producer::spawn(
+            self.inner.backend.clone(),
+            stream.to_owned(),
+            self.inner.producer.clone(),
+            self.inner.metrics.clone(),
+        );
+        self.inner.tasks.spawn(async move {
+            let _ = task.await;
+        });
+        let s = Arc::new(OpenStream {
+            handle,
+            map: RwLock::new(map),
+            key_field: self
+                .inner
+                .streams
+                .get(stream)
+                .and_then(|s| s.partition_key_field.clone()),
+        });
+        // Follow reshards: refresh the shard map while the stream is open.
+        let weak = Arc::downgrade(&s);
+        let backend = self.inner.backend.clone();
+        let name = stream.to_owned();
+        let stop = self.inner.shutdown.clone();
+        self.inner.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(SHARD_REFRESH) => {}
+                }
+                let Some(s) = weak.upgrade() else { return };
+                match backend
+                    .describe(&name)
+                    .await
+                    .and_then(|d| ShardMap::from_description(&d))
+                {
+                    Ok(m) => {
+                        if let Ok(mut cur) = s.map.write()
+                            && !cur.same_shards(&m)
+                        {
+                            tracing::info!(stream = %name, shards = m.len(), "shard map changed");
+                            *cur = m;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(stream = %name, error = %e, "cannot refresh the shard map")
+                    }
+                }
+            }
+        });
+        open.insert(stream.to_owned(), Arc::clone(&s));
+        Ok(s)
+    }
+
+    fn authorize(&self, headers: &HeaderMap, stream: &str) -> Result<(), IntakeError> {
+        let tokens: &[TokenConfig] = &self.inner.config.tokens;
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(IntakeError::Unauthorized)?;
+        let t = tokens
+            .iter()
+            .find(|t| constant_time_eq(t.token.as_bytes(), presented.as_bytes()))
+            .ok_or(IntakeError::Unauthorized)?;
+        if t.streams.iter().any(|s| s == "*" || s == stream) {
+            Ok(())
+        } else {
+            Err(IntakeError::Forbidden(stream.to_owned()))
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The answer to an accepted request.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub accepted: usize,
+    pub first_id: String,
+    pub last_id: String,
+}
+
+async fn post_events<B: StreamBackend>(
+    State(intake): State<Intake<B>>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Accepted>, IntakeError> {
+    let m = intake.inner.metrics.clone();
+    let result = accept(&intake, &stream, &headers, body).await;
+    if let Err(e) = &result {
+        m.reject(e.reason());
+    }
+    result.map(Json)
+}
+
+async fn accept<B: StreamBackend>(
+    intake: &Intake<B>,
+    stream: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Accepted, IntakeError> {
+    let received_ms = now_ms();
+    intake.authorize(headers, stream)?;
+    let text = |name: header::HeaderName| -> Result<Option<&str>, IntakeError> {
+        headers
+            .get(&name)
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| IntakeError::BadRequest(format!("header {name} is not ASCII")))
+            })
+            .transpose()
+    };
+    let format = decode::format_of(text(header::CONTENT_TYPE)?)?;
+    let encoding = decode::encoding_of(text(header::CONTENT_ENCODING)?)?;
+    let header_key = match headers.get("x-partition-key") {
+        None => None,
+        Some(v) => Some(check_key(
+            v.to_str()
+                .map_err(|_| IntakeError::BadRequest("X-Partition-Key is not ASCII".into()))?,
+            "X-Partition-Key",
+        )?),
+    };
+    let open = intake.open(stream).await?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            IntakeError::BodyTooLarge(intake.inner.config.max_body_bytes)
+        } else {
+            IntakeError::BadRequest(format!("cannot read the body: {e}"))
+        }
+    })?;
+    let decoding = open.handle.decoding();
+    let body = decode::decompress(encoding, body, intake.inner.config.max_decoded_bytes)?;
+    let reservation = intake
+        .inner
+        .budget
+        .try_reserve(body.len())
+        .ok_or(IntakeError::Busy)?;
+    intake
+        .inner
+        .metrics
+        .buffer_bytes
+        .set(intake.inner.budget.used_bytes() as i64);
+    let max_event =
+        Aggregator::max_event_len(intake.inner.config.record_max_bytes, MAX_KEY_CHARS * 4);
+    let events = decode::split(format, body, max_event)?;
+    let n = events.len();
+
+    // Partition keys: the header, else the configured JSON field, else the
+    // listener's own key with the whole request sent to the next shard.
+    let spread_key: Arc<str> = format!("{:x}", intake.inner.listener.id()).into();
+    let header_key: Option<Arc<str>> = header_key.map(Arc::from);
+    let map = open
+        .map
+        .read()
+        .map_err(|_| IntakeError::Stream("shard map lock poisoned".into()))?
+        .clone();
+    let turn = map.next_in_turn();
+    let mut groups: Vec<Vec<(usize, Arc<str>)>> = vec![Vec::new(); map.len()];
+    let mut place = Vec::with_capacity(n);
+    for (i, line) in events.iter().enumerate() {
+        let (key, shard) = if let Some(k) = &header_key {
+            (Arc::clone(k), map.index_of(hash_key_of(k)))
+        } else if let Some(k) = open.key_field.as_deref().and_then(|f| key_of(line, f)) {
+            let k = check_key(&k, "partition key field").map_err(|e| match e {
+                IntakeError::BadRequest(m) => {
+                    IntakeError::BadRequest(format!("event {}: {m}", i + 1))
+                }
+                other => other,
+            })?;
+            let shard = map.index_of(hash_key_of(k));
+            (Arc::from(k), shard)
+        } else {
+            (Arc::clone(&spread_key), turn)
+        };
+        place.push((shard, groups[shard].len()));
+        groups[shard].push((i, key));
+    }
+    // Stamp: consecutive counters per shard group, so a KPL record carries
+    // one stamp tag per run instead of one per event.
+    let mut bytes = 0usize;
+    let mut firsts = vec![EventId::default(); map.len()];
+    let mut out = Vec::new();
+    for (shard, members) in groups.into_iter().enumerate() {
+        if members.is_empty() {
+            continue;
+        }
+        let first = intake.inner.listener.reserve(members.len() as u64);
+        firsts[shard] = first;
+        let evs = members
+            .into_iter()
+            .enumerate()
+            .map(|(j, (i, key))| {
+                let data = events.get_bytes(i);
+                bytes += data.len();
+                Stamped {
+                    key,
+                    data,
+                    stamp: crate::event::Stamp {
+                        id: EventId {
+                            listener: first.listener,
+                            counter: first.counter + j as u64,
+                        },
+                        received_ms,
+                    },
+                }
+            })
+            .collect();
+        out.push(Group {
+            explicit_hash_key: map.targets()[shard].range.start,
+            events: evs,
+        });
+    }
+    let id_of = |i: usize| {
+        let (shard, j) = place[i];
+        EventId {
+            listener: firsts[shard].listener,
+            counter: firsts[shard].counter + j as u64,
+        }
+    };
+    let (first_id, last_id) = (id_of(0), id_of(n - 1));
+    let r = open.handle.submit(out, reservation, decoding).await;
+    intake
+        .inner
+        .metrics
+        .buffer_bytes
+        .set(intake.inner.budget.used_bytes() as i64);
+    r?;
+    intake
+        .inner
+        .metrics
+        .bytes_accepted
+        .get_or_create(&Metrics::stream(stream))
+        .inc_by(bytes as u64);
+    Ok(Accepted {
+        accepted: n,
+        first_id: first_id.to_string(),
+        last_id: last_id.to_string(),
+    })
+}
+
+/// A top-level JSON field's value as a partition key: a string's text, or
+/// any other value's JSON text. `None` when absent, null or not an object.
+fn key_of(line: &[u8], field: &str) -> Option<String> {
+    let v = kinesthetic_filter::json::field(line, field)?;
+    if v.is_null() {
+        return None;
+    }
+    match v.as_str() {
+        Some(s) => Some(s.into_owned()),
+        None => std::str::from_utf8(v.raw()).ok().map(str::to_owned),
+    }
+}
+
+fn check_key<'a>(k: &'a str, what: &str) -> Result<&'a str, IntakeError> {
+    let chars = k.chars().count();
+    if chars == 0 || chars > MAX_KEY_CHARS {
+        return Err(IntakeError::BadRequest(format!(
+            "{what} must be 1 to {MAX_KEY_CHARS} characters, not {chars}"
+        )));
+    }
+    Ok(k)
+}
+
+/// Why a request was refused. The client gets a precise message for its own
+/// mistakes, and a plain one for ours (the detail is logged).
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("stream {0:?} does not exist")]
+    NoSuchStream(String),
+    #[error("missing or unknown bearer token")]
+    Unauthorized,
+    #[error("this token may not write to stream {0:?}")]
+    Forbidden(String),
+    #[error("the intake's buffer is full; retry later")]
+    Busy,
+    #[error("the intake is shutting down; retry on another listener")]
+    ShuttingDown,
+    #[error("{0}")]
+    Produce(#[from] ProduceError),
+    #[error("{0}")]
+    Stream(String),
+}
+
+impl IntakeError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Decode(e) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NoSuchStream(_) => StatusCode::NOT_FOUND,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Busy | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Produce(ProduceError::Refused(_)) | Self::Stream(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            Self::Produce(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The metric label of this rejection.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Decode(e) => match e.status() {
+                413 => "too_large",
+                415 => "unsupported",
+                _ => "malformed",
+            },
+            Self::BadRequest(_) => "bad_request",
+            Self::BodyTooLarge(_) => "too_large",
+            Self::NoSuchStream(_) => "no_such_stream",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::Busy => "busy",
+            Self::ShuttingDown => "shutting_down",
+            Self::Produce(_) | Self::Stream(_) => "stream_error",
+        }
+    }
+}
+
+impl IntoResponse for IntakeError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self, "intake request failed");
+            "internal error (see the intake's log)".to_owned()
+        } else {
+            self.to_string()
+        };
+        let mut r = (status, Json(serde_json::json!({ "error": message }))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
+    }
+}

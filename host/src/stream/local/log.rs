@@ -1,0 +1,1211 @@
+//! The local log: streams in a directory, Kinesis semantics.
+//!
+//! One writer thread owns every file it appends to. `put_records` calls
+//! queue requests for it; it takes every request waiting, appends each
+//! shard's frames with one write, fsyncs each touched file once, and then
+//! answers them all (group commit), so concurrent callers share fsyncs.
+//! Readers go through the files, so another process (opened with
+//! [`LocalLog::open_read_only`]) sees what the writer appended.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, mpsc};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use tokio::sync::oneshot;
+
+use super::meta::{self, ShardMeta, StreamMeta, sequence, shard_id, shard_index, split_sequence};
+use super::segment::{self, Bad};
+use crate::stream::{
+    GetRecordsOutput, HashRange, PutEntry, PutOutcome, SequenceNumber, ShardIterator,
+    StartPosition, StreamBackend, StreamDescription, StreamError, StreamRecord, StreamStatus,
+};
+
+/// Settings of a local log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalOptions {
+    /// fsync before answering a put (durable acknowledgements).
+    pub fsync: bool,
+    /// A segment file is closed and a new one started beyond this size.
+    pub segment_bytes: u64,
+    /// Keep records this long (default: the stream's retention, 24 h).
+    pub retention: Option<Duration>,
+    /// Keep at most this many bytes per shard (whole segments are deleted).
+    pub retention_bytes: Option<u64>,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        Self {
+            fsync: true,
+            segment_bytes: 64 << 20,
+            retention: None,
+            retention_bytes: None,
+        }
+    }
+}
+
+/// Kinesis's limits on one put entry.
+const MAX_RECORD: usize = 1 << 20;
+const MAX_KEY_CHARS: usize = 256;
+/// Most bytes one `get_records` returns (Kinesis: 10 MB).
+const MAX_GET_BYTES: usize = 10 << 20;
+const LOCK: &str = ".lock";
+
+/// The embedded stream log. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LocalLog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    writer: Option<mpsc::Sender<Req>>,
+    /// Committed ends of the writer's shards (readers stop there).
+    ends: Arc<RwLock<HashMap<(String, u32), End>>>,
+    _lock: Option<File>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Dropping the sender ends the writer thread after its last cycle.
+        self.writer.take();
+    }
+}
+
+/// Where a shard's committed data ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct End {
+    next_offset: u64,
+    segment: u64,
+    pos: u64,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StreamError + '_ {
+    move |source| StreamError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Kinesis's rule for stream names.
+fn check_name(name: &str) -> Result<(), StreamError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name != "."
+        && name != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(StreamError::BadInput(format!(
+            "{name:?} is not a stream name: 1 to 128 of A-Z a-z 0-9 _ . -"
+        )))
+    }
+}
+
+impl LocalLog {
+    /// Opens (creating if needed) the log in `dir` for writing. Takes an
+    /// exclusive lock: one writer per directory.
+    pub fn open(dir: &Path, options: LocalOptions) -> Result<Self, StreamError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock_path = dir.join(LOCK);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        if lock.try_lock().is_err() {
+            let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
+            return Err(StreamError::BadInput(format!(
+                "the local log in {} is open for writing by another process ({}); \
+                 open it read-only or stop that process",
+                dir.display(),
+                holder.trim()
+            )));
+        }
+        {
+            let mut l = &lock;
+            let _ = l.set_len(0);
+            let _ = write!(l, "pid {}", std::process::id());
+        }
+        let ends = Arc::new(RwLock::new(HashMap::new()));
+        let mut w = Writer {
+            dir: dir.to_owned(),
+            options,
+            streams: BTreeMap::new(),
+            ends: Arc::clone(&ends),
+            last_retention: Instant::now(),
+        };
+        w.recover()?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("local-log-writer".into())
+            .spawn(move || w.run(rx))
+            .map_err(io_err(dir))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir: dir.to_owned(),
+                writer: Some(tx),
+                ends,
+                _lock: Some(lock),
+            }),
+        })
+    }
+
+    /// Opens the log in `dir` for reading only (no lock; another process
+    /// may be writing).
+    pub fn open_read_only(dir: &Path, _options: LocalOptions) -> Result<Self, StreamError> {
+        if !dir.is_dir() {
+            return Err(StreamError::BadInput(format!(
+                "no local log in {} (the directory does not exist)",
+                dir.display()
+            )));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir: dir.to_owned(),
+                writer: None,
+                ends: Arc::new(RwLock::new(HashMap::new())),
+                _lock: None,
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    async fn ask<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StreamError>>) -> Req,
+    ) -> Result<T, StreamError> {
+        let w = self.inner.writer.as_ref().ok_or_else(|| {
+            StreamError::BadInput(format!(
+                "the local log in {} is open read-only",
+                self.inner.dir.display()
+            ))
+        })?;
+        let (tx, rx) = oneshot::channel();
+        w.send(make(tx))
+            .map_err(|_| StreamError::Service("the local log's writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StreamError::Service("the local log's writer has stopped".into()))?
+    }
+
+    fn stream_dir(&self, name: &str) -> PathBuf {
+        self.inner.dir.join(name)
+    }
+
+    fn read_meta(&self, name: &str) -> Result<StreamMeta, StreamError> {
+        check_name(name)?;
+        meta::read(&self.stream_dir(name))?.ok_or_else(|| StreamError::NoSuchStream(name.into()))
+    }
+
+    fn committed(&self, stream: &str, index: u32) -> Option<End> {
+        self.inner.writer.as_ref()?;
+        self.inner
+            .ends
+            .read()
+            .ok()
+            .and_then(|m| m.get(&(stream.to_owned(), index)).copied())
+            .or(Some(End {
+                next_offset: 0,
+                segment: 0,
+                pos: 0,
+            }))
+    }
+}
+
+// ---- iterators -----------------------------------------------------------
+
+/// A position in a shard: the next record's offset and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Position {
+    stream: String,
+    shard: u32,
+    offset: u64,
+    segment: u64,
+    pos: u64,
+}
+
+impl Position {
+    fn encode(&self) -> ShardIterator {
+        ShardIterator(format!(
+            "L1/{}/{}/{}/{}/{}",
+            self.stream, self.shard, self.offset, self.segment, self.pos
+        ))
+    }
+
+    fn decode(it: &ShardIterator) -> Result<Self, StreamError> {
+        let bad = || StreamError::BadIterator(format!("{:?} is not a local-log iterator", it.0));
+        let mut p = it.0.split('/');
+        if p.next() != Some("L1") {
+            return Err(bad());
+        }
+        let stream = p.next().ok_or_else(bad)?.to_owned();
+        check_name(&stream).map_err(|_| bad())?;
+        let mut num = || p.next().and_then(|x| x.parse::<u64>().ok()).ok_or_else(bad);
+        let shard = u32::try_from(num()?).map_err(|_| bad())?;
+        let (offset, segment, pos) = (num()?, num()?, num()?);
+        if p.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Self {
+            stream,
+            shard,
+            offset,
+            segment,
+            pos,
+        })
+    }
+}
+
+/// Position of the first record with offset ≥ `offset` (or the end).
+fn seek_offset(dir: &Path, offset: u64) -> Result<(u64, u64, u64), StreamError> {
+    let segs = segment::list(dir).map_err(io_err(dir))?;
+    let Some(idx) = segs.iter().rposition(|(first, _)| *first <= offset) else {
+        // Before the oldest kept record: start at the trim horizon.
+        return Ok(segs.first().map_or((offset, 0, 0), |(f, _)| (*f, *f, 0)));
+    };
+    let (first, path) = &segs[idx];
+    let scan = segment::scan(path).map_err(io_err(path))?;
+    for (o, pos, _) in &scan.frames {
+        if *o >= offset {
+            return Ok((*o, *first, *pos));
+        }
+    }
+    let next = scan.frames.last().map_or(*first, |(o, _, _)| o + 1);
+    Ok((next.max(offset.min(next)), *first, scan.valid_len))
+}
+
+/// Position of the first record that arrived at or after `ms`.
+fn seek_time(dir: &Path, ms: i64) -> Result<(u64, u64, u64), StreamError> {
+    let segs = segment::list(dir).map_err(io_err(dir))?;
+    let mut last_end = None;
+    for (first, path) in &segs {
+        let scan = segment::scan(path).map_err(io_err(path))?;
+        for (o, pos, t) in &scan.frames {
+            if *t >= ms {
+                return Ok((*o, *first, *pos));
+            }
+        }
+        let next = scan.frames.last().map_or(*first, |(o, _, _)| o + 1);
+        last_end = Some((next, *first, scan.valid_len));
+    }
+    Ok(last_end.unwrap_or((0, 0, 0)))
+}
+
+/// The end of a shard as found in its files.
+fn seek_end(dir: &Path) -> Result<(u64, u64, u64), StreamError> {
+    let segs = segment::list(dir).map_err(io_err(dir))?;
+    match segs.last() {
+        None => Ok((0, 0, 0)),
+        Some((first, path)) => {
+            let scan = segment::scan(path).map_err(io_err(path))?;
+            let next = scan.frames.last().map_or(*first, |(o, _, _)| o + 1);
+            Ok((next, *first, scan.valid_len))
+        }
+    }
+}
+
+fn shard_dir(stream_dir: &Path, index: u32) -> PathBuf {
+    stream_dir.join(shard_id(index))
+}
+
+impl LocalLog {
+    fn read_records(&self, p: Position, limit: u32) -> Result<GetRecordsOutput, StreamError> {
+        let m = self.read_meta(&p.stream)?;
+        let sm = m.shard(p.shard).ok_or_else(|| {
+            StreamError::BadIterator(format!(
+                "shard {} of stream {:?} no longer exists",
+                shard_id(p.shard),
+                p.stream
+            ))
+        })?;
+        let dir = shard_dir(&self.stream_dir(&p.stream), p.shard);
+        let committed = self.committed(&p.stream, p.shard);
+        let limit_offset = committed.map_or(u64::MAX, |c| c.next_offset);
+        let segs = segment::list(&dir).map_err(io_err(&dir))?;
+        let (mut offset, mut seg, mut pos) = (p.offset, p.segment, p.pos);
+        // The iterator's segment was deleted by retention: skip to the oldest.
+        if !segs.iter().any(|(f, _)| *f == seg)
+            && let Some((first, _)) = segs.first()
+            && *first > seg
+        {
+            (offset, seg, pos) = (*first, *first, 0);
+        }
+        let mut records = Vec::new();
+        let mut bytes = 0usize;
+        let mut exhausted = false;
+        'outer: while records.len() < limit as usize && bytes < MAX_GET_BYTES {
+            let Some(path) = segs.iter().find(|(f, _)| *f == seg).map(|(_, p)| p.clone()) else {
+                exhausted = true;
+                break;
+            };
+            let buf = segment::read_from(&path, pos, 4 << 20).map_err(io_err(&path))?;
+            let mut at = 0usize;
+            while at < buf.len() {
+                match segment::parse(&buf.slice(at..)) {
+                    Ok(f) => {
+                        if f.offset >= limit_offset {
+                            exhausted = true;
+                            break 'outer;
+                        }
+                        at += f.size;
+                        pos += f.size as u64;
+                        offset = f.offset + 1;
+                        bytes += f.data.len();
+                        records.push(StreamRecord {
+                            sequence: sequence(p.shard, f.offset),
+                            partition_key: f.key,
+                            data: f.data,
+                            arrival_ms: f.arrival_ms,
+                        });
+                        if records.len() >= limit as usize || bytes >= MAX_GET_BYTES {
+                            break 'outer;
+                        }
+                    }
+                    Err(Bad::Short) => break,
+                    Err(Bad::Corrupt(why)) => {
+                        return Err(StreamError::Service(format!(
+                            "corrupt record in {} at byte {}: {why}",
+                            path.display(),
+                            pos
+                        )));
+                    }
+                }
+            }
+            if at == 0 || at < buf.len() {
+                // Nothing more here (end of file, or a write in progress):
+                // move on if a later segment exists, else stop.
+                match segs.iter().find(|(f, _)| *f > seg) {
+                    Some((next, _)) if at == buf.len() || buf.is_empty() => {
+                        seg = *next;
+                        pos = 0;
+                    }
+                    _ => {
+                        exhausted = true;
+                        break;
+                    }
+                }
+            }
+        }
+        let closed_at = sm.end_offset;
+        let next_iterator = match closed_at {
+            Some(end) if offset >= end => None,
+            _ => Some(
+                Position {
+                    stream: p.stream.clone(),
+                    shard: p.shard,
+                    offset,
+                    segment: seg,
+                    pos,
+                }
+                .encode(),
+            ),
+        };
+        let millis_behind_latest = if exhausted {
+            0
+        } else {
+            records
+                .last()
+                .map_or(0, |r| (now_ms() - r.arrival_ms).max(0))
+        };
+        Ok(GetRecordsOutput {
+            records,
+            next_iterator,
+            millis_behind_latest,
+        })
+    }
+}
+
+impl StreamBackend for LocalLog {
+    async fn create_stream(&self, name: &str, shards: u32) -> Result<(), StreamError> {
+        check_name(name)?;
+        if shards == 0 || shards > 10_000 {
+            return Err(StreamError::BadInput(format!(
+                "{shards} shards: a stream has 1 to 10000"
+            )));
+        }
+        let name = name.to_owned();
+        self.ask(|reply| Req::Create {
+            name,
+            shards,
+            reply,
+        })
+        .await
+    }
+
+    async fn delete_stream(&self, name: &str) -> Result<(), StreamError> {
+        check_name(name)?;
+        let name = name.to_owned();
+        self.ask(|reply| Req::Delete { name, reply }).await
+    }
+
+    async fn list_streams(&self) -> Result<Vec<String>, StreamError> {
+        let dir = &self.inner.dir;
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
+            let e = e.map_err(io_err(dir))?;
+            if let Some(n) = e.file_name().to_str()
+                && check_name(n).is_ok()
+                && e.path().join(meta::META).is_file()
+            {
+                out.push(n.to_owned());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn describe(&self, name: &str) -> Result<StreamDescription, StreamError> {
+        let m = self.read_meta(name)?;
+        let mut shards = Vec::with_capacity(m.shards.len());
+        for s in &m.shards {
+            shards.push(s.info()?);
+        }
+        Ok(StreamDescription {
+            name: m.name,
+            status: StreamStatus::Active,
+            retention_hours: m.retention_hours,
+            shards,
+        })
+    }
+
+    async fn put_records(
+        &self,
+        stream: &str,
+        entries: &[PutEntry],
+    ) -> Result<Vec<PutOutcome>, StreamError> {
+        check_name(stream)?;
+        if entries.is_empty() || entries.len() > 500 {
+            return Err(StreamError::BadInput(format!(
+                "{} entries: a put takes 1 to 500",
+                entries.len()
+            )));
+        }
+        let mut total = 0usize;
+        for (i, e) in entries.iter().enumerate() {
+            let chars = e.partition_key.chars().count();
+            if chars == 0 || chars > MAX_KEY_CHARS {
+                return Err(StreamError::BadInput(format!(
+                    "entry {i}: the partition key must be 1 to {MAX_KEY_CHARS} characters, not {chars}"
+                )));
+            }
+            let size = e.data.len() + e.partition_key.len();
+            if size > MAX_RECORD {
+                return Err(StreamError::BadInput(format!(
+                    "entry {i}: {size} bytes with its key; a record is at most {MAX_RECORD}"
+                )));
+            }
+            total += size;
+        }
+        if total > 5 * MAX_RECORD {
+            return Err(StreamError::BadInput(format!(
+                "{total} bytes: a put carries at most 5 MiB"
+            )));
+        }
+        let stream = stream.to_owned();
+        let entries = entries.to_vec();
+        self.ask(|reply| Req::Put {
+            stream,
+            entries,
+            reply,
+        })
+        .await
+    }
+
+    async fn shard_iterator(
+        &self,
+        stream: &str,
+        shard: &str,
+        from: &StartPosition,
+    ) -> Result<ShardIterator, StreamError> {
+        let m = self.read_meta(stream)?;
+        let no_shard = || StreamError::NoSuchShard {
+            stream: stream.to_owned(),
+            shard: shard.to_owned(),
+        };
+        let index = shard_index(shard).ok_or_else(no_shard)?;
+        let sm = m.shard(index).ok_or_else(no_shard)?.clone();
+        let this = self.clone();
+        let stream = stream.to_owned();
+        let from = from.clone();
+        let dir = shard_dir(&self.stream_dir(&stream), index);
+        tokio::task::spawn_blocking(move || {
+            let (offset, segment, pos) = match &from {
+                StartPosition::TrimHorizon => {
+                    let segs = segment::list(&dir).map_err(io_err(&dir))?;
+                    segs.first().map_or((0, 0, 0), |(f, _)| (*f, *f, 0))
+                }
+                StartPosition::Latest => match this.committed(&stream, index) {
+                    Some(e) => (e.next_offset, e.segment, e.pos),
+                    None => seek_end(&dir)?,
+                },
+                StartPosition::AtTimestamp(ms) => seek_time(&dir, *ms)?,
+                StartPosition::AtSequence(s) | StartPosition::AfterSequence(s) => {
+                    let (si, off) = split_sequence(s)
+                        .filter(|(si, _)| *si == index)
+                        .ok_or_else(|| {
+                            StreamError::BadInput(format!(
+                                "sequence number {s} does not belong to shard {}",
+                                shard_id(index)
+                            ))
+                        })?;
+                    let _ = si;
+                    let off = if matches!(from, StartPosition::AfterSequence(_)) {
+                        off.saturating_add(1)
+                    } else {
+                        off
+                    };
+                    seek_offset(&dir, off)?
+                }
+            };
+            let _ = &sm;
+            Ok(Position {
+                stream,
+                shard: index,
+                offset,
+                segment,
+                pos,
+            }
+            .encode())
+        })
+        .await
+        .map_err(|e| StreamError::Service(format!("iterator task failed: {e}")))?
+    }
+
+    async fn get_records(
+        &self,
+        iterator: &ShardIterator,
+        limit: u32,
+    ) -> Result<GetRecordsOutput, StreamError> {
+        let p = Position::decode(iterator)?;
+        let this = self.clone();
+        let limit = limit.clamp(1, 10_000);
+        tokio::task::spawn_blocking(move || this.read_records(p, limit))
+            .await
+            .map_err(|e| StreamError::Service(format!("read task failed: {e}")))?
+    }
+
+    async fn split_shard(
+        &self,
+        stream: &str,
+        shard: &str,
+        new_starting_hash_key: u128,
+    ) -> Result<(), StreamError> {
+        check_name(stream)?;
+        let index = shard_index(shard).ok_or_else(|| StreamError::NoSuchShard {
+            stream: stream.to_owned(),
+            shard: shard.to_owned(),
+        })?;
+        let stream = stream.to_owned();
+        self.ask(|reply| Req::Split {
+            stream,
+            index,
+            at: new_starting_hash_key,
+            reply,
+        })
+        .await
+    }
+
+    async fn merge_shards(
+        &self,
+        stream: &str,
+        shard: &str,
+        adjacent: &str,
+    ) -> Result<(), StreamError> {
+        check_name(stream)?;
+        let idx = |s: &str| {
+            shard_index(s).ok_or_else(|| StreamError::NoSuchShard {
+                stream: stream.to_owned(),
+                shard: s.to_owned(),
+            })
+        };
+        let (a, b) = (idx(shard)?, idx(adjacent)?);
+        let stream = stream.to_owned();
+        self.ask(|reply| Req::Merge {
+            stream,
+            a,
+            b,
+            reply,
+        })
+        .await
+    }
+}
+
+// ---- the writer ----------------------------------------------------------
+
+type Reply<T> = oneshot::Sender<Result<T, StreamError>>;
+/// A put waiting for its fsync: where to answer, and its outcome so far.
+type PendingPut = (Reply<Vec<PutOutcome>>, Result<Vec<PutOutcome>, StreamError>);
+
+#[derive(Debug)]
+enum Req {
+    Put {
+        stream: String,
+        entries: Vec<PutEntry>,
+        reply: Reply<Vec<PutOutcome>>,
+    },
+    Create {
+        name: String,
+        shards: u32,
+        reply: Reply<()>,
+    },
+    Delete {
+        name: String,
+        reply: Reply<()>,
+    },
+    Split {
+        stream: String,
+        index: u32,
+        at: u128,
+        reply: Reply<()>,
+    },
+    Merge {
+        stream: String,
+        a: u32,
+        b: u32,
+        reply: Reply<()>,
+    },
+}
+
+struct ShardState {
+    dir: PathBuf,
+    /// The segment being appended to: first offset, file, size.
+    active: Option<(u64, File, u64)>,
+    next_offset: u64,
+}
+
+struct StreamState {
+    dir: PathBuf,
+    meta: StreamMeta,
+    shards: HashMap<u32, ShardState>,
+}
+
+struct Writer {
+    dir: PathBuf,
+    options: LocalOptions,
+    streams: BTreeMap<String, StreamState>,
+    ends: Arc<RwLock<HashMap<(String, u32), End>>>,
+    last_retention: Instant,
+}
+
+impl Writer {
+    /// Loads every stream and truncates torn tails.
+    fn recover(&mut self) -> Result<(), StreamError> {
+        let rd = std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))?;
+        for e in rd {
+            let e = e.map_err(io_err(&self.dir))?;
+            let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if check_name(&name).is_err() || !e.path().is_dir() {
+                continue;
+            }
+            let dir = e.path();
+            let Some(m) = meta::read(&dir)? else { continue };
+            let mut shards = HashMap::new();
+            for s in &m.shards {
+                let sd = shard_dir(&dir, s.index);
+                let state = self.recover_shard(&sd)?;
+                shards.insert(s.index, state);
+            }
+            let st = StreamState {
+                dir,
+                meta: m,
+                shards,
+            };
+            self.publish(&name, &st);
+            self.streams.insert(name, st);
+        }
+        Ok(())
+    }
+
+    fn recover_shard(&self, dir: &Path) -> Result<ShardState, StreamError> {
+        let segs = segment::list(dir).map_err(io_err(dir))?;
+        let Some((first, path)) = segs.last() else {
+            return Ok(ShardState {
+                dir: dir.to_owned(),
+                active: None,
+                next_offset: 0,
+            });
+        };
+        let scan = segment::scan(path).map_err(io_err(path))?;
+        if let Some(why) = &scan.stop {
+            tracing::warn!(
+                file = %path.display(),
+                offset = scan.valid_len,
+                dropped_bytes = scan.file_len - scan.valid_len,
+                reason = ?why,
+                "local log: truncating a torn or corrupt tail"
+            );
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io_err(path))?;
+            f.set_len(scan.valid_len).map_err(io_err(path))?;
+            f.sync_all().map_err(io_err(path))?;
+        }
+        let next_offset = scan.frames.last().map_or(*first, |(o, _, _)| o + 1);
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        Ok(ShardState {
+            dir: dir.to_owned(),
+            active: Some((*first, file, scan.valid_len)),
+            next_offset,
+        })
+    }
+
+    /// Makes the committed ends of a stream's shards visible to readers.
+    fn publish(&self, name: &str, st: &StreamState) {
+        if let Ok(mut ends) = self.ends.write() {
+            for (i, s) in &st.shards {
+                let (segment, pos) = s
+                    .active
+                    .as_ref()
+                    .map_or((s.next_offset, 0), |(f, _, size)| (*f, *size));
+                ends.insert(
+                    (name.to_owned(), *i),
+                    End {
+                        next_offset: s.next_offset,
+                        segment,
+                        pos,
+                    },
+                );
+            }
+        }
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Req>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while let Ok(r) = rx.try_recv() {
+                batch.push(r);
+            }
+            let mut puts: Vec<PendingPut> = Vec::new();
+            let mut touched: Vec<(String, u32)> = Vec::new();
+            for req in batch {
+                match req {
+                    Req::Put {
+                        stream,
+                        entries,
+                        reply,
+                    } => {
+                        let r = self.append(&stream, &entries, &mut touched);
+                        puts.push((reply, r));
+                    }
+                    other => {
+                        // Keep order: what was appended before is committed first.
+                        self.commit(&mut puts, &mut touched);
+                        self.admin(other);
+                    }
+                }
+            }
+            self.commit(&mut puts, &mut touched);
+            if self.last_retention.elapsed() > Duration::from_secs(10) {
+                self.last_retention = Instant::now();
+                self.retention();
+            }
+        }
+    }
+
+    /// fsyncs what was appended, publishes it, answers the puts.
+    fn commit(&mut self, puts: &mut Vec<PendingPut>, touched: &mut Vec<(String, u32)>) {
+        touched.sort();
+        touched.dedup();
+        let mut failure: Option<String> = None;
+        if self.options.fsync {
+            for (s, i) in touched.iter() {
+                if let Some(sh) = self.streams.get(s).and_then(|st| st.shards.get(i))
+                    && let Some((_, f, _)) = &sh.active
+                    && let Err(e) = f.sync_data()
+                {
+                    failure = Some(format!("fsync of {}: {e}", sh.dir.display()));
+                }
+            }
+        }
+        let names: Vec<String> = touched.iter().map(|(s, _)| s.clone()).collect();
+        for n in names {
+            if let Some(st) = self.streams.get(&n) {
+                self.publish(&n, st);
+            }
+        }
+        touched.clear();
+        for (reply, r) in puts.drain(..) {
+            let r = match (&failure, r) {
+                (Some(f), Ok(_)) => Err(StreamError::Service(f.clone())),
+                (_, r) => r,
+            };
+            let _ = reply.send(r);
+        }
+    }
+
+    fn append(
+        &mut self,
+        stream: &str,
+        entries: &[PutEntry],
+        touched: &mut Vec<(String, u32)>,
+    ) -> Result<Vec<PutOutcome>, StreamError> {
+        let segment_bytes = self.options.segment_bytes;
+        let st = self
+            .streams
+            .get_mut(stream)
+            .ok_or_else(|| StreamError::NoSuchStream(stream.to_owned()))?;
+        let mut open: Vec<(HashRange, u32)> = Vec::new();
+        for s in st.meta.shards.iter().filter(|s| s.is_open()) {
+            open.push((s.range()?, s.index));
+        }
+        let arrival = now_ms();
+        let mut bufs: BTreeMap<u32, (u64, BytesMut)> = BTreeMap::new();
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let h = e.hash_key();
+            let index = open
+                .iter()
+                .find(|(r, _)| r.contains(h))
+                .map(|(_, i)| *i)
+                .ok_or_else(|| StreamError::Service(format!("no open shard holds hash key {h}")))?;
+            let sh = st
+                .shards
+                .get_mut(&index)
+                .ok_or_else(|| StreamError::Service(format!("shard {index} has no state")))?;
+            let offset = sh.next_offset;
+            sh.next_offset += 1;
+            let (_, buf) = bufs
+                .entry(index)
+                .or_insert_with(|| (offset, BytesMut::new()));
+            segment::encode(buf, offset, arrival, &e.partition_key, &e.data);
+            out.push(PutOutcome::Written {
+                shard: shard_id(index),
+                sequence: sequence(index, offset),
+            });
+        }
+        for (index, (first_offset, buf)) in bufs {
+            let Some(sh) = st.shards.get_mut(&index) else {
+                continue;
+            };
+            let roll = match &sh.active {
+                None => true,
+                Some((_, _, size)) => *size > 0 && size + buf.len() as u64 > segment_bytes,
+            };
+            if roll {
+                std::fs::create_dir_all(&sh.dir).map_err(io_err(&sh.dir))?;
+                let path = sh.dir.join(segment::segment_name(first_offset));
+                let f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                if self.options.fsync {
+                    meta::sync_dir(&sh.dir).map_err(io_err(&sh.dir))?;
+                }
+                sh.active = Some((first_offset, f, 0));
+            }
+            if let Some((_, f, size)) = &mut sh.active {
+                if let Err(e) = f.write_all(&buf) {
+                    // Undo the offsets handed out; the file may hold a torn
+                    // frame, which the next open truncates.
+                    sh.next_offset = first_offset;
+                    return Err(StreamError::Io {
+                        path: sh.dir.display().to_string(),
+                        source: e,
+                    });
+                }
+                *size += buf.len() as u64;
+            }
+            touched.push((stream.to_owned(), index));
+        }
+        Ok(out)
+    }
+
+    fn admin(&mut self, req: Req) {
+        match req {
+            Req::Create {
+                name,
+                shards,
+                reply,
+            } => {
+                let _ = reply.send(self.create(&name, shards));
+            }
+            Req::Delete { name, reply } => {
+                let _ = reply.send(self.delete(&name));
+            }
+            Req::Split {
+                stream,
+                index,
+                at,
+                reply,
+            } => {
+                let _ = reply.send(self.split(&stream, index, at));
+            }
+            Req::Merge {
+                stream,
+                a,
+                b,
+                reply,
+            } => {
+                let _ = reply.send(self.merge(&stream, a, b));
+            }
+            Req::Put { reply, .. } => {
+                let _ = reply.send(Err(StreamError::Service("misrouted put".into())));
+            }
+        }
+    }
+
+    fn create(&mut self, name: &str, n: u32) -> Result<(), StreamError> {
+        let dir = self.dir.join(name);
+        if self.streams.contains_key(name) || dir.join(meta::META).exists() {
+            return Err(StreamError::StreamExists(name.to_owned()));
+        }
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let shards: Vec<ShardMeta> = HashRange::even(n)
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| ShardMeta {
+                index: i as u32,
+                parent: None,
+                adjacent_parent: None,
+                start: r.start.to_string(),
+                end: r.end.to_string(),
+                end_offset: None,
+            })
+            .collect();
+        let m = StreamMeta {
+            name: name.to_owned(),
+            created_ms: now_ms(),
+            retention_hours: 24,
+            next_shard: n,
+            shards,
+        };
+        meta::write(&dir, &m, self.options.fsync)?;
+        if self.options.fsync {
+            meta::sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        }
+        let shards = m
+            .shards
+            .iter()
+            .map(|s| {
+                (
+                    s.index,
+                    ShardState {
+                        dir: shard_dir(&dir, s.index),
+                        active: None,
+                        next_offset: 0,
+                    },
+                )
+            })
+            .collect();
+        let st = StreamState {
+            dir,
+            meta: m,
+            shards,
+        };
+        self.publish(name, &st);
+        self.streams.insert(name.to_owned(), st);
+        Ok(())
+    }
+
+    fn delete(&mut self, name: &str) -> Result<(), StreamError> {
+        let st = self
+            .streams
+            .remove(name)
+            .ok_or_else(|| StreamError::NoSuchStream(name.to_owned()))?;
+        // Rename first so readers never see half a stream.
+        let gone = self.dir.join(format!(".deleted-{name}-{}", now_ms()));
+        std::fs::rename(&st.dir, &gone).map_err(io_err(&st.dir))?;
+        if let Ok(mut ends) = self.ends.write() {
+            ends.retain(|(s, _), _| s != name);
+        }
+        std::fs::remove_dir_all(&gone).map_err(io_err(&gone))
+    }
+
+    fn open_shard(st: &StreamState, index: u32) -> Result<(&ShardMeta, HashRange), StreamError> {
+        let s = st
+            .meta
+            .shard(index)
+            .ok_or_else(|| StreamError::NoSuchShard {
+                stream: st.meta.name.clone(),
+                shard: shard_id(index),
+            })?;
+        if !s.is_open() {
+            return Err(StreamError::BadInput(format!(
+                "shard {} of stream {:?} is closed",
+                shard_id(index),
+                st.meta.name
+            )));
+        }
+        Ok((s, s.range()?))
+    }
+
+    fn close(st: &mut StreamState, index: u32) {
+        let end = st.shards.get(&index).map_or(0, |s| s.next_offset);
+        if let Some(s) = st.meta.shard_mut(index) {
+            s.end_offset = Some(end);
+        }
+    }
+
+    fn add_child(st: &mut StreamState, range: HashRange, parent: u32, adjacent: Option<u32>) {
+        let index = st.meta.next_shard;
+        st.meta.next_shard += 1;
+        st.meta.shards.push(ShardMeta {
+            index,
+            parent: Some(parent),
+            adjacent_parent: adjacent,
+            start: range.start.to_string(),
+            end: range.end.to_string(),
+            end_offset: None,
+        });
+        st.shards.insert(
+            index,
+            ShardState {
+                dir: shard_dir(&st.dir, index),
+                active: None,
+                next_offset: 0,
+            },
+        );
+    }
+
+    fn split(&mut self, stream: &str, index: u32, at: u128) -> Result<(), StreamError> {
+        let fsync = self.options.fsync;
+        let st = self
+            .streams
+            .get_mut(stream)
+            .ok_or_else(|| StreamError::NoSuchStream(stream.to_owned()))?;
+        let (_, r) = Self::open_shard(st, index)?;
+        if at <= r.start || at > r.end {
+            return Err(StreamError::BadInput(format!(
+                "new starting hash key {at} is not inside shard {}'s range {}..={} (exclusive of its start)",
+                shard_id(index),
+                r.start,
+                r.end
+            )));
+        }
+        Self::close(st, index);
+        Self::add_child(
+            st,
+            HashRange {
+                start: r.start,
+                end: at - 1,
+            },
+            index,
+            None,
+        );
+        Self::add_child(
+            st,
+            HashRange {
+                start: at,
+                end: r.end,
+            },
+            index,
+            None,
+        );
+        meta::write(&st.dir, &st.meta, fsync)?;
+        let name = stream.to_owned();
+        if let Some(st) = self.streams.get(&name) {
+            self.publish(&name, st);
+        }
+        Ok(())
+    }
+
+    fn merge(&mut self, stream: &str, a: u32, b: u32) -> Result<(), StreamError> {
+        let fsync = self.options.fsync;
+        let st = self
+            .streams
+            .get_mut(stream)
+            .ok_or_else(|| StreamError::NoSuchStream(stream.to_owned()))?;
+        let (_, ra) = Self::open_shard(st, a)?;
+        let (_, rb) = Self::open_shard(st, b)?;
+        let adjacent =
+            ra.end.checked_add(1) == Some(rb.start) || rb.end.checked_add(1) == Some(ra.start);
+        if !adjacent {
+            return Err(StreamError::BadInput(format!(
+                "shards {} and {} are not adjacent",
+                shard_id(a),
+                shard_id(b)
+            )));
+        }
+        Self::close(st, a);
+        Self::close(st, b);
+        let range = HashRange {
+            start: ra.start.min(rb.start),
+            end: ra.end.max(rb.end),
+        };
+        Self::add_child(st, range, a, Some(b));
+        meta::write(&st.dir, &st.meta, fsync)?;
+        let name = stream.to_owned();
+        if let Some(st) = self.streams.get(&name) {
+            self.publish(&name, st);
+        }
+        Ok(())
+    }
+
+    /// Deletes whole segments past the retention age or size. The segment
+    /// being appended to is kept.
+    fn retention(&mut self) {
+        for st in self.streams.values() {
+            let age = self.options.retention.unwrap_or(Duration::from_secs(
+                u64::from(st.meta.retention_hours) * 3600,
+            ));
+            for sh in st.shards.values() {
+                let Ok(segs) = segment::list(&sh.dir) else {
+                    continue;
+                };
+                let active = sh.active.as_ref().map(|(f, _, _)| *f);
+                let mut sized: Vec<(u64, PathBuf, u64, Option<SystemTime>)> = segs
+                    .into_iter()
+                    .map(|(f, p)| {
+                        let md = std::fs::metadata(&p).ok();
+                        let len = md.as_ref().map_or(0, |m| m.len());
+                        let mtime = md.and_then(|m| m.modified().ok());
+                        (f, p, len, mtime)
+                    })
+                    .collect();
+                let mut total: u64 = sized.iter().map(|s| s.2).sum();
+                sized.retain(|s| Some(s.0) != active);
+                for (_, path, len, mtime) in sized {
+                    let old = mtime
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|e| e > age);
+                    let big = self.options.retention_bytes.is_some_and(|max| total > max);
+                    if !(old || big) {
+                        break;
+                    }
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {
+                            total -= len;
+                            tracing::info!(file = %path.display(), "local log: segment past retention deleted");
+                        }
+                        Err(e) => {
+                            tracing::warn!(file = %path.display(), error = %e, "cannot delete segment")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs retention now (tests and tools); normally every 10 s of writes.
+impl LocalLog {
+    pub fn sequence_of(shard: &str, offset: u64) -> Option<SequenceNumber> {
+        shard_index(shard).map(|i| sequence(i, offset))
+    }
+}
