@@ -16,3 +16,4 @@ mod filter_native_tests;
 mod filter_registry;
 mod filter_runtime;
 mod intake;
+mod stream_local;

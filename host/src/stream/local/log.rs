@@ -683,6 +683,9 @@ enum Req {
         b: u32,
         reply: Reply<()>,
     },
+    Retention {
+        reply: Reply<()>,
+    },
 }
 
 struct ShardState {
@@ -964,6 +967,10 @@ impl Writer {
             } => {
                 let _ = reply.send(self.merge(&stream, a, b));
             }
+            Req::Retention { reply } => {
+                self.retention();
+                let _ = reply.send(Ok(()));
+            }
             Req::Put { reply, .. } => {
                 let _ = reply.send(Err(StreamError::Service("misrouted put".into())));
             }
@@ -1203,8 +1210,14 @@ impl Writer {
     }
 }
 
-/// Runs retention now (tests and tools); normally every 10 s of writes.
 impl LocalLog {
+    /// Applies retention now (tools and tests); the writer also does it
+    /// every 10 s while it is writing.
+    pub async fn run_retention(&self) -> Result<(), StreamError> {
+        self.ask(|reply| Req::Retention { reply }).await
+    }
+
+    /// The sequence number of record `offset` of a shard of this log.
     pub fn sequence_of(shard: &str, offset: u64) -> Option<SequenceNumber> {
         shard_index(shard).map(|i| sequence(i, offset))
     }
