@@ -16,4 +16,5 @@ mod filter_native_tests;
 mod filter_registry;
 mod filter_runtime;
 mod intake;
+mod intake_decode;
 mod stream_local;

@@ -9,8 +9,10 @@
 //! - JSON array (`application/json`): one event per element, re-emitted
 //!   compact: insignificant whitespace removed, everything else (number
 //!   spelling, string escapes, key order, duplicate keys) byte for byte. The
-//!   array is validated in one pass; `\u` escapes are copied as written, so a
-//!   lone surrogate (`"\ud800"`) is accepted, as its text is kept.
+//!   array is validated in one pass against the JSON grammar (RFC 8259);
+//!   `\u` escapes and numbers are copied as written, so a lone surrogate
+//!   (`"\ud800"`) or a number beyond f64 (`1e400`) is accepted, as the
+//!   grammar allows, where serde_json refuses them.
 //!
 //! Events are slices of the body where possible (no copy).
 
@@ -324,7 +326,11 @@ impl<'a> Minifier<'a> {
             self.i += p;
             if self.s[self.i] == b'"' {
                 self.i += 1;
-                self.out.extend_from_slice(&self.s[start..self.i]);
+                let text = &self.s[start..self.i];
+                if let Err(e) = std::str::from_utf8(text) {
+                    return Err((start + e.valid_up_to(), "valid UTF-8 (JSON text is UTF-8)"));
+                }
+                self.out.extend_from_slice(text);
                 return Ok(());
             }
             // Backslash escape.
@@ -608,6 +614,18 @@ mod tests {
                 other => panic!("{body}: {other:?}"),
             }
         }
+        let latin1 = split(Format::JsonArray, Bytes::from_static(b"[\"a\xe9\"]"), 100);
+        assert!(
+            matches!(
+                latin1,
+                Err(DecodeError::BadJson {
+                    offset: 3,
+                    expected: "valid UTF-8 (JSON text is UTF-8)",
+                    ..
+                })
+            ),
+            "{latin1:?}"
+        );
         let deep = format!("[{}{}]", "[".repeat(200), "]".repeat(200));
         assert!(matches!(array(&deep), Err(DecodeError::BadJson { .. })));
         let e = array("[\n  1,\n  x]")
