@@ -173,7 +173,7 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let secs = start.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
         "sent {events} events ({:.1} MB) in {} requests to {}: {accepted} accepted in {secs:.2} s \
-         ({:.0} events/s, {:.1} MB/s); ids {} .. {}",
+         ({:.0} events/s, {:.1} MB/s); first event id {}, last event id {}",
         bytes as f64 / 1e6,
         results.len(),
         args.stream,

@@ -2,7 +2,7 @@
 //! decompression, and splitting into events.
 //!
 //! - NDJSON (`application/x-ndjson`, `application/jsonlines`, `text/plain`,
-//!   or no content type): one event per line, kept byte for byte (no
+//!   curl's default `application/x-www-form-urlencoded`, or no content type): one event per line, kept byte for byte (no
 //!   parsing: lines need not be JSON). The terminator (`\n`, or `\r\n`) is not
 //!   part of the event; blank lines (empty, or only `\r`) are skipped; a last
 //!   line without `\n` counts.
