@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{BackendKind, Config, parse_listener_id};
 use crate::intake::metrics::Metrics;
 use crate::intake::server::Intake;
+use crate::intake::spool::Spooled;
 use crate::intake::stamp::Listener;
 use crate::stream::StreamBackend;
 use crate::stream::any::AnyBackend;
@@ -53,6 +54,31 @@ pub async fn backend(config: &Config) -> Result<AnyBackend, AppError> {
     })
 }
 
+/// The intake's backend as configured: the local log, Kinesis, or Kinesis
+/// behind the spool.
+pub async fn intake_backend(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<(AnyBackend, Option<Spooled<AnyBackend>>), AppError> {
+    let b = backend(config).await?;
+    if config.stream.backend == BackendKind::Kinesis && config.intake.spool {
+        let producer = crate::intake::producer::ProducerConfig {
+            record_max_bytes: config.intake.record_max_bytes,
+            ..Default::default()
+        };
+        let s = Spooled::open(
+            b.clone(),
+            &config.stream.data_dir.join("spool"),
+            producer,
+            metrics.clone(),
+            config.intake.spool_max_bytes,
+        )?;
+        s.resume().await?;
+        return Ok((b, Some(s)));
+    }
+    Ok((b, None))
+}
+
 /// A running intake: its addresses, and how to stop it.
 #[derive(Debug)]
 pub struct Running {
@@ -82,10 +108,40 @@ impl Running {
     }
 }
 
+/// The metrics registry and the intake's metrics in it.
+#[derive(Debug)]
+pub struct Telemetry {
+    pub registry: Registry,
+    pub metrics: Metrics,
+}
+
+impl Telemetry {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        Self { registry, metrics }
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Starts the intake (and its admin endpoint) on `backend`.
 pub async fn start_intake<B: StreamBackend>(
     backend: B,
     config: &Config,
+) -> Result<Running, AppError> {
+    start_intake_with(backend, config, Telemetry::new()).await
+}
+
+/// [`start_intake`] with metrics made beforehand (shared with a spool).
+pub async fn start_intake_with<B: StreamBackend>(
+    backend: B,
+    config: &Config,
+    telemetry: Telemetry,
 ) -> Result<Running, AppError> {
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -103,8 +159,7 @@ pub async fn start_intake<B: StreamBackend>(
         source,
     })?;
 
-    let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
+    let Telemetry { registry, metrics } = telemetry;
     let registry = Arc::new(registry);
     let id = config
         .intake

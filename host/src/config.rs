@@ -80,6 +80,12 @@ pub struct IntakeConfig {
     pub linger_ms: u64,
     /// Give up writing a request's events after this long (503).
     pub put_timeout_ms: u64,
+    /// Kinesis streams only: acknowledge once events are fsynced in the
+    /// spool (`DATA_DIR/spool`) and ship them on in the background, so the
+    /// intake keeps accepting while Kinesis is slow or unreachable.
+    pub spool: bool,
+    /// Bytes spooled but not yet shipped, per stream, before 503s.
+    pub spool_max_bytes: u64,
     /// Bearer tokens; when empty, no authentication.
     pub tokens: Vec<TokenConfig>,
 }
@@ -97,6 +103,8 @@ impl Default for IntakeConfig {
             record_max_bytes: p.record_max_bytes,
             linger_ms: p.linger.as_millis() as u64,
             put_timeout_ms: p.put_timeout.as_millis() as u64,
+            spool: true,
+            spool_max_bytes: 1 << 30,
             tokens: Vec::new(),
         }
     }

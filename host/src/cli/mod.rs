@@ -102,7 +102,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let backend = kinesthetic::app::backend(&config).await?;
+        let telemetry = kinesthetic::app::Telemetry::new();
+        let (backend, spooled) =
+            kinesthetic::app::intake_backend(&config, &telemetry.metrics).await?;
         for spec in &args.create {
             let (name, shards) = match spec.split_once(':') {
                 Some((n, s)) => (
@@ -123,7 +125,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             )
             .await?;
         }
-        let running = kinesthetic::app::start_intake(backend, &config).await?;
+        let running = match &spooled {
+            Some(s) => kinesthetic::app::start_intake_with(s.clone(), &config, telemetry).await?,
+            None => kinesthetic::app::start_intake_with(backend, &config, telemetry).await?,
+        };
         eprintln!(
             "intake on http://{} (listener {:016x}), metrics on http://{}/metrics; Ctrl-C stops",
             running.intake_addr, running.listener_id, running.admin_addr
@@ -134,6 +139,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             token.cancel();
         });
         running.wait().await?;
+        if let Some(s) = spooled {
+            s.close().await;
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

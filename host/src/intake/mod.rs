@@ -6,4 +6,5 @@ pub mod metrics;
 pub mod producer;
 pub mod route;
 pub mod server;
+pub mod spool;
 pub mod stamp;

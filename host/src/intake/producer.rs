@@ -288,110 +288,132 @@ impl<B: StreamBackend> Producer<B> {
     }
 
     async fn write_cycle(&self, cycle: &mut [Submission]) -> Result<(), ProduceError> {
-        let mut queues = self.pack(cycle)?;
-        let label = Metrics::stream(&self.stream);
-        let started = Instant::now();
-        let mut attempt: u32 = 0;
-        while !queues.is_empty() {
-            // One record per destination, within the call's limits.
-            let mut entries = Vec::new();
-            let mut keys = Vec::new();
-            let mut size = 0;
-            for (&k, q) in &queues {
-                let Some(r) = q.front() else { continue };
-                let sz = r.data.len() + r.partition_key.len();
-                if entries.len() == self.config.put_max_records
-                    || (!entries.is_empty() && size + sz > self.config.put_max_bytes)
-                {
-                    break;
-                }
-                entries.push(PutEntry {
-                    partition_key: r.partition_key.clone(),
-                    explicit_hash_key: Some(k),
-                    data: r.data.clone(),
-                });
-                keys.push(k);
-                size += sz;
+        let queues = self.pack(cycle)?;
+        write_records(
+            &self.backend,
+            &self.stream,
+            &self.config,
+            &self.metrics,
+            queues,
+            Some(self.config.put_timeout),
+        )
+        .await
+    }
+}
+
+/// Writes queued records, one per destination per PutRecords call, in
+/// order per destination, re-sending only failed entries with backoff.
+/// Gives up after `timeout` (`None`: never, for the spool's shipper).
+pub(crate) async fn write_records<B: StreamBackend>(
+    backend: &B,
+    stream: &str,
+    config: &ProducerConfig,
+    metrics: &Metrics,
+    mut queues: BTreeMap<u128, VecDeque<Aggregated>>,
+    timeout: Option<Duration>,
+) -> Result<(), ProduceError> {
+    let label = Metrics::stream(stream);
+    let started = Instant::now();
+    let mut attempt: u32 = 0;
+    while !queues.is_empty() {
+        // One record per destination, within the call's limits.
+        let mut entries = Vec::new();
+        let mut keys = Vec::new();
+        let mut size = 0;
+        for (&k, q) in &queues {
+            let Some(r) = q.front() else { continue };
+            let sz = r.data.len() + r.partition_key.len();
+            if entries.len() == config.put_max_records
+                || (!entries.is_empty() && size + sz > config.put_max_bytes)
+            {
+                break;
             }
-            self.metrics.put_calls.get_or_create(&label).inc();
-            let t = Instant::now();
-            let result = self.backend.put_records(&self.stream, &entries).await;
-            self.metrics
-                .put_latency
-                .get_or_create(&label)
-                .observe(t.elapsed().as_secs_f64());
-            let failure = match result {
-                Ok(outcomes) => {
-                    let mut failed = 0u64;
-                    let mut last = String::new();
-                    for (k, o) in keys.iter().zip(&outcomes) {
-                        match o {
-                            PutOutcome::Written { .. } => {
-                                if let Some(q) = queues.get_mut(k)
-                                    && let Some(r) = q.pop_front()
-                                {
-                                    self.metrics.put_records.get_or_create(&label).inc();
-                                    self.metrics
-                                        .record_bytes
-                                        .get_or_create(&label)
-                                        .inc_by(r.data.len() as u64);
-                                    self.metrics
-                                        .stamp_bytes
-                                        .get_or_create(&label)
-                                        .inc_by(r.stamp_bytes as u64);
-                                    self.metrics
-                                        .events_accepted
-                                        .get_or_create(&label)
-                                        .inc_by(r.events as u64);
-                                }
-                            }
-                            failed_outcome @ PutOutcome::Failed { code, message } => {
-                                failed += 1;
-                                if !failed_outcome.is_retryable() {
-                                    self.metrics
-                                        .put_failed_entries
-                                        .get_or_create(&label)
-                                        .inc_by(failed);
-                                    return Err(ProduceError::Refused(format!(
-                                        "{code}: {message}"
-                                    )));
-                                }
-                                last = format!("{code}: {message}");
+            entries.push(PutEntry {
+                partition_key: r.partition_key.clone(),
+                explicit_hash_key: Some(k),
+                data: r.data.clone(),
+            });
+            keys.push(k);
+            size += sz;
+        }
+        metrics.put_calls.get_or_create(&label).inc();
+        let t = Instant::now();
+        let result = backend.put_records(stream, &entries).await;
+        metrics
+            .put_latency
+            .get_or_create(&label)
+            .observe(t.elapsed().as_secs_f64());
+        let failure = match result {
+            Ok(outcomes) => {
+                let mut failed = 0u64;
+                let mut last = String::new();
+                for (k, o) in keys.iter().zip(&outcomes) {
+                    match o {
+                        PutOutcome::Written { .. } => {
+                            if let Some(q) = queues.get_mut(k)
+                                && let Some(r) = q.pop_front()
+                            {
+                                metrics.put_records.get_or_create(&label).inc();
+                                metrics
+                                    .record_bytes
+                                    .get_or_create(&label)
+                                    .inc_by(r.data.len() as u64);
+                                metrics
+                                    .stamp_bytes
+                                    .get_or_create(&label)
+                                    .inc_by(r.stamp_bytes as u64);
+                                metrics
+                                    .events_accepted
+                                    .get_or_create(&label)
+                                    .inc_by(r.events as u64);
                             }
                         }
-                    }
-                    queues.retain(|_, q| !q.is_empty());
-                    if failed > 0 {
-                        self.metrics
-                            .put_failed_entries
-                            .get_or_create(&label)
-                            .inc_by(failed);
-                        tracing::debug!(stream = %self.stream, failed, "PutRecords entries failed; re-sending only those");
-                        Some(last)
-                    } else {
-                        None
+                        failed_outcome @ PutOutcome::Failed { code, message } => {
+                            failed += 1;
+                            if !failed_outcome.is_retryable() {
+                                metrics
+                                    .put_failed_entries
+                                    .get_or_create(&label)
+                                    .inc_by(failed);
+                                return Err(ProduceError::Refused(format!("{code}: {message}")));
+                            }
+                            last = format!("{code}: {message}");
+                        }
                     }
                 }
-                Err(e) if transient(&e) => Some(e.to_string()),
-                Err(e) => return Err(ProduceError::Refused(e.to_string())),
-            };
-            match failure {
-                None => attempt = 0,
-                Some(last) => {
-                    if started.elapsed() >= self.config.put_timeout {
-                        return Err(ProduceError::Timeout {
-                            secs: self.config.put_timeout.as_secs(),
-                            last,
-                        });
-                    }
-                    attempt = attempt.saturating_add(1);
-                    self.metrics.put_retries.get_or_create(&label).inc();
-                    tokio::time::sleep(backoff(&self.config, attempt)).await;
+                queues.retain(|_, q| !q.is_empty());
+                if failed > 0 {
+                    metrics
+                        .put_failed_entries
+                        .get_or_create(&label)
+                        .inc_by(failed);
+                    tracing::debug!(stream = %stream, failed, "PutRecords entries failed; re-sending only those");
+                    Some(last)
+                } else {
+                    None
                 }
             }
+            Err(e) if transient(&e) => Some(e.to_string()),
+            Err(e) => return Err(ProduceError::Refused(e.to_string())),
+        };
+        match failure {
+            None => attempt = 0,
+            Some(last) => {
+                if let Some(t) = timeout
+                    && started.elapsed() >= t
+                {
+                    return Err(ProduceError::Timeout {
+                        secs: t.as_secs(),
+                        last,
+                    });
+                }
+                attempt = attempt.saturating_add(1);
+                metrics.put_retries.get_or_create(&label).inc();
+                tokio::time::sleep(backoff(config, attempt)).await;
+            }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 fn transient(e: &StreamError) -> bool {

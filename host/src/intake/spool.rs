@@ -1,0 +1,419 @@
+//! The spool: durable acknowledgements when the stream is Kinesis.
+//!
+//! [`Spooled`] stands in front of a remote backend. A put goes to the local
+//! log in the spool directory (fsynced; the intake answers then), and a
+//! shipper task per stream sends the spooled records on to the remote
+//! stream, in order, re-sending only failed entries, for as long as it
+//! takes. Its progress is a checkpoint file; after a restart it resumes
+//! there (records shipped just before a crash may be sent twice: event ids
+//! tell them apart). When more than `max_backlog_bytes` wait to be shipped,
+//! puts are refused as throttled, so the intake answers 503 rather than
+//! accept what it could not keep.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::Metrics;
+use super::producer::{ProducerConfig, write_records};
+use crate::stream::kpl::Aggregated;
+use crate::stream::local::LocalLog;
+use crate::stream::{
+    GetRecordsOutput, PutEntry, PutOutcome, SequenceNumber, ShardIterator, StartPosition,
+    StreamBackend, StreamDescription, StreamError,
+};
+
+const MAGIC: &[u8; 3] = b"KS1";
+const SPOOL_SHARD: &str = "shardId-000000000000";
+
+/// A remote backend whose puts go through a local spool.
+pub struct Spooled<B: StreamBackend> {
+    inner: Arc<Inner<B>>,
+}
+
+impl<B: StreamBackend> Clone for Spooled<B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<B> {
+    remote: B,
+    spool: LocalLog,
+    dir: PathBuf,
+    config: ProducerConfig,
+    metrics: Metrics,
+    max_backlog_bytes: u64,
+    streams: Mutex<HashMap<String, Arc<Shipper>>>,
+    stop: CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+struct Shipper {
+    spooled: AtomicU64,
+    shipped: AtomicU64,
+    wake: tokio::sync::Notify,
+}
+
+impl<B: StreamBackend> std::fmt::Debug for Spooled<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spooled")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn encode(e: &PutEntry) -> Bytes {
+    let mut b = BytesMut::with_capacity(3 + 16 + 2 + e.partition_key.len() + e.data.len());
+    b.put_slice(MAGIC);
+    b.put_u128(e.hash_key());
+    b.put_u16(e.partition_key.len() as u16);
+    b.put_slice(e.partition_key.as_bytes());
+    b.put_slice(&e.data);
+    b.freeze()
+}
+
+fn decode(data: &Bytes) -> Option<(u128, String, Bytes)> {
+    if data.len() < 21 || &data[..3] != MAGIC {
+        return None;
+    }
+    let ehk = u128::from_be_bytes(data[3..19].try_into().ok()?);
+    let klen = u16::from_be_bytes([data[19], data[20]]) as usize;
+    let key = std::str::from_utf8(data.get(21..21 + klen)?)
+        .ok()?
+        .to_owned();
+    Some((ehk, key, data.slice(21 + klen..)))
+}
+
+impl<B: StreamBackend> Spooled<B> {
+    /// Spools into `dir` (a local log of its own) in front of `remote`.
+    pub fn open(
+        remote: B,
+        dir: &Path,
+        config: ProducerConfig,
+        metrics: Metrics,
+        max_backlog_bytes: u64,
+    ) -> Result<Self, StreamError> {
+        let spool = LocalLog::open(
+            dir,
+            crate::stream::local::LocalOptions {
+                // Shipped or not, a week; the backlog limit keeps it small.
+                retention: Some(Duration::from_secs(7 * 24 * 3600)),
+                ..Default::default()
+            },
+        )?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                remote,
+                spool,
+                dir: dir.to_owned(),
+                config,
+                metrics,
+                max_backlog_bytes,
+                streams: Mutex::new(HashMap::new()),
+                stop: CancellationToken::new(),
+                tasks: tokio_util::task::TaskTracker::new(),
+            }),
+        })
+    }
+
+    /// Starts shipping every stream that has a spool (after a restart).
+    pub async fn resume(&self) -> Result<(), StreamError> {
+        for name in self.inner.spool.list_streams().await? {
+            self.shipper(&name).await?;
+        }
+        Ok(())
+    }
+
+    /// Bytes spooled and not yet shipped, per stream.
+    pub fn backlog(&self) -> Vec<(String, u64)> {
+        self.inner
+            .streams
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, s)| {
+                        let b = s.spooled.load(Ordering::Relaxed);
+                        (
+                            k.clone(),
+                            b.saturating_sub(s.shipped.load(Ordering::Relaxed)),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Stops the shippers (what is spooled stays for the next start).
+    pub async fn close(&self) {
+        self.inner.stop.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    fn checkpoint_path(&self, stream: &str) -> PathBuf {
+        self.inner.dir.join(format!("{stream}.shipped"))
+    }
+
+    async fn shipper(&self, stream: &str) -> Result<Arc<Shipper>, StreamError> {
+        if let Some(s) = self
+            .inner
+            .streams
+            .lock()
+            .ok()
+            .and_then(|m| m.get(stream).cloned())
+        {
+            return Ok(s);
+        }
+        match self.inner.spool.create_stream(stream, 1).await {
+            Ok(()) | Err(StreamError::StreamExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let s = Arc::new(Shipper {
+            spooled: AtomicU64::new(0),
+            shipped: AtomicU64::new(0),
+            wake: tokio::sync::Notify::new(),
+        });
+        let mut map = self
+            .inner
+            .streams
+            .lock()
+            .map_err(|_| StreamError::Service("spool lock poisoned".into()))?;
+        if let Some(existing) = map.get(stream) {
+            return Ok(Arc::clone(existing));
+        }
+        map.insert(stream.to_owned(), Arc::clone(&s));
+        drop(map);
+        let this = self.clone();
+        let name = stream.to_owned();
+        let shipper = Arc::clone(&s);
+        self.inner
+            .tasks
+            .spawn(async move { this.ship(name, shipper).await });
+        Ok(s)
+    }
+
+    fn read_checkpoint(&self, stream: &str) -> Option<SequenceNumber> {
+        let text = std::fs::read_to_string(self.checkpoint_path(stream)).ok()?;
+        SequenceNumber::parse(text.trim()).ok()
+    }
+
+    fn write_checkpoint(&self, stream: &str, seq: &SequenceNumber) -> std::io::Result<()> {
+        let path = self.checkpoint_path(stream);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, seq.as_str())?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    }
+
+    /// Ships a stream's spool to the remote, in order, until stopped.
+    async fn ship(self, stream: String, s: Arc<Shipper>) {
+        let spool = &self.inner.spool;
+        let mut delay = Duration::from_millis(100);
+        let mut iterator: Option<ShardIterator> = None;
+        loop {
+            if self.inner.stop.is_cancelled() {
+                return;
+            }
+            let it = match iterator.take() {
+                Some(it) => it,
+                None => {
+                    let from = match self.read_checkpoint(&stream) {
+                        Some(seq) => StartPosition::AfterSequence(seq),
+                        None => StartPosition::TrimHorizon,
+                    };
+                    match spool.shard_iterator(&stream, SPOOL_SHARD, &from).await {
+                        Ok(it) => it,
+                        Err(e) => {
+                            tracing::warn!(stream, error = %e, "spool: cannot read");
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let batch = match spool.get_records(&it, 500).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(stream, error = %e, "spool: cannot read");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+            };
+            if batch.records.is_empty() {
+                iterator = batch.next_iterator;
+                tokio::select! {
+                    _ = self.inner.stop.cancelled() => return,
+                    _ = s.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                continue;
+            }
+            let mut queues: BTreeMap<u128, VecDeque<Aggregated>> = BTreeMap::new();
+            let mut bytes = 0u64;
+            for r in &batch.records {
+                bytes += r.data.len() as u64;
+                match decode(&r.data) {
+                    Some((ehk, key, data)) => {
+                        queues.entry(ehk).or_default().push_back(Aggregated {
+                            data,
+                            partition_key: key,
+                            events: 0,
+                            stamp_bytes: 0,
+                        })
+                    }
+                    None => {
+                        tracing::error!(stream, sequence = %r.sequence, "spool: a record that is not ours; skipped")
+                    }
+                }
+            }
+            let last = batch.records.last().map(|r| r.sequence.clone());
+            let write = write_records(
+                &self.inner.remote,
+                &stream,
+                &self.inner.config,
+                &self.inner.metrics,
+                queues,
+                None,
+            );
+            let done = tokio::select! {
+                r = write => r,
+                _ = self.inner.stop.cancelled() => return,
+            };
+            match done {
+                Ok(()) => {
+                    delay = Duration::from_millis(100);
+                    if let Some(seq) = last
+                        && let Err(e) = self.write_checkpoint(&stream, &seq)
+                    {
+                        tracing::error!(stream, error = %e, "spool: cannot write the checkpoint");
+                    }
+                    s.shipped.fetch_add(bytes, Ordering::Relaxed);
+                    iterator = batch.next_iterator;
+                }
+                Err(e) => {
+                    // Refused outright (not throttling): keep it and retry later.
+                    tracing::error!(stream, error = %e, "spool: the stream refused records; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                    iterator = None;
+                }
+            }
+            let backlog = s
+                .spooled
+                .load(Ordering::Relaxed)
+                .saturating_sub(s.shipped.load(Ordering::Relaxed));
+            self.inner
+                .metrics
+                .spool_bytes
+                .get_or_create(&Metrics::stream(&stream))
+                .set(backlog as i64);
+        }
+    }
+}
+
+impl<B: StreamBackend> StreamBackend for Spooled<B> {
+    async fn create_stream(&self, name: &str, shards: u32) -> Result<(), StreamError> {
+        self.inner.remote.create_stream(name, shards).await
+    }
+
+    async fn delete_stream(&self, name: &str) -> Result<(), StreamError> {
+        self.inner.remote.delete_stream(name).await
+    }
+
+    async fn list_streams(&self) -> Result<Vec<String>, StreamError> {
+        self.inner.remote.list_streams().await
+    }
+
+    async fn describe(&self, name: &str) -> Result<StreamDescription, StreamError> {
+        self.inner.remote.describe(name).await
+    }
+
+    /// Writes to the spool; answers once fsynced there.
+    async fn put_records(
+        &self,
+        stream: &str,
+        entries: &[PutEntry],
+    ) -> Result<Vec<PutOutcome>, StreamError> {
+        let s = self.shipper(stream).await?;
+        let backlog = s
+            .spooled
+            .load(Ordering::Relaxed)
+            .saturating_sub(s.shipped.load(Ordering::Relaxed));
+        if backlog > self.inner.max_backlog_bytes {
+            return Err(StreamError::Throttled(format!(
+                "the spool of {stream:?} holds {backlog} bytes not yet shipped (limit {})",
+                self.inner.max_backlog_bytes
+            )));
+        }
+        let spooled: Vec<PutEntry> = entries
+            .iter()
+            .map(|e| PutEntry {
+                partition_key: "spool".into(),
+                explicit_hash_key: None,
+                data: encode(e),
+            })
+            .collect();
+        let bytes: u64 = spooled.iter().map(|e| e.data.len() as u64).sum();
+        let out = self.inner.spool.put_records(stream, &spooled).await?;
+        s.spooled.fetch_add(bytes, Ordering::Relaxed);
+        s.wake.notify_one();
+        Ok(out)
+    }
+
+    async fn shard_iterator(
+        &self,
+        stream: &str,
+        shard: &str,
+        from: &StartPosition,
+    ) -> Result<ShardIterator, StreamError> {
+        self.inner.remote.shard_iterator(stream, shard, from).await
+    }
+
+    async fn get_records(
+        &self,
+        iterator: &ShardIterator,
+        limit: u32,
+    ) -> Result<GetRecordsOutput, StreamError> {
+        self.inner.remote.get_records(iterator, limit).await
+    }
+
+    async fn split_shard(&self, stream: &str, shard: &str, at: u128) -> Result<(), StreamError> {
+        self.inner.remote.split_shard(stream, shard, at).await
+    }
+
+    async fn merge_shards(&self, stream: &str, a: &str, b: &str) -> Result<(), StreamError> {
+        self.inner.remote.merge_shards(stream, a, b).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spool_records_keep_the_hash_key_and_partition_key() {
+        let e = PutEntry {
+            partition_key: "user-7".into(),
+            explicit_hash_key: Some(42),
+            data: Bytes::from_static(b"\xf3\x89record"),
+        };
+        let d = decode(&encode(&e));
+        assert_eq!(
+            d,
+            Some((
+                42,
+                "user-7".to_owned(),
+                Bytes::from_static(b"\xf3\x89record")
+            ))
+        );
+        assert_eq!(decode(&Bytes::from_static(b"plain")), None);
+    }
+}
