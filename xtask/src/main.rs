@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod services;
+
 use xtask::{
     APT_PACKAGES, RUST_TARGET, WASM_TOOLS_VERSION, WIT_BINDGEN_VERSION, build_filters,
     clean_command, find_tool, root, target_dir, tool_version,
@@ -18,7 +20,13 @@ commands:
                               wasm32-wasip2 target, Debian's clang/lld/wasi-libc,
                               wit-bindgen-cli and wasm-tools (pinned)
   bench filter                the filter runtime's figures (BENCH_MB=200 by default)
-  demo                        build, generate 50 MB of logs, run errors-only over them";
+  demo                        build, generate 50 MB of logs, run errors-only over them
+  services up                 install (pinned, cached in ~/.cache/kinesthetic-services)
+                              and start the test services on 127.0.0.1: kinesis-local
+                              (Kinesis) and moto (S3, DynamoDB); prints the
+                              `export NAME=VALUE` lines the tests read
+  services down               stop them (safe to repeat)
+  services status             endpoints, PIDs, and whether each answers";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +37,9 @@ fn main() -> ExitCode {
         ["install-tools"] => install_tools(),
         ["bench", "filter"] => bench_filter(),
         ["demo"] => demo(),
+        ["services", "up"] => services::up().map(|env| print!("{env}")),
+        ["services", "down"] => services::down(),
+        ["services", "status"] => services::status().map(|text| print!("{text}")),
         ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
