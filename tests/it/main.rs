@@ -8,6 +8,7 @@ mod filters {
 }
 
 mod harness;
+mod services;
 
 mod filter_bad_input;
 mod filter_cli;
@@ -15,3 +16,4 @@ mod filter_examples;
 mod filter_native_tests;
 mod filter_registry;
 mod filter_runtime;
+mod stream_kinesis;
