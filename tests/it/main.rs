@@ -17,3 +17,4 @@ mod filter_native_tests;
 mod filter_registry;
 mod filter_runtime;
 mod stream_kinesis;
+mod stream_kpl;
