@@ -8,6 +8,7 @@ mod filters {
 }
 
 mod harness;
+mod services;
 
 mod filter_bad_input;
 mod filter_cli;
@@ -17,4 +18,6 @@ mod filter_registry;
 mod filter_runtime;
 mod intake;
 mod intake_decode;
+mod stream_kinesis;
+mod stream_kpl;
 mod stream_local;

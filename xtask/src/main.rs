@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod services;
+
 use xtask::{
     APT_PACKAGES, RUST_TARGET, WASM_TOOLS_VERSION, WIT_BINDGEN_VERSION, build_filters,
     clean_command, find_tool, root, target_dir, tool_version,
@@ -20,7 +22,13 @@ commands:
   bench filter                the filter runtime's figures (BENCH_MB=200 by default)
   bench intake                the intake's figures: throughput vs. a bare handler,
                               packing, and the Kinesis path when KINESIS_ENDPOINT is set
-  demo                        build, generate 50 MB of logs, run errors-only over them";
+  demo                        build, generate 50 MB of logs, run errors-only over them
+  services up                 install (pinned, cached in ~/.cache/kinesthetic-services)
+                              and start the test services on 127.0.0.1: kinesis-local
+                              (Kinesis) and moto (S3, DynamoDB); prints the
+                              `export NAME=VALUE` lines the tests read
+  services down               stop them (safe to repeat)
+  services status             endpoints, PIDs, and whether each answers";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,6 +40,9 @@ fn main() -> ExitCode {
         ["bench", "filter"] => bench_filter(),
         ["bench", "intake"] => bench("intake"),
         ["demo"] => demo(),
+        ["services", "up"] => services::up().map(|env| print!("{env}")),
+        ["services", "down"] => services::down(),
+        ["services", "status"] => services::status().map(|text| print!("{text}")),
         ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

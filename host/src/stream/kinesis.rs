@@ -72,8 +72,12 @@ impl KinesisBackend {
     }
 }
 
-/// Maps an SDK error to ours by the service's error code.
-fn map_err<E, R>(stream: &str, e: SdkError<E, R>) -> StreamError
+/// Maps an SDK error to ours by the service's error code. `shards` are the
+/// shard ids the request named: a ResourceNotFound whose message names one
+/// of them is about that shard, any other is about the stream. (Matching the
+/// message for the word "shard" would take a stream called `shard-x` for a
+/// shard.)
+fn map_err<E, R>(stream: &str, shards: &[&str], e: SdkError<E, R>) -> StreamError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
@@ -81,11 +85,13 @@ where
     let code = e.code().unwrap_or("").to_owned();
     let message = e.message().unwrap_or("").to_owned();
     match code.as_str() {
-        "ResourceNotFoundException" if message.contains("hard") => StreamError::NoSuchShard {
-            stream: stream.to_owned(),
-            shard: message,
+        "ResourceNotFoundException" => match shards.iter().find(|s| message.contains(**s)) {
+            Some(shard) => StreamError::NoSuchShard {
+                stream: stream.to_owned(),
+                shard: (*shard).to_owned(),
+            },
+            None => StreamError::NoSuchStream(stream.to_owned()),
         },
-        "ResourceNotFoundException" => StreamError::NoSuchStream(stream.to_owned()),
         "ResourceInUseException" => StreamError::Service(format!(
             "stream {stream:?} is in use (it exists already, or is being changed): {message}"
         )),
@@ -97,6 +103,38 @@ where
         "" => StreamError::Service(format!("Kinesis request failed: {}", aws_error_chain(&e))),
         _ => StreamError::Service(format!("{code}: {message}")),
     }
+}
+
+/// GetRecords names no stream, only the iterator, so its errors are
+/// about the iterator: expired, malformed (the stand-in answers a bare HTTP
+/// 500 to a garbage one), or pointing at a stream or shard that is gone.
+/// Throttling and transport failures keep their own kinds.
+fn get_records_error<E, R>(iterator: &str, e: SdkError<E, R>) -> StreamError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let about_iterator = match e.code() {
+        Some("ExpiredIteratorException" | "InvalidArgumentException")
+        | Some("ResourceNotFoundException") => true,
+        None => matches!(e, SdkError::ServiceError(_) | SdkError::ResponseError(_)),
+        Some(_) => false,
+    };
+    if !about_iterator {
+        return map_err("", &[], e);
+    }
+    let detail = match (e.code(), e.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_owned(),
+        _ => aws_error_chain(&e),
+    };
+    let shown: String = iterator.chars().take(32).collect();
+    let more = if shown.len() < iterator.len() {
+        "…"
+    } else {
+        ""
+    };
+    StreamError::BadIterator(format!("{shown:?}{more} ({detail})"))
 }
 
 fn aws_error_chain(e: &dyn std::error::Error) -> String {
@@ -139,7 +177,7 @@ impl KinesisBackend {
                 Some(t) => req.next_token(t),
                 None => req.stream_name(stream),
             };
-            let resp = req.send().await.map_err(|e| map_err(stream, e))?;
+            let resp = req.send().await.map_err(|e| map_err(stream, &[], e))?;
             for s in resp.shards() {
                 let range = s.hash_key_range().ok_or_else(|| {
                     StreamError::Service(format!("shard {} has no hash key range", s.shard_id()))
@@ -169,6 +207,13 @@ impl KinesisBackend {
 
 impl StreamBackend for KinesisBackend {
     async fn create_stream(&self, name: &str, shards: u32) -> Result<(), StreamError> {
+        // Refused here: the stand-in answers LimitExceeded to 0, which the
+        // retry below would take for contention and retry for seconds.
+        if shards == 0 {
+            return Err(StreamError::BadInput(format!(
+                "stream {name:?} needs at least 1 shard, not 0"
+            )));
+        }
         let shards = i32::try_from(shards)
             .map_err(|_| StreamError::BadInput(format!("{shards} shards is too many")))?;
         // Stand-ins answer LimitExceeded to concurrent creates; retry briefly.
@@ -190,7 +235,7 @@ impl StreamBackend for KinesisBackend {
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
-                Err(e) => return Err(map_err(name, e)),
+                Err(e) => return Err(map_err(name, &[], e)),
             }
         }
         Ok(())
@@ -203,23 +248,29 @@ impl StreamBackend for KinesisBackend {
             .enforce_consumer_deletion(true)
             .send()
             .await
-            .map_err(|e| map_err(name, e))?;
+            .map_err(|e| map_err(name, &[], e))?;
         Ok(())
     }
 
     async fn list_streams(&self) -> Result<Vec<String>, StreamError> {
-        let mut out = Vec::new();
+        let mut out: Vec<String> = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let mut req = self.client.list_streams();
+            // Pages follow NextToken; without one (the stand-in, and older
+            // Kinesis answers), the older ExclusiveStartStreamName.
             if let Some(t) = &token {
                 req = req.next_token(t);
+            } else if let Some(last) = out.last() {
+                req = req.exclusive_start_stream_name(last);
             }
-            let resp = req.send().await.map_err(|e| map_err("", e))?;
-            out.extend(resp.stream_names().iter().cloned());
+            let resp = req.send().await.map_err(|e| map_err("", &[], e))?;
+            let names = resp.stream_names();
+            out.extend(names.iter().cloned());
             token = resp.next_token().map(str::to_owned);
-            if token.is_none() || !resp.has_more_streams() {
+            if !resp.has_more_streams() || (token.is_none() && names.is_empty()) {
                 out.sort();
+                out.dedup();
                 return Ok(out);
             }
         }
@@ -232,7 +283,7 @@ impl StreamBackend for KinesisBackend {
             .stream_name(name)
             .send()
             .await
-            .map_err(|e| map_err(name, e))?;
+            .map_err(|e| map_err(name, &[], e))?;
         let summary = resp.stream_description_summary().ok_or_else(|| {
             StreamError::Service(format!(
                 "DescribeStreamSummary of {name:?} returned nothing"
@@ -278,7 +329,7 @@ impl StreamBackend for KinesisBackend {
             .set_records(Some(records))
             .send()
             .await
-            .map_err(|e| map_err(stream, e))?;
+            .map_err(|e| map_err(stream, &[], e))?;
         let results = resp.records();
         if results.len() != entries.len() {
             return Err(StreamError::Service(format!(
@@ -331,13 +382,7 @@ impl StreamBackend for KinesisBackend {
                 .shard_iterator_type(ShardIteratorType::AtTimestamp)
                 .timestamp(DateTime::from_millis(*ms)),
         };
-        let resp = req.send().await.map_err(|e| match map_err(stream, e) {
-            StreamError::NoSuchStream(_) => StreamError::NoSuchShard {
-                stream: stream.to_owned(),
-                shard: shard.to_owned(),
-            },
-            other => other,
-        })?;
+        let resp = req.send().await.map_err(|e| map_err(stream, &[shard], e))?;
         resp.shard_iterator()
             .map(|s| ShardIterator(s.to_owned()))
             .ok_or_else(|| StreamError::Service("GetShardIterator returned no iterator".into()))
@@ -355,14 +400,7 @@ impl StreamBackend for KinesisBackend {
             .limit(i32::try_from(limit.clamp(1, 10_000)).unwrap_or(10_000))
             .send()
             .await
-            .map_err(|e| match e.code() {
-                Some("ExpiredIteratorException") | Some("InvalidArgumentException") | None
-                    if !matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) =>
-                {
-                    StreamError::BadIterator(aws_error_chain(&e))
-                }
-                _ => map_err("", e),
-            })?;
+            .map_err(|e| get_records_error(&iterator.0, e))?;
         let mut records = Vec::with_capacity(resp.records().len());
         for r in resp.records() {
             records.push(StreamRecord {
@@ -397,7 +435,7 @@ impl StreamBackend for KinesisBackend {
             .new_starting_hash_key(new_starting_hash_key.to_string())
             .send()
             .await
-            .map_err(|e| map_err(stream, e))?;
+            .map_err(|e| map_err(stream, &[shard], e))?;
         Ok(())
     }
 
@@ -414,7 +452,27 @@ impl StreamBackend for KinesisBackend {
             .adjacent_shard_to_merge(adjacent)
             .send()
             .await
-            .map_err(|e| map_err(stream, e))?;
+            .map_err(|e| map_err(stream, &[shard, adjacent], e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinesis_sequence_numbers_parse_and_order() {
+        // Kinesis writes 56 digits, beyond 128 bits.
+        let long = "49680641593397821290997226117868362540844834788908990466";
+        let a = seq(long).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.as_str(), long);
+        assert_eq!(a.as_u128(), None);
+        let b = seq("49680641593397821290997226117868362540844834788908990467")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(a < b);
+        assert!(seq("9223372036854775807").is_ok_and(|c| c < a));
+        assert!(seq(&"9".repeat(SequenceNumber::MAX_DIGITS + 1)).is_err());
+        assert!(seq("12a").is_err());
     }
 }

@@ -20,18 +20,25 @@ use bytes::Bytes;
 
 pub use hash::{HashRange, hash_key_of};
 
-/// A record's position in a shard: a decimal number of up to 128 bits, as
-/// Kinesis writes them. Ordered numerically.
+/// A record's position in a shard: a decimal number, as Kinesis writes
+/// them (56 digits today, up to 129 by the API's rule; the local log's fit
+/// in 128 bits). Ordered numerically.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SequenceNumber(String);
 
 impl SequenceNumber {
-    /// Accepts a decimal string of 1 to 40 digits (no sign, no spaces).
+    /// Most digits Kinesis allows (`0|([1-9]\d{0,128})`).
+    pub const MAX_DIGITS: usize = 129;
+
+    /// Accepts a decimal string of 1 to [`Self::MAX_DIGITS`] digits (no
+    /// sign, no spaces).
     pub fn parse(s: &str) -> Result<Self, StreamError> {
-        let ok = !s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_digit());
+        let ok =
+            !s.is_empty() && s.len() <= Self::MAX_DIGITS && s.bytes().all(|b| b.is_ascii_digit());
         if !ok {
             return Err(StreamError::BadInput(format!(
-                "{s:?} is not a sequence number (1 to 40 decimal digits)"
+                "{s:?} is not a sequence number (1 to {} decimal digits)",
+                Self::MAX_DIGITS
             )));
         }
         let trimmed = s.trim_start_matches('0');
@@ -44,7 +51,8 @@ impl SequenceNumber {
         Self(n.to_string())
     }
 
-    /// The number, when it fits in 128 bits (every Kinesis and local one does).
+    /// The number, when it fits in 128 bits (every local one does; Kinesis's
+    /// 56-digit ones do not).
     pub fn as_u128(&self) -> Option<u128> {
         self.0.parse().ok()
     }
