@@ -5,6 +5,7 @@
 //! Locally a test whose service is missing prints why and skips (returns
 //! early); with `CI=true` it fails, so CI can never pass by skipping.
 
+use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::Command;
@@ -71,14 +72,12 @@ pub(crate) fn kinesis_endpoint() -> Option<String> {
 }
 
 /// The S3 stand-in (moto).
-#[allow(dead_code)] // for the S3 sink's tests
 #[track_caller]
 pub(crate) fn s3_endpoint() -> Option<String> {
     endpoint("S3_ENDPOINT")
 }
 
 /// The DynamoDB stand-in (moto).
-#[allow(dead_code)] // for the lease and checkpoint tests
 #[track_caller]
 pub(crate) fn dynamodb_endpoint() -> Option<String> {
     endpoint("DYNAMODB_ENDPOINT")
@@ -166,4 +165,47 @@ fn stream_names_are_unique_and_valid() {
             "{n}"
         );
     }
+}
+
+/// One HTTP/1.1 exchange with `url`'s server; the whole response as text.
+fn http(url: &str, request: &str) -> Result<String, String> {
+    let auth = authority(url).ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
+    let mut s = TcpStream::connect(auth).map_err(|e| format!("{auth}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(request.replace("{host}", auth).as_bytes())
+        .map_err(|e| format!("{auth}: {e}"))?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .map_err(|e| format!("{auth}: {e}"))?;
+    Ok(out)
+}
+
+/// The S3 and DynamoDB stand-in speaks both APIs at its endpoints.
+#[test]
+fn moto_answers_as_s3_and_as_dynamodb() -> Result<(), String> {
+    let (Some(s3), Some(dynamodb)) = (s3_endpoint(), dynamodb_endpoint()) else {
+        return Ok(());
+    };
+    let list_buckets = http(
+        &s3,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+    )?;
+    assert!(list_buckets.starts_with("HTTP/1.1 200"), "{list_buckets}");
+    assert!(
+        list_buckets.contains("<ListAllMyBucketsResult"),
+        "{list_buckets}"
+    );
+    // moto picks the API by the credential scope of the signature.
+    let list_tables = http(
+        &dynamodb,
+        "POST / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+         X-Amz-Target: DynamoDB_20120810.ListTables\r\n\
+         Content-Type: application/x-amz-json-1.0\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/dynamodb/aws4_request, \
+         SignedHeaders=host, Signature=0\r\nContent-Length: 2\r\n\r\n{}",
+    )?;
+    assert!(list_tables.starts_with("HTTP/1.1 200"), "{list_tables}");
+    assert!(list_tables.contains("\"TableNames\""), "{list_tables}");
+    Ok(())
 }

@@ -518,3 +518,45 @@ async fn every_stream_is_listed_past_the_first_page() -> R {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn puts_beyond_kinesis_limits_are_refused_naming_the_entry() -> R {
+    let b = backend!();
+    let stream = new_stream(&b, "limits", 1).await?;
+    let check = async |entries: &[PutEntry], want: &str| -> R {
+        match b.put_records(&stream, entries).await {
+            Err(StreamError::BadInput(m)) => assert!(m.contains(want), "{m}"),
+            other => panic!("want an error with {want:?}: {other:?}"),
+        }
+        Ok(())
+    };
+    let many: Vec<PutEntry> = (0..501).map(|i| entry(&i.to_string(), b"x")).collect();
+    check(&many, "501 entries").await?;
+    let mut big = vec![entry("k", b"x"); 3];
+    big[2].data = Bytes::from(vec![0u8; 1 << 20]);
+    check(&big, "entry 2: 1048577 bytes").await?;
+    let mut keys = vec![entry("k", b"x"); 2];
+    keys[1].partition_key = String::new();
+    check(&keys, "entry 1: partition key of 0 characters").await?;
+    keys[1].partition_key = "é".repeat(257);
+    check(&keys, "entry 1: partition key of 257 characters").await?;
+    let heavy = vec![entry("k", &[7u8; (1 << 20) - 1]); 6];
+    check(&heavy, "6291456 bytes in 6 entries").await?;
+
+    // The largest legal put is accepted, and nothing of the refused ones
+    // was written.
+    let mut edge: Vec<PutEntry> = (0..500).map(|i| entry(&i.to_string(), b"")).collect();
+    edge[0].partition_key = "é".repeat(256);
+    edge[1].data = Bytes::from(vec![1u8; (1 << 20) - 1]);
+    assert_eq!(put_all(&b, &stream, &edge).await?.len(), 500);
+    assert!(b.put_records(&stream, &[]).await?.is_empty());
+    let shard_id = b.describe(&stream).await?.shards[0].id.clone();
+    let it = b
+        .shard_iterator(&stream, &shard_id, &StartPosition::TrimHorizon)
+        .await?;
+    let (got, _) = read(&b, it, 500, 10_000).await?;
+    assert_eq!(got.len(), 500);
+    assert_eq!(got[1].data.len(), (1 << 20) - 1);
+    b.delete_stream(&stream).await?;
+    Ok(())
+}
