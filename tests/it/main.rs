@@ -18,6 +18,7 @@ mod filter_registry;
 mod filter_runtime;
 mod intake;
 mod intake_decode;
+mod intake_kinesis;
 mod stream_kinesis;
 mod stream_kpl;
 mod stream_local;

@@ -561,7 +561,7 @@ fn another_process_sees_new_records() {
         // A real second process: the CLI, reading the directory.
         let tail = || {
             std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
-                .args(["stream", "--data"])
+                .args(["stream", "--backend", "local", "--data"])
                 .arg(dir.path())
                 .args(["tail", "s"])
                 .output()

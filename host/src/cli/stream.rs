@@ -28,8 +28,9 @@ pub(crate) struct BackendArgs {
         default_value = "kinesthetic-data"
     )]
     data: PathBuf,
-    /// Kinesis endpoint override, e.g. http://127.0.0.1:4568.
-    #[arg(long, global = true, env = "KINESIS_ENDPOINT")]
+    /// Kinesis endpoint override, e.g. http://127.0.0.1:4568 (with
+    /// --backend kinesis and no --endpoint, AWS_ENDPOINT_URL_KINESIS applies).
+    #[arg(long, global = true)]
     endpoint: Option<String>,
     /// AWS region (default: from the environment, else us-east-1).
     #[arg(long, global = true)]

@@ -139,7 +139,8 @@ impl<B: StreamBackend> Intake<B> {
             Err(StreamError::NoSuchStream(_)) => {
                 return Err(IntakeError::NoSuchStream(stream.to_owned()));
             }
-            Err(e) => return Err(IntakeError::Stream(e.to_string())),
+            // Unreachable or throttled: the client may retry.
+            Err(e) => return Err(IntakeError::Unavailable(e.to_string())),
         };
         let map = ShardMap::from_description(&d).map_err(|e| IntakeError::Stream(e.to_string()))?;
         let (handle, task) = producer::spawn(
@@ -435,6 +436,8 @@ pub enum IntakeError {
     Produce(#[from] ProduceError),
     #[error("{0}")]
     Stream(String),
+    #[error("the stream cannot be reached now: {0}")]
+    Unavailable(String),
 }
 
 impl IntakeError {
@@ -446,7 +449,9 @@ impl IntakeError {
             Self::NoSuchStream(_) => StatusCode::NOT_FOUND,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::Busy | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Busy | Self::ShuttingDown | Self::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Produce(ProduceError::Refused(_)) | Self::Stream(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -469,7 +474,7 @@ impl IntakeError {
             Self::Forbidden(_) => "forbidden",
             Self::Busy => "busy",
             Self::ShuttingDown => "shutting_down",
-            Self::Produce(_) | Self::Stream(_) => "stream_error",
+            Self::Produce(_) | Self::Stream(_) | Self::Unavailable(_) => "stream_error",
         }
     }
 }

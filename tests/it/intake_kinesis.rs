@@ -1,0 +1,348 @@
+//! The intake against the Kinesis stand-in, through the spool: events are
+//! acknowledged once spooled, shipped in order, and survive the stand-in
+//! being unreachable (a TCP proxy in between refuses every connection).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use kinesthetic::app::{Telemetry, start_intake_with};
+use kinesthetic::config::{Config, StreamSettings};
+use kinesthetic::intake::producer::ProducerConfig;
+use kinesthetic::intake::spool::Spooled;
+use kinesthetic::stream::StreamBackend;
+use kinesthetic::stream::kinesis::{KinesisBackend, KinesisSettings};
+use serde_json::Value;
+
+use crate::intake::read_all;
+use crate::services::{kinesis_endpoint, unique_stream};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"))
+}
+
+/// A TCP proxy that can be cut: while down it closes every connection,
+/// new and open, as an unreachable endpoint would.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    up: Arc<AtomicBool>,
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("proxy bind: {e}"));
+        let addr = l.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let up = Arc::new(AtomicBool::new(true));
+        let (tx, _) = tokio::sync::watch::channel(0u64);
+        let generation = Arc::new(tx);
+        let (up2, gen2) = (Arc::clone(&up), Arc::clone(&generation));
+        let target = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = l.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let mut cut = gen2.subscribe();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            addr,
+            up,
+            generation,
+        }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+        if !up {
+            self.generation.send_modify(|g| *g += 1);
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+async fn kinesis(url: &str) -> KinesisBackend {
+    KinesisBackend::connect(&KinesisSettings {
+        region: None,
+        endpoint: Some(url.to_owned()),
+    })
+    .await
+}
+
+fn config(stream: &str) -> Config {
+    let mut c = Config::default();
+    c.intake.listen = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+    c.intake.admin_listen = c.intake.listen;
+    c.streams.insert(
+        stream.to_owned(),
+        StreamSettings {
+            partition_key_field: Some("user".into()),
+        },
+    );
+    c
+}
+
+fn producer() -> ProducerConfig {
+    ProducerConfig {
+        retry_max: Duration::from_secs(1),
+        ..ProducerConfig::default()
+    }
+}
+
+async fn wait_shipped<B: StreamBackend>(s: &Spooled<B>, within: Duration) {
+    let start = Instant::now();
+    loop {
+        let backlog: u64 = s.backlog().iter().map(|(_, b)| b).sum();
+        if backlog == 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < within,
+            "spool still holds {backlog} bytes after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[test]
+fn an_unreachable_kinesis_loses_nothing_and_keeps_order() {
+    let Some(endpoint) = kinesis_endpoint() else {
+        return;
+    };
+    let outage = std::env::var("KINESTHETIC_OUTAGE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60u64);
+    rt().block_on(async move {
+        let direct = kinesis(&endpoint).await;
+        let proxy = Proxy::start(endpoint.clone()).await;
+        let via = kinesis(&proxy.url()).await;
+        let stream = unique_stream("outage");
+        direct
+            .create_stream(&stream, 2)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        kinesthetic::stream::reshard::wait_active(&direct, &stream, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let telemetry = Telemetry::new();
+        let spooled = Spooled::open(
+            via,
+            dir.path(),
+            producer(),
+            telemetry.metrics.clone(),
+            1 << 30,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let running = start_intake_with(spooled.clone(), &config(&stream), telemetry)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("http://{}/v1/streams/{stream}/events", running.intake_addr);
+        let client = reqwest::Client::new();
+        let mut acked: HashMap<String, Vec<u64>> = HashMap::new();
+        let mut n = 0u64;
+        let post = async |n: &mut u64, acked: &mut HashMap<String, Vec<u64>>| {
+            let body: String = (0..100)
+                .map(|i| {
+                    *n += 1;
+                    format!(
+                        "{{\"user\":\"u{}\",\"n\":{n},\"pad\":\"{}\"}}\n",
+                        i % 5,
+                        "x".repeat(100)
+                    )
+                })
+                .collect();
+            let first = *n - 99;
+            let resp = client
+                .post(&url)
+                .body(body)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                resp.status().as_u16(),
+                200,
+                "the intake must keep accepting into the spool"
+            );
+            for k in first..=*n {
+                acked
+                    .entry(format!("u{}", (k - first) % 5))
+                    .or_default()
+                    .push(k);
+            }
+        };
+        let phase = |secs: u64| Instant::now() + Duration::from_secs(secs);
+        let end = phase(2);
+        while Instant::now() < end {
+            post(&mut n, &mut acked).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        proxy.set_up(false);
+        let end = phase(outage);
+        while Instant::now() < end {
+            post(&mut n, &mut acked).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let during: u64 = spooled.backlog().iter().map(|(_, b)| b).sum();
+        assert!(
+            during > 0,
+            "nothing waited in the spool: the outage was not real"
+        );
+        proxy.set_up(true);
+        for _ in 0..10 {
+            post(&mut n, &mut acked).await;
+        }
+        wait_shipped(&spooled, Duration::from_secs(180)).await;
+        running.stop().await.unwrap_or_else(|e| panic!("{e}"));
+        spooled.close().await;
+
+        let got = read_all(&direct, &stream).await;
+        let ids: HashSet<_> = got.iter().filter_map(|e| e.stamp.map(|s| s.id)).collect();
+        assert_eq!(ids.len(), got.len(), "an event reached the stream twice");
+        assert_eq!(
+            got.len() as u64,
+            n,
+            "acknowledged {n}, the stream has {}",
+            got.len()
+        );
+        let mut per_user: HashMap<String, Vec<u64>> = HashMap::new();
+        for e in &got {
+            let v: Value = serde_json::from_slice(&e.data).unwrap_or(Value::Null);
+            per_user
+                .entry(e.key.clone())
+                .or_default()
+                .push(v["n"].as_u64().unwrap_or(0));
+        }
+        for (user, want) in &acked {
+            assert_eq!(per_user.get(user), Some(want), "order of {user}");
+        }
+        direct
+            .delete_stream(&stream)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+}
+
+#[test]
+fn a_full_spool_answers_503_and_accepts_nothing_it_cannot_keep() {
+    let Some(endpoint) = kinesis_endpoint() else {
+        return;
+    };
+    rt().block_on(async move {
+        let direct = kinesis(&endpoint).await;
+        let proxy = Proxy::start(endpoint.clone()).await;
+        let via = kinesis(&proxy.url()).await;
+        let stream = unique_stream("full");
+        direct
+            .create_stream(&stream, 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        kinesthetic::stream::reshard::wait_active(&direct, &stream, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let telemetry = Telemetry::new();
+        let spooled = Spooled::open(
+            via,
+            dir.path(),
+            producer(),
+            telemetry.metrics.clone(),
+            20_000,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut c = config(&stream);
+        c.intake.put_timeout_ms = 1500;
+        let running = start_intake_with(spooled.clone(), &c, telemetry)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("http://{}/v1/streams/{stream}/events", running.intake_addr);
+        let client = reqwest::Client::new();
+        // Unreachable before the stream was ever opened: 503, not an error of ours.
+        proxy.set_up(false);
+        let resp = client
+            .post(&url)
+            .body("{}\n")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status().as_u16(), 503);
+        proxy.set_up(true);
+        let resp = client
+            .post(&url)
+            .body("{\"user\":\"u\"}\n")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status().as_u16(), 200);
+        let mut accepted = 1u64;
+        proxy.set_up(false);
+        let mut refused = None;
+        for i in 0..20 {
+            let body: String = (0..50)
+                .map(|j| format!("{{\"user\":\"u\",\"i\":{i},\"j\":{j}}}\n"))
+                .collect();
+            let resp = client
+                .post(&url)
+                .body(body)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            match resp.status().as_u16() {
+                200 => accepted += 50,
+                503 => {
+                    refused = resp
+                        .headers()
+                        .get("retry-after")
+                        .map(|v| v.to_str().unwrap_or("").to_owned());
+                    break;
+                }
+                s => panic!("status {s}"),
+            }
+        }
+        assert_eq!(
+            refused.as_deref(),
+            Some("1"),
+            "a full spool must answer 503 with Retry-After"
+        );
+        proxy.set_up(true);
+        wait_shipped(&spooled, Duration::from_secs(60)).await;
+        running.stop().await.unwrap_or_else(|e| panic!("{e}"));
+        spooled.close().await;
+        let got = read_all(&direct, &stream).await;
+        assert_eq!(
+            got.len() as u64,
+            accepted,
+            "every accepted event, and only those"
+        );
+        direct
+            .delete_stream(&stream)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+}
