@@ -346,3 +346,190 @@ fn a_full_spool_answers_503_and_accepts_nothing_it_cannot_keep() {
             .unwrap_or_else(|e| panic!("{e}"));
     });
 }
+
+/// Fails chosen entries of real PutRecords calls: removes them from the
+/// request before it is sent (so Kinesis never writes them) and puts a
+/// ProvisionedThroughputExceeded result in their place in the response,
+/// exactly what a throttled shard answers.
+#[derive(Debug, Default)]
+struct FailEntries {
+    calls: std::sync::Mutex<u64>,
+    removed: std::sync::Mutex<std::collections::VecDeque<(usize, Vec<usize>)>>,
+    injected: std::sync::atomic::AtomicU64,
+}
+
+mod fault {
+    use aws_sdk_kinesis::config::interceptors::{
+        BeforeSerializationInterceptorContextMut, FinalizerInterceptorContextMut,
+    };
+    use aws_sdk_kinesis::config::{ConfigBag, Intercept, RuntimeComponents};
+    use aws_sdk_kinesis::operation::put_records::{PutRecordsInput, PutRecordsOutput};
+    use aws_sdk_kinesis::types::PutRecordsResultEntry;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+    #[derive(Debug, Clone)]
+    pub(super) struct Interceptor(pub(super) Arc<super::FailEntries>);
+
+    impl Intercept for Interceptor {
+        fn name(&self) -> &'static str {
+            "FailEntries"
+        }
+
+        fn modify_before_serialization(
+            &self,
+            ctx: &mut BeforeSerializationInterceptorContextMut<'_>,
+            _rc: &RuntimeComponents,
+            _cfg: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            let Some(input) = ctx.input_mut().downcast_mut::<PutRecordsInput>() else {
+                return Ok(());
+            };
+            let mut calls = self.0.calls.lock().map_err(|_| "poisoned")?;
+            *calls += 1;
+            let records = input.records.take().unwrap_or_default();
+            let n = records.len();
+            // Every other call, fail every odd entry (when there are several).
+            let fail = |i: usize| *calls % 2 == 1 && n > 1 && i % 2 == 1;
+            let removed: Vec<usize> = (0..n).filter(|&i| fail(i)).collect();
+            let kept = records
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !fail(*i))
+                .map(|(_, r)| r)
+                .collect();
+            input.records = Some(kept);
+            self.0
+                .removed
+                .lock()
+                .map_err(|_| "poisoned")?
+                .push_back((n, removed));
+            Ok(())
+        }
+
+        fn modify_before_completion(
+            &self,
+            ctx: &mut FinalizerInterceptorContextMut<'_>,
+            _rc: &RuntimeComponents,
+            _cfg: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            let Some(Ok(out)) = ctx.output_or_error_mut() else {
+                return Ok(());
+            };
+            let Some(out) = out.downcast_mut::<PutRecordsOutput>() else {
+                return Ok(());
+            };
+            let (n, removed) = self
+                .0
+                .removed
+                .lock()
+                .map_err(|_| "poisoned")?
+                .pop_front()
+                .ok_or("a response without its request")?;
+            let mut real = out.records().to_vec().into_iter();
+            let mut results = Vec::with_capacity(n);
+            for i in 0..n {
+                if removed.contains(&i) {
+                    results.push(
+                        PutRecordsResultEntry::builder()
+                            .error_code("ProvisionedThroughputExceededException")
+                            .error_message("Rate exceeded for shard (injected)")
+                            .build(),
+                    );
+                } else {
+                    results.push(real.next().ok_or("fewer results than entries")?);
+                }
+            }
+            let failed = results.iter().filter(|r| r.error_code().is_some()).count();
+            self.0
+                .injected
+                .fetch_add(removed.len() as u64, Ordering::SeqCst);
+            *out = PutRecordsOutput::builder()
+                .set_records(Some(results))
+                .failed_record_count(failed as i32)
+                .build()?;
+            Ok(())
+        }
+    }
+}
+
+#[test]
+fn failed_entries_of_real_put_records_calls_are_resent_alone() {
+    let Some(endpoint) = kinesis_endpoint() else {
+        return;
+    };
+    rt().block_on(async move {
+        let direct = kinesis(&endpoint).await;
+        let stream = unique_stream("faults");
+        direct
+            .create_stream(&stream, 4)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        kinesthetic::stream::reshard::wait_active(&direct, &stream, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let faults = Arc::new(FailEntries::default());
+        let conf = direct
+            .client()
+            .config()
+            .to_builder()
+            .interceptor(fault::Interceptor(Arc::clone(&faults)))
+            .build();
+        let faulty = KinesisBackend::from_client(aws_sdk_kinesis::Client::from_conf(conf));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let telemetry = Telemetry::new();
+        let spooled = Spooled::open(
+            faulty,
+            dir.path(),
+            producer(),
+            telemetry.metrics.clone(),
+            1 << 30,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let running = start_intake_with(spooled.clone(), &config(&stream), telemetry)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("http://{}/v1/streams/{stream}/events", running.intake_addr);
+        let client = reqwest::Client::new();
+        let mut n = 0u64;
+        for _ in 0..30 {
+            let body: String = (0..200)
+                .map(|i| {
+                    n += 1;
+                    format!("{{\"user\":\"u{}\",\"n\":{n}}}\n", i % 16)
+                })
+                .collect();
+            let resp = client
+                .post(&url)
+                .body(body)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(resp.status().as_u16(), 200);
+        }
+        wait_shipped(&spooled, Duration::from_secs(120)).await;
+        running.stop().await.unwrap_or_else(|e| panic!("{e}"));
+        spooled.close().await;
+        assert!(
+            faults.injected.load(Ordering::SeqCst) > 0,
+            "no entry was failed: the test proves nothing"
+        );
+        let got = read_all(&direct, &stream).await;
+        let ids: HashSet<_> = got.iter().filter_map(|e| e.stamp.map(|s| s.id)).collect();
+        assert_eq!(ids.len(), got.len(), "a retry wrote an event twice");
+        assert_eq!(got.len() as u64, n, "events lost");
+        let mut last: HashMap<String, u64> = HashMap::new();
+        for e in &got {
+            let v: Value = serde_json::from_slice(&e.data).unwrap_or(Value::Null);
+            let k = v["n"].as_u64().unwrap_or(0);
+            let prev = last.insert(e.key.clone(), k).unwrap_or(0);
+            assert!(k > prev, "{}: {k} after {prev}", e.key);
+        }
+        direct
+            .delete_stream(&stream)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+}

@@ -67,6 +67,12 @@ impl KinesisBackend {
         }
     }
 
+    /// A backend on a client configured by the caller (interceptors, a
+    /// custom HTTP client…).
+    pub fn from_client(client: Client) -> Self {
+        Self { client }
+    }
+
     /// The SDK client, for the Kinesis sink.
     pub fn client(&self) -> &Client {
         &self.client
