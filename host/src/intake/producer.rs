@@ -316,25 +316,32 @@ pub(crate) async fn write_records<B: StreamBackend>(
     let started = Instant::now();
     let mut attempt: u32 = 0;
     while !queues.is_empty() {
-        // One record per destination, within the call's limits.
+        // Records in order per destination, within the call's limits: one
+        // per destination unless the backend keeps order within a put.
+        let per_destination = if backend.keeps_order_within_put() {
+            usize::MAX
+        } else {
+            1
+        };
         let mut entries = Vec::new();
-        let mut keys = Vec::new();
+        let mut keys: Vec<(u128, usize)> = Vec::new();
         let mut size = 0;
-        for (&k, q) in &queues {
-            let Some(r) = q.front() else { continue };
-            let sz = r.data.len() + r.partition_key.len();
-            if entries.len() == config.put_max_records
-                || (!entries.is_empty() && size + sz > config.put_max_bytes)
-            {
-                break;
+        'fill: for (&k, q) in &queues {
+            for (i, r) in q.iter().take(per_destination).enumerate() {
+                let sz = r.data.len() + r.partition_key.len();
+                if entries.len() == config.put_max_records
+                    || (!entries.is_empty() && size + sz > config.put_max_bytes)
+                {
+                    break 'fill;
+                }
+                entries.push(PutEntry {
+                    partition_key: r.partition_key.clone(),
+                    explicit_hash_key: Some(k),
+                    data: r.data.clone(),
+                });
+                keys.push((k, i));
+                size += sz;
             }
-            entries.push(PutEntry {
-                partition_key: r.partition_key.clone(),
-                explicit_hash_key: Some(k),
-                data: r.data.clone(),
-            });
-            keys.push(k);
-            size += sz;
         }
         metrics.put_calls.get_or_create(&label).inc();
         let t = Instant::now();
@@ -347,29 +354,28 @@ pub(crate) async fn write_records<B: StreamBackend>(
             Ok(outcomes) => {
                 let mut failed = 0u64;
                 let mut last = String::new();
-                for (k, o) in keys.iter().zip(&outcomes) {
+                // Written entries leave their queue; a destination stops at
+                // its first failure (what follows it waits, to keep order).
+                let mut done: BTreeMap<u128, usize> = BTreeMap::new();
+                let mut blocked: Vec<u128> = Vec::new();
+                for ((k, i), o) in keys.iter().zip(&outcomes) {
                     match o {
+                        PutOutcome::Written { .. } if !blocked.contains(k) => {
+                            debug_assert_eq!(done.get(k).copied().unwrap_or(0), *i);
+                            *done.entry(*k).or_default() += 1;
+                        }
                         PutOutcome::Written { .. } => {
-                            if let Some(q) = queues.get_mut(k)
-                                && let Some(r) = q.pop_front()
-                            {
-                                metrics.put_records.get_or_create(&label).inc();
-                                metrics
-                                    .record_bytes
-                                    .get_or_create(&label)
-                                    .inc_by(r.data.len() as u64);
-                                metrics
-                                    .stamp_bytes
-                                    .get_or_create(&label)
-                                    .inc_by(r.stamp_bytes as u64);
-                                metrics
-                                    .events_accepted
-                                    .get_or_create(&label)
-                                    .inc_by(r.events as u64);
-                            }
+                            // Written after an earlier failure of the same
+                            // destination: only a backend that does not keep
+                            // order does this, and it gets one per call.
+                            tracing::error!(
+                                stream,
+                                "a record was written after a failed one of its shard"
+                            );
                         }
                         failed_outcome @ PutOutcome::Failed { code, message } => {
                             failed += 1;
+                            blocked.push(*k);
                             if !failed_outcome.is_retryable() {
                                 metrics
                                     .put_failed_entries
@@ -378,6 +384,25 @@ pub(crate) async fn write_records<B: StreamBackend>(
                                 return Err(ProduceError::Refused(format!("{code}: {message}")));
                             }
                             last = format!("{code}: {message}");
+                        }
+                    }
+                }
+                for (k, n) in done {
+                    if let Some(q) = queues.get_mut(&k) {
+                        for r in q.drain(..n) {
+                            metrics.put_records.get_or_create(&label).inc();
+                            metrics
+                                .record_bytes
+                                .get_or_create(&label)
+                                .inc_by(r.data.len() as u64);
+                            metrics
+                                .stamp_bytes
+                                .get_or_create(&label)
+                                .inc_by(r.stamp_bytes as u64);
+                            metrics
+                                .events_accepted
+                                .get_or_create(&label)
+                                .inc_by(r.events as u64);
                         }
                     }
                 }

@@ -320,6 +320,11 @@ impl<B: StreamBackend> Spooled<B> {
 }
 
 impl<B: StreamBackend> StreamBackend for Spooled<B> {
+    fn keeps_order_within_put(&self) -> bool {
+        // Puts go to the local spool.
+        true
+    }
+
     async fn create_stream(&self, name: &str, shards: u32) -> Result<(), StreamError> {
         self.inner.remote.create_stream(name, shards).await
     }

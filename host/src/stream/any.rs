@@ -24,6 +24,13 @@ macro_rules! delegate {
 }
 
 impl StreamBackend for AnyBackend {
+    fn keeps_order_within_put(&self) -> bool {
+        match self {
+            AnyBackend::Local(b) => b.keeps_order_within_put(),
+            AnyBackend::Kinesis(b) => b.keeps_order_within_put(),
+        }
+    }
+
     async fn create_stream(&self, name: &str, shards: u32) -> Result<(), StreamError> {
         delegate!(self, b => b.create_stream(name, shards))
     }

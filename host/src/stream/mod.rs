@@ -296,4 +296,12 @@ pub trait StreamBackend: Clone + Send + Sync + 'static {
         shard: &str,
         adjacent: &str,
     ) -> impl Future<Output = Result<(), StreamError>> + Send;
+
+    /// Whether the entries of one put that go to one shard are written in
+    /// order, all or none (the local log). Kinesis may fail some entries of
+    /// a put and write later ones, so a writer that keeps order sends it at
+    /// most one record per shard per call.
+    fn keeps_order_within_put(&self) -> bool {
+        false
+    }
 }

@@ -435,6 +435,11 @@ impl LocalLog {
 }
 
 impl StreamBackend for LocalLog {
+    fn keeps_order_within_put(&self) -> bool {
+        // One write per shard per put; a failed put is failed whole.
+        true
+    }
+
     async fn create_stream(&self, name: &str, shards: u32) -> Result<(), StreamError> {
         check_name(name)?;
         if shards == 0 || shards > 10_000 {
