@@ -648,3 +648,105 @@ fn shutdown_drains_every_acknowledged_event_into_the_stream() {
         assert!(acked > 0, "nothing was acknowledged before the stop");
     });
 }
+
+#[test]
+fn kill_9_mid_load_loses_no_acknowledged_event() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--create-stream",
+            "s:2",
+            "--data",
+        ])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("serve: {e}"));
+    let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("serve exited before listening"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        if let Some(rest) = line.split("intake on http://").nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let url = format!("http://{addr}/v1/streams/s/events");
+    let acked: Vec<String> = rt().block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..6 {
+            let url = url.clone();
+            tasks.spawn(async move {
+                let client = reqwest::Client::new();
+                let mut acked = Vec::new();
+                for r in 0.. {
+                    let body: String = (0..200).map(|i| format!("c{c}-r{r}-e{i}\n")).collect();
+                    match client.post(&url).body(body).send().await {
+                        Ok(resp) if resp.status().as_u16() == 200 => {
+                            acked.extend((0..200).map(|i| format!("c{c}-r{r}-e{i}")));
+                        }
+                        _ => break,
+                    }
+                }
+                acked
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        // SIGKILL: no shutdown, no flush, possibly a torn write.
+        child.kill().unwrap_or_else(|e| panic!("kill: {e}"));
+        let _ = child.wait();
+        let mut all = Vec::new();
+        while let Some(t) = tasks.join_next().await {
+            all.extend(t.unwrap_or_default());
+        }
+        all
+    });
+    assert!(
+        acked.len() > 1000,
+        "only {} events acknowledged before the kill",
+        acked.len()
+    );
+    rt().block_on(async {
+        let log = LocalLog::open(dir.path(), LocalOptions::default())
+            .unwrap_or_else(|e| panic!("reopen: {e}"));
+        let got: HashSet<Vec<u8>> = read_all(&log, "s")
+            .await
+            .into_iter()
+            .map(|e| e.data)
+            .collect();
+        let lost: Vec<&String> = acked
+            .iter()
+            .filter(|a| !got.contains(a.as_bytes()))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{} acknowledged events lost, e.g. {:?}",
+            lost.len(),
+            lost.first()
+        );
+        // And the log takes writes again after recovery.
+        log.put_records(
+            "s",
+            &[PutEntry {
+                partition_key: "k".into(),
+                explicit_hash_key: None,
+                data: bytes::Bytes::from_static(b"after"),
+            }],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    });
+}
