@@ -750,3 +750,72 @@ fn kill_9_mid_load_loses_no_acknowledged_event() {
         .unwrap_or_else(|e| panic!("{e}"));
     });
 }
+
+#[test]
+fn the_send_tool_posts_a_file_in_batches_and_reports() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = local(dir.path().join("data").as_path(), &[("s", 2)]).await;
+        let r = start_intake(log.clone(), &config())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("events.ndjson");
+        let body: String = (0..1234).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+        std::fs::write(&file, body).unwrap_or_else(|e| panic!("{e}"));
+        let base = format!("http://{}", r.intake_addr);
+        let (file1, base1) = (file.clone(), base.clone());
+        let send = move |extra: &[&str], stream: &str| {
+            let (file, base) = (&file1, &base1);
+            std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+                .arg("send")
+                .arg(file)
+                .args([
+                    "--url",
+                    base,
+                    "--stream",
+                    stream,
+                    "--batch",
+                    "100",
+                    "--concurrency",
+                    "4",
+                    "--quiet",
+                ])
+                .args(extra)
+                .output()
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let (a, b) = tokio::task::spawn_blocking(move || (send(&[], "s"), send(&["--gzip"], "s")))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for o in [&a, &b] {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success(), "{err}");
+            assert!(
+                err.contains("sent 1234 events")
+                    && err.contains("1234 accepted")
+                    && err.contains("13 requests"),
+                "{err}"
+            );
+        }
+        assert_eq!(read_all(&log, "s").await.len(), 2 * 1234);
+        let file2 = dir.path().join("events.ndjson");
+        let base2 = base.clone();
+        let o = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+                .arg("send")
+                .arg(&file2)
+                .args(["--url", &base2, "--stream", "missing", "--quiet"])
+                .output()
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(
+            err.contains("lines ") && err.contains("404") && err.contains("missing"),
+            "{err}"
+        );
+        r.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+}

@@ -172,6 +172,85 @@ fn bench_filter() -> Result<(), String> {
     )
 }
 
+/// Serves an intake on a fresh local log, sends `logs` to it, shows the
+/// stream, and reads its events back into a file (returned).
+fn demo_stream(bin: &Path, demo: &Path, logs: &Path) -> Result<PathBuf, String> {
+    use std::io::{BufRead, Write};
+    let data = demo.join("data");
+    let _ = std::fs::remove_dir_all(&data);
+    let mut serve = Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(["--create-stream", "logs:2", "--data"])
+        .arg(&data)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let stderr = serve.stderr.take().ok_or("no stderr from serve")?;
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let addr = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = serve.kill();
+            return Err("kinesthetic serve stopped before listening".into());
+        };
+        if let Some(rest) = line.split("intake on http://").nth(1) {
+            println!("{line}");
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let sent = status(
+        Command::new(bin)
+            .arg("send")
+            .arg(logs)
+            .args(["--stream", "logs", "--quiet", "--url"])
+            .arg(format!("http://{addr}")),
+    );
+    // Ctrl-C: the intake finishes what it accepted, then exits.
+    let _ = Command::new("kill")
+        .args(["-INT", &serve.id().to_string()])
+        .status();
+    let _ = serve.wait();
+    sent?;
+    let stream = |args: &[&str]| {
+        let mut c = Command::new(bin);
+        c.args(["stream", "--backend", "local", "--data"])
+            .arg(&data)
+            .args(args);
+        c
+    };
+    status(&mut stream(&["describe", "logs"]))?;
+    let out = stream(&["tail", "logs"])
+        .output()
+        .map_err(|e| format!("stream tail: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "stream tail failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    // `tail` prints `ID RECEIVED KEY<TAB>EVENT`; keep the events.
+    let events = demo.join("from-stream.ndjson");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&events).map_err(|e| e.to_string())?);
+    let mut n = 0;
+    for line in out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let event = line
+            .iter()
+            .position(|&b| b == b'\t')
+            .map_or(line, |i| &line[i + 1..]);
+        f.write_all(event)
+            .and_then(|()| f.write_all(b"\n"))
+            .map_err(|e| e.to_string())?;
+        n += 1;
+    }
+    f.flush().map_err(|e| e.to_string())?;
+    println!("read {n} events back from stream logs (parents before children, de-aggregated)");
+    Ok(events)
+}
+
 fn demo() -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let filters_dir = target_dir().join("filters");
@@ -193,13 +272,15 @@ fn demo() -> Result<(), String> {
             .args(["datagen", "--mb", "50", "--seed", "1"])
             .stdout(file),
     )?;
+    // Through the intake into a stream on the local log, and back out.
+    let events = demo_stream(&bin, &demo, &logs)?;
     let kept = demo.join("errors.ndjson");
     let out = std::fs::File::create(&kept).map_err(|e| e.to_string())?;
     status(
         Command::new(&bin)
             .args(["filter", "run"])
             .arg(filters_dir.join("errors-only.wasm"))
-            .arg(&logs)
+            .arg(&events)
             .arg("--stats")
             .stdout(out),
     )?;

@@ -133,6 +133,7 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
+    let mut results = Vec::new();
     for (i, b) in batches.into_iter().enumerate() {
         let permit = std::sync::Arc::clone(&sem).acquire_owned().await?;
         let client = client.clone();
@@ -149,14 +150,16 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         });
         // Surface a failure early instead of sending the rest.
         while let Some(done) = tasks.try_join_next() {
-            let (_, first, lines, r) = done?;
-            if let Err(e) = r {
-                bar.abandon();
-                anyhow::bail!("lines {first}..{}: {e:#}", first + lines - 1);
+            let (i, first, lines, r) = done?;
+            match r {
+                Ok(a) => results.push((i, a)),
+                Err(e) => {
+                    bar.abandon();
+                    anyhow::bail!("lines {first}..{}: {e:#}", first + lines - 1);
+                }
             }
         }
     }
-    let mut results = Vec::new();
     while let Some(done) = tasks.join_next().await {
         let (i, first, lines, r) = done?;
         match r {
