@@ -94,3 +94,12 @@ pub(crate) fn loghub(file: &str) -> Option<Vec<u8>> {
         Err(e) => panic!("loghub data missing at {} in CI: {e}", p.display()),
     }
 }
+
+/// A two-worker Tokio runtime for a test (like a small host).
+pub(crate) fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"))
+}

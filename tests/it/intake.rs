@@ -15,13 +15,7 @@ use kinesthetic::stream::{
 };
 use serde_json::Value;
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"))
-}
+use crate::harness::rt;
 
 fn config() -> Config {
     let mut c = Config::default();

@@ -18,13 +18,7 @@ use serde_json::Value;
 use crate::intake::read_all;
 use crate::services::{kinesis_endpoint, unique_stream};
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"))
-}
+use crate::harness::rt;
 
 /// A TCP proxy that can be cut: while down it closes every connection,
 /// new and open, as an unreachable endpoint would.
@@ -114,6 +108,36 @@ fn producer() -> ProducerConfig {
     }
 }
 
+/// A new stream of `shards` shards on the stand-in, ACTIVE.
+async fn new_stream(direct: &KinesisBackend, prefix: &str, shards: u32) -> String {
+    let stream = unique_stream(prefix);
+    direct
+        .create_stream(&stream, shards)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    kinesthetic::stream::reshard::wait_active(direct, &stream, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    stream
+}
+
+/// `remote` behind a spool in `dir` holding at most `max_backlog` bytes.
+fn spool(
+    remote: KinesisBackend,
+    dir: &std::path::Path,
+    telemetry: &Telemetry,
+    max_backlog: u64,
+) -> Spooled<KinesisBackend> {
+    Spooled::open(
+        remote,
+        dir,
+        producer(),
+        telemetry.metrics.clone(),
+        max_backlog,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 async fn wait_shipped<B: StreamBackend>(s: &Spooled<B>, within: Duration) {
     let start = Instant::now();
     loop {
@@ -142,24 +166,10 @@ fn an_unreachable_kinesis_loses_nothing_and_keeps_order() {
         let direct = kinesis(&endpoint).await;
         let proxy = Proxy::start(endpoint.clone()).await;
         let via = kinesis(&proxy.url()).await;
-        let stream = unique_stream("outage");
-        direct
-            .create_stream(&stream, 2)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        kinesthetic::stream::reshard::wait_active(&direct, &stream, Duration::from_secs(30))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let stream = new_stream(&direct, "outage", 2).await;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let telemetry = Telemetry::new();
-        let spooled = Spooled::open(
-            via,
-            dir.path(),
-            producer(),
-            telemetry.metrics.clone(),
-            1 << 30,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let spooled = spool(via, dir.path(), &telemetry, 1 << 30);
         let running = start_intake_with(spooled.clone(), &config(&stream), telemetry)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -258,24 +268,10 @@ fn a_full_spool_answers_503_and_accepts_nothing_it_cannot_keep() {
         let direct = kinesis(&endpoint).await;
         let proxy = Proxy::start(endpoint.clone()).await;
         let via = kinesis(&proxy.url()).await;
-        let stream = unique_stream("full");
-        direct
-            .create_stream(&stream, 1)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        kinesthetic::stream::reshard::wait_active(&direct, &stream, Duration::from_secs(30))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let stream = new_stream(&direct, "full", 1).await;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let telemetry = Telemetry::new();
-        let spooled = Spooled::open(
-            via,
-            dir.path(),
-            producer(),
-            telemetry.metrics.clone(),
-            20_000,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let spooled = spool(via, dir.path(), &telemetry, 20_000);
         let mut c = config(&stream);
         c.intake.put_timeout_ms = 1500;
         let running = start_intake_with(spooled.clone(), &c, telemetry)
@@ -462,14 +458,7 @@ fn failed_entries_of_real_put_records_calls_are_resent_alone() {
     };
     rt().block_on(async move {
         let direct = kinesis(&endpoint).await;
-        let stream = unique_stream("faults");
-        direct
-            .create_stream(&stream, 4)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        kinesthetic::stream::reshard::wait_active(&direct, &stream, Duration::from_secs(30))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let stream = new_stream(&direct, "faults", 4).await;
         let faults = Arc::new(FailEntries::default());
         let conf = direct
             .client()
@@ -480,14 +469,7 @@ fn failed_entries_of_real_put_records_calls_are_resent_alone() {
         let faulty = KinesisBackend::from_client(aws_sdk_kinesis::Client::from_conf(conf));
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let telemetry = Telemetry::new();
-        let spooled = Spooled::open(
-            faulty,
-            dir.path(),
-            producer(),
-            telemetry.metrics.clone(),
-            1 << 30,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let spooled = spool(faulty, dir.path(), &telemetry, 1 << 30);
         let running = start_intake_with(spooled.clone(), &config(&stream), telemetry)
             .await
             .unwrap_or_else(|e| panic!("{e}"));

@@ -7,18 +7,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kinesthetic::stream::local::{LocalLog, LocalOptions};
+
+use crate::harness::rt;
 use kinesthetic::stream::{
     PutEntry, PutOutcome, SequenceNumber, ShardIterator, StartPosition, StreamBackend, StreamError,
     StreamRecord, reshard,
 };
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"))
-}
 
 fn open(dir: &Path) -> LocalLog {
     LocalLog::open(dir, LocalOptions::default()).unwrap_or_else(|e| panic!("open: {e}"))

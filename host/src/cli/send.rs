@@ -150,25 +150,11 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         });
         // Surface a failure early instead of sending the rest.
         while let Some(done) = tasks.try_join_next() {
-            let (i, first, lines, r) = done?;
-            match r {
-                Ok(a) => results.push((i, a)),
-                Err(e) => {
-                    bar.abandon();
-                    anyhow::bail!("lines {first}..{}: {e:#}", first + lines - 1);
-                }
-            }
+            results.push(answer(done?, &bar)?);
         }
     }
     while let Some(done) = tasks.join_next().await {
-        let (i, first, lines, r) = done?;
-        match r {
-            Ok(a) => results.push((i, a)),
-            Err(e) => {
-                bar.abandon();
-                anyhow::bail!("lines {first}..{}: {e:#}", first + lines - 1);
-            }
-        }
+        results.push(answer(done?, &bar)?);
     }
     bar.finish_and_clear();
     results.sort_by_key(|(i, _)| *i);
@@ -189,6 +175,17 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+/// A batch's answer, or the error that stops the tool (naming its lines).
+fn answer(
+    (i, first, lines, r): (usize, usize, usize, anyhow::Result<Accepted>),
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<(usize, Accepted)> {
+    r.map(|a| (i, a)).map_err(|e| {
+        bar.abandon();
+        anyhow::anyhow!("lines {first}..{}: {e:#}", first + lines - 1)
     })
 }
 
