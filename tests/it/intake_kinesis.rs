@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::response::IntoResponse;
+
 use kinesthetic::app::{Telemetry, start_intake_with};
 use kinesthetic::config::{Config, StreamSettings};
 use kinesthetic::intake::producer::ProducerConfig;
@@ -20,59 +22,85 @@ use crate::services::{kinesis_endpoint, unique_stream};
 
 use crate::harness::rt;
 
-/// A TCP proxy that can be cut: while down it closes every connection,
-/// new and open, as an unreachable endpoint would.
+/// An HTTP proxy in front of the stand-in that can be switched off: while
+/// off, every request is answered 503 ServiceUnavailable without reaching
+/// Kinesis. It works per request, so each call either reached Kinesis and
+/// got its answer, or did not reach it at all (a TCP cut in the middle of a
+/// call would leave it unknown whether Kinesis wrote the records, and the
+/// retry could then write them twice).
 struct Proxy {
     addr: std::net::SocketAddr,
     up: Arc<AtomicBool>,
-    generation: Arc<tokio::sync::watch::Sender<u64>>,
+    refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Proxy {
     async fn start(upstream: String) -> Proxy {
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, Method, StatusCode, Uri};
+        let up = Arc::new(AtomicBool::new(true));
+        let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let client = reqwest::Client::new();
+        let (up2, refused2) = (Arc::clone(&up), Arc::clone(&refused));
+        let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let (up, refused, client) = (Arc::clone(&up2), Arc::clone(&refused2), client.clone());
+            let url = format!("{}{}", upstream.trim_end_matches('/'), uri);
+            async move {
+                let unavailable = |why: String| {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [("content-type", "application/x-amz-json-1.1")],
+                        format!("{{\"__type\":\"ServiceUnavailable\",\"message\":\"{why}\"}}"),
+                    )
+                        .into_response()
+                };
+                if !up.load(Ordering::SeqCst) {
+                    refused.fetch_add(1, Ordering::SeqCst);
+                    return unavailable("the test proxy is off".into());
+                }
+                let mut req = client.request(method, &url).body(body);
+                for (k, v) in &headers {
+                    if k != "host" && k != "content-length" {
+                        req = req.header(k, v);
+                    }
+                }
+                match req.send().await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let mut h = HeaderMap::new();
+                        for (k, v) in resp.headers() {
+                            if k != "content-length"
+                                && k != "transfer-encoding"
+                                && k != "connection"
+                            {
+                                h.insert(k.clone(), v.clone());
+                            }
+                        }
+                        let b = resp.bytes().await.unwrap_or_default();
+                        (status, h, b).into_response()
+                    }
+                    Err(e) => unavailable(e.to_string().replace('"', "'")),
+                }
+            }
+        };
+        let app = axum::Router::new().fallback(handler);
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|e| panic!("proxy bind: {e}"));
         let addr = l.local_addr().unwrap_or_else(|e| panic!("{e}"));
-        let up = Arc::new(AtomicBool::new(true));
-        let (tx, _) = tokio::sync::watch::channel(0u64);
-        let generation = Arc::new(tx);
-        let (up2, gen2) = (Arc::clone(&up), Arc::clone(&generation));
-        let target = upstream
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned();
         tokio::spawn(async move {
-            while let Ok((mut client, _)) = l.accept().await {
-                if !up2.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let mut cut = gen2.subscribe();
-                let target = target.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
-            }
+            let _ = axum::serve(l, app).await;
         });
-        Proxy {
-            addr,
-            up,
-            generation,
-        }
+        Proxy { addr, up, refused }
     }
 
     fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::SeqCst);
-        if !up {
-            self.generation.send_modify(|g| *g += 1);
-        }
+    }
+
+    /// Requests refused while off (proof that the outage was seen).
+    fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
     }
 
     fn url(&self) -> String {
@@ -223,6 +251,10 @@ fn an_unreachable_kinesis_loses_nothing_and_keeps_order() {
         assert!(
             during > 0,
             "nothing waited in the spool: the outage was not real"
+        );
+        assert!(
+            proxy.refused() > 0,
+            "Kinesis was never called during the outage"
         );
         proxy.set_up(true);
         for _ in 0..10 {
