@@ -44,7 +44,11 @@ pub async fn backend(config: &Config) -> Result<AnyBackend, AppError> {
         BackendKind::Local => {
             let opts = LocalOptions {
                 fsync: config.stream.fsync,
-                ..LocalOptions::default()
+                segment_bytes: config.stream.segment_bytes,
+                retention: Some(std::time::Duration::from_secs(
+                    config.stream.retention_hours.saturating_mul(3600),
+                )),
+                retention_bytes: config.stream.retention_bytes,
             };
             AnyBackend::Local(LocalLog::open(&config.stream.data_dir, opts)?)
         }

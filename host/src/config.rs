@@ -38,6 +38,12 @@ pub struct StreamConfig {
     pub kinesis: KinesisSettings,
     /// fsync every write of the local log (durable acknowledgements).
     pub fsync: bool,
+    /// Local log: a shard's segment file is closed beyond this size.
+    pub segment_bytes: u64,
+    /// Local log: keep records this many hours.
+    pub retention_hours: u64,
+    /// Local log: keep at most this many bytes per shard (whole segments go).
+    pub retention_bytes: Option<u64>,
 }
 
 impl Default for StreamConfig {
@@ -47,6 +53,9 @@ impl Default for StreamConfig {
             data_dir: PathBuf::from("kinesthetic-data"),
             kinesis: KinesisSettings::default(),
             fsync: true,
+            segment_bytes: 64 << 20,
+            retention_hours: 24,
+            retention_bytes: None,
         }
     }
 }
@@ -162,6 +171,15 @@ impl Config {
             key: key.to_owned(),
             message,
         };
+        if self.stream.segment_bytes < 4096 {
+            return Err(bad(
+                "stream.segment_bytes",
+                format!("{} is too small (at least 4096)", self.stream.segment_bytes),
+            ));
+        }
+        if self.stream.retention_hours == 0 {
+            return Err(bad("stream.retention_hours", "must be at least 1".into()));
+        }
         let i = &self.intake;
         if let Some(id) = &i.listener_id {
             parse_listener_id(id).map_err(|m| bad("intake.listener_id", m))?;
@@ -256,6 +274,21 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("s3"), "{e}");
+    }
+
+    #[test]
+    fn the_example_file_is_valid_and_says_the_defaults() {
+        let text = include_str!("../../kinesthetic.example.toml");
+        let c = Config::parse(text, "kinesthetic.example.toml").unwrap_or_else(|e| panic!("{e}"));
+        let d = Config::default();
+        assert_eq!(c.intake.record_max_bytes, d.intake.record_max_bytes);
+        assert_eq!(c.intake.max_body_bytes, d.intake.max_body_bytes);
+        assert_eq!(c.intake.buffer_bytes, d.intake.buffer_bytes);
+        assert_eq!(c.intake.linger_ms, d.intake.linger_ms);
+        assert_eq!(c.intake.spool_max_bytes, d.intake.spool_max_bytes);
+        assert_eq!(c.stream.segment_bytes, d.stream.segment_bytes);
+        assert_eq!(c.stream.retention_hours, d.stream.retention_hours);
+        assert_eq!(c.intake.listen, d.intake.listen);
     }
 
     #[test]
