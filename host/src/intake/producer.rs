@@ -217,6 +217,11 @@ struct Producer<B> {
 
 impl<B: StreamBackend> Producer<B> {
     async fn run(self, mut rx: mpsc::Receiver<Submission>) {
+        let this = Arc::new(self);
+        // The cycle being written. The next one is collected and packed
+        // meanwhile, and written only after it: order is kept, and packing
+        // (MD5 included) overlaps the previous write's I/O.
+        let mut writing: Option<tokio::task::JoinHandle<()>> = None;
         while let Some(first) = rx.recv().await {
             let mut bytes = first.bytes;
             let mut cycle = vec![first];
@@ -224,10 +229,10 @@ impl<B: StreamBackend> Producer<B> {
                 bytes += s.bytes;
                 cycle.push(s);
             }
-            if !self.config.linger.is_zero() && bytes < self.config.record_max_bytes {
-                let deadline = Instant::now() + self.config.linger;
-                while bytes < self.config.record_max_bytes
-                    && self.decoding.load(Ordering::Relaxed) > 0
+            if !this.config.linger.is_zero() && bytes < this.config.record_max_bytes {
+                let deadline = Instant::now() + this.config.linger;
+                while bytes < this.config.record_max_bytes
+                    && this.decoding.load(Ordering::Relaxed) > 0
                 {
                     match tokio::time::timeout_at(deadline, rx.recv()).await {
                         Ok(Some(s)) => {
@@ -238,13 +243,36 @@ impl<B: StreamBackend> Producer<B> {
                     }
                 }
             }
-            let result = self.write_cycle(&mut cycle).await;
-            if let Err(e) = &result {
-                tracing::warn!(stream = %self.stream, error = %e, "events not written");
+            let packed = this.pack(&mut cycle);
+            if let Some(previous) = writing.take() {
+                let _ = previous.await;
             }
-            for s in cycle {
-                let _ = s.done.send(result.clone());
-            }
+            let p = Arc::clone(&this);
+            writing = Some(tokio::spawn(async move {
+                let result = match packed {
+                    Ok(queues) => {
+                        write_records(
+                            &p.backend,
+                            &p.stream,
+                            &p.config,
+                            &p.metrics,
+                            queues,
+                            Some(p.config.put_timeout),
+                        )
+                        .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = &result {
+                    tracing::warn!(stream = %p.stream, error = %e, "events not written");
+                }
+                for s in cycle {
+                    let _ = s.done.send(result.clone());
+                }
+            }));
+        }
+        if let Some(last) = writing.take() {
+            let _ = last.await;
         }
     }
 
@@ -285,19 +313,6 @@ impl<B: StreamBackend> Producer<B> {
             }
         }
         Ok(queues)
-    }
-
-    async fn write_cycle(&self, cycle: &mut [Submission]) -> Result<(), ProduceError> {
-        let queues = self.pack(cycle)?;
-        write_records(
-            &self.backend,
-            &self.stream,
-            &self.config,
-            &self.metrics,
-            queues,
-            Some(self.config.put_timeout),
-        )
-        .await
     }
 }
 
