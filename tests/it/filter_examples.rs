@@ -95,9 +95,7 @@ fn errors_only_edge_cases() {
 
 #[test]
 fn grep_on_real_system_logs() {
-    let Some(data) = loghub("Linux_2k.log") else {
-        return;
-    };
+    let data = loghub("Linux_2k.log");
     let f = load(filters::GREP);
     let lines: Vec<&[u8]> = split_lines(&data).collect();
     let want: Vec<&[u8]> = lines
@@ -144,9 +142,7 @@ fn redact_masks_emails_and_ipv4() {
 
 #[test]
 fn redact_on_real_ssh_logs_leaves_no_ipv4() {
-    let Some(data) = loghub("OpenSSH_2k.log") else {
-        return;
-    };
+    let data = loghub("OpenSSH_2k.log");
     let f = load(filters::REDACT);
     let lines: Vec<&[u8]> = split_lines(&data).collect();
     let mut redacted = 0;

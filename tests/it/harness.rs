@@ -78,21 +78,15 @@ pub(crate) fn check(
     assert_eq!(got, want);
 }
 
-/// Loghub sample lines (real system logs, https://github.com/logpai/loghub).
-pub(crate) fn loghub(file: &str) -> Option<Vec<u8>> {
+/// Loghub sample lines (real system logs, https://github.com/logpai/loghub),
+/// kept in `tests/data/loghub`.
+pub(crate) fn loghub(file: &str) -> Vec<u8> {
     let p = std::path::PathBuf::from(
         std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
     )
-    .join("../../shared/data/loghub")
+    .join("data/loghub")
     .join(file);
-    match std::fs::read(&p) {
-        Ok(b) => Some(b),
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("skipping: loghub data not found at {} ({e})", p.display());
-            None
-        }
-        Err(e) => panic!("loghub data missing at {} in CI: {e}", p.display()),
-    }
+    std::fs::read(&p).unwrap_or_else(|e| panic!("loghub sample {}: {e}", p.display()))
 }
 
 /// A two-worker Tokio runtime for a test (like a small host).
