@@ -290,7 +290,8 @@ fn seek_offset(dir: &Path, offset: u64) -> Result<(u64, u64, u64), StreamError> 
         }
     }
     let next = scan.frames.last().map_or(*first, |(o, _, _)| o + 1);
-    Ok((next.max(offset.min(next)), *first, scan.valid_len))
+    // Past the last record: the end of the shard.
+    Ok((next, *first, scan.valid_len))
 }
 
 /// Position of the first record that arrived at or after `ms`.
@@ -547,7 +548,7 @@ impl StreamBackend for LocalLog {
             shard: shard.to_owned(),
         };
         let index = shard_index(shard).ok_or_else(no_shard)?;
-        let sm = m.shard(index).ok_or_else(no_shard)?.clone();
+        m.shard(index).ok_or_else(no_shard)?;
         let this = self.clone();
         let stream = stream.to_owned();
         let from = from.clone();
@@ -564,7 +565,7 @@ impl StreamBackend for LocalLog {
                 },
                 StartPosition::AtTimestamp(ms) => seek_time(&dir, *ms)?,
                 StartPosition::AtSequence(s) | StartPosition::AfterSequence(s) => {
-                    let (si, off) = split_sequence(s)
+                    let (_, off) = split_sequence(s)
                         .filter(|(si, _)| *si == index)
                         .ok_or_else(|| {
                             StreamError::BadInput(format!(
@@ -572,7 +573,6 @@ impl StreamBackend for LocalLog {
                                 shard_id(index)
                             ))
                         })?;
-                    let _ = si;
                     let off = if matches!(from, StartPosition::AfterSequence(_)) {
                         off.saturating_add(1)
                     } else {
@@ -581,7 +581,6 @@ impl StreamBackend for LocalLog {
                     seek_offset(&dir, off)?
                 }
             };
-            let _ = &sm;
             Ok(Position {
                 stream,
                 shard: index,
