@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::metrics::Metrics;
 use crate::event::Stamp;
-use crate::stream::kpl::{Aggregated, Aggregator};
+use crate::stream::kpl::{Aggregated, Aggregator, Unsealed};
 use crate::stream::{PutEntry, PutOutcome, StreamBackend, StreamError};
 
 /// Packing and writing settings of a producer.
@@ -243,12 +243,18 @@ impl<B: StreamBackend> Producer<B> {
                     }
                 }
             }
-            let packed = this.pack(&mut cycle);
+            // MD5s run on the blocking pool, in parallel with each other
+            // and with the previous cycle's write.
+            let sealing = this.pack(&mut cycle);
             if let Some(previous) = writing.take() {
                 let _ = previous.await;
             }
             let p = Arc::clone(&this);
             writing = Some(tokio::spawn(async move {
+                let packed = match sealing {
+                    Ok(s) => sealed(s).await,
+                    Err(e) => Err(e),
+                };
                 let result = match packed {
                     Ok(queues) => {
                         write_records(
@@ -276,13 +282,11 @@ impl<B: StreamBackend> Producer<B> {
         }
     }
 
-    /// Packs the cycle's events into records per explicit hash key, in order.
-    fn pack(
-        &self,
-        cycle: &mut [Submission],
-    ) -> Result<BTreeMap<u128, VecDeque<Aggregated>>, ProduceError> {
+    /// Packs the cycle's events into records per explicit hash key, in order,
+    /// and starts sealing each record as soon as it is full.
+    fn pack(&self, cycle: &mut [Submission]) -> Result<BTreeMap<u128, Vec<Sealing>>, ProduceError> {
         let mut aggs: BTreeMap<u128, Aggregator> = BTreeMap::new();
-        let mut queues: BTreeMap<u128, VecDeque<Aggregated>> = BTreeMap::new();
+        let mut queues: BTreeMap<u128, Vec<Sealing>> = BTreeMap::new();
         for s in cycle.iter_mut() {
             for g in std::mem::take(&mut s.groups) {
                 let a = aggs
@@ -295,7 +299,7 @@ impl<B: StreamBackend> Producer<B> {
                     queues
                         .entry(g.explicit_hash_key)
                         .or_default()
-                        .push_back(a.finish());
+                        .push(Sealing::start(a.finish_unsealed()));
                     if !a.try_push(&e.key, &e.data, e.stamp) {
                         // The handler rejects such events before; never lose one silently.
                         return Err(ProduceError::Refused(format!(
@@ -309,11 +313,56 @@ impl<B: StreamBackend> Producer<B> {
         }
         for (k, mut a) in aggs {
             if !a.is_empty() {
-                queues.entry(k).or_default().push_back(a.finish());
+                queues
+                    .entry(k)
+                    .or_default()
+                    .push(Sealing::start(a.finish_unsealed()));
             }
         }
         Ok(queues)
     }
+}
+
+/// Records below this size are sealed in place: a blocking task costs
+/// more than their MD5.
+const SEAL_INLINE_BYTES: usize = 64 << 10;
+
+/// A record being sealed: done already, or on the blocking pool.
+enum Sealing {
+    Done(Aggregated),
+    Running(tokio::task::JoinHandle<Aggregated>),
+}
+
+impl Sealing {
+    /// Starts sealing a record: a large one on a blocking thread, so the
+    /// MD5s of a cycle run on every core, beside the rest of the packing.
+    fn start(u: Unsealed) -> Self {
+        if u.len() < SEAL_INLINE_BYTES {
+            Sealing::Done(u.seal())
+        } else {
+            Sealing::Running(tokio::task::spawn_blocking(move || u.seal()))
+        }
+    }
+}
+
+/// The sealed records, in their order.
+async fn sealed(
+    sealing: BTreeMap<u128, Vec<Sealing>>,
+) -> Result<BTreeMap<u128, VecDeque<Aggregated>>, ProduceError> {
+    let mut queues = BTreeMap::new();
+    for (k, records) in sealing {
+        let mut q = VecDeque::with_capacity(records.len());
+        for r in records {
+            q.push_back(match r {
+                Sealing::Done(a) => a,
+                Sealing::Running(h) => h
+                    .await
+                    .map_err(|e| ProduceError::Refused(format!("sealing a record failed: {e}")))?,
+            });
+        }
+        queues.insert(k, q);
+    }
+    Ok(queues)
 }
 
 /// Writes queued records, one per destination per PutRecords call, in

@@ -104,6 +104,9 @@ fn stamp_tag_value(s: &Stamp) -> String {
 pub struct Aggregator {
     limit: usize,
     keys: HashMap<String, u64>,
+    /// The last key used and its index: consecutive events mostly share
+    /// one key, and comparing it is cheaper than hashing it.
+    last_key: Option<(String, u64)>,
     key_table: BytesMut,
     records: BytesMut,
     events: usize,
@@ -124,6 +127,39 @@ pub struct Aggregated {
     pub stamp_bytes: usize,
 }
 
+/// A finished record still missing its MD5 trailer.
+#[derive(Debug)]
+pub struct Unsealed {
+    /// Magic and protobuf.
+    body: BytesMut,
+    partition_key: String,
+    events: usize,
+    stamp_bytes: usize,
+}
+
+impl Unsealed {
+    /// Appends the MD5 of the protobuf: the record is complete.
+    pub fn seal(mut self) -> Aggregated {
+        let digest = Md5::digest(&self.body[MAGIC.len()..]);
+        self.body.put_slice(&digest);
+        Aggregated {
+            data: self.body.freeze(),
+            partition_key: self.partition_key,
+            events: self.events,
+            stamp_bytes: self.stamp_bytes,
+        }
+    }
+
+    /// Size of the sealed record, bytes.
+    pub fn len(&self) -> usize {
+        self.body.len() + DIGEST_LEN
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
 impl Aggregator {
     /// An aggregator whose records stay within `limit` bytes, magic and
     /// checksum included.
@@ -131,6 +167,7 @@ impl Aggregator {
         Self {
             limit,
             keys: HashMap::new(),
+            last_key: None,
             key_table: BytesMut::new(),
             records: BytesMut::new(),
             events: 0,
@@ -153,6 +190,14 @@ impl Aggregator {
         MAGIC.len() + self.key_table.len() + self.records.len() + DIGEST_LEN
     }
 
+    /// Index of `key` in the key table, if it is there.
+    fn key_index(&self, key: &str) -> Option<u64> {
+        match &self.last_key {
+            Some((k, i)) if k == key => Some(*i),
+            _ => self.keys.get(key).copied(),
+        }
+    }
+
     fn continues_run(&self, stamp: &Stamp) -> bool {
         self.last.is_some_and(|l| {
             l.id.listener == stamp.id.listener
@@ -169,8 +214,8 @@ impl Aggregator {
         data_len: usize,
         stamp: &Stamp,
     ) -> (usize, usize, usize, Option<String>) {
-        let (key_index, key_growth) = match self.keys.get(key) {
-            Some(&i) => (i, 0),
+        let (key_index, key_growth) = match self.key_index(key) {
+            Some(i) => (i, 0),
             None => (self.keys.len() as u64, field_len(key.len())),
         };
         let tag = (!self.continues_run(stamp)).then(|| stamp_tag_value(stamp));
@@ -188,8 +233,8 @@ impl Aggregator {
         if self.size() + record_len + key_growth > self.limit {
             return false;
         }
-        let key_index = match self.keys.get(key) {
-            Some(&i) => i,
+        let key_index = match self.key_index(key) {
+            Some(i) => i,
             None => {
                 let i = self.keys.len() as u64;
                 self.keys.insert(key.to_owned(), i);
@@ -199,6 +244,15 @@ impl Aggregator {
                 i
             }
         };
+        match &mut self.last_key {
+            Some((k, i)) if k == key => debug_assert_eq!(*i, key_index),
+            Some((k, i)) => {
+                k.clear();
+                k.push_str(key);
+                *i = key_index;
+            }
+            None => self.last_key = Some((key.to_owned(), key_index)),
+        }
         let r = &mut self.records;
         r.put_u8(0x1a); // field 3, length-delimited
         put_varint(r, msg_len as u64);
@@ -229,27 +283,32 @@ impl Aggregator {
 
     /// The record so far; the aggregator is empty afterwards.
     pub fn finish(&mut self) -> Aggregated {
+        self.finish_unsealed().seal()
+    }
+
+    /// The record so far without its MD5 trailer, which [`Unsealed::seal`]
+    /// adds: the producer seals a cycle's records in parallel, since MD5
+    /// over every byte is the packing's largest cost. The aggregator is
+    /// empty afterwards.
+    pub fn finish_unsealed(&mut self) -> Unsealed {
         let mut out = BytesMut::with_capacity(self.size());
         out.put_slice(&MAGIC);
         out.put_slice(&self.key_table);
         out.put_slice(&self.records);
-        let mut md5 = Md5::new();
-        md5.update(&self.key_table);
-        md5.update(&self.records);
-        out.put_slice(&md5.finalize());
-        let agg = Aggregated {
-            data: out.freeze(),
+        let unsealed = Unsealed {
+            body: out,
             partition_key: self.first_key.take().unwrap_or_default(),
             events: self.events,
             stamp_bytes: self.stamp_bytes,
         };
         self.stamp_bytes = 0;
         self.keys.clear();
+        self.last_key = None;
         self.key_table.clear();
         self.records.clear();
         self.events = 0;
         self.last = None;
-        agg
+        unsealed
     }
 
     /// The largest event (bytes) that fits alone in a record of `limit`
@@ -461,6 +520,26 @@ mod tests {
             assert_eq!(&e.data[..], d);
             assert_eq!(e.stamp, Some(s));
         }
+    }
+
+    #[test]
+    fn a_reused_aggregator_starts_a_fresh_key_table() {
+        let mut a = Aggregator::new(1 << 20);
+        assert!(a.try_push("k1", b"a", stamp(1, 1, 5)));
+        assert!(a.try_push("k2", b"b", stamp(1, 2, 5)));
+        let first = a.finish_unsealed();
+        assert_eq!(first.len(), first.seal().data.len());
+        // "k2" was the last key used: the next record must not reuse its index.
+        for (k, c) in [("k2", 3), ("k1", 4), ("k2", 5)] {
+            assert!(a.try_push(k, c.to_string().as_bytes(), stamp(1, c, 5)));
+        }
+        let agg = a.finish();
+        let Decoded::Aggregated(out) = decode(&agg.data).unwrap_or(Decoded::Plain) else {
+            panic!("not aggregated")
+        };
+        let keys: Vec<&str> = out.iter().map(|e| e.partition_key.as_str()).collect();
+        assert_eq!(keys, ["k2", "k1", "k2"]);
+        assert_eq!(agg.partition_key, "k2");
     }
 
     #[test]
