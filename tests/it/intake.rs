@@ -813,3 +813,82 @@ fn the_send_tool_posts_a_file_in_batches_and_reports() {
         r.stop().await.unwrap_or_else(|e| panic!("{e}"));
     });
 }
+
+/// Bytes of segment files under `dir`, recursively.
+fn segment_bytes_under(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            total += segment_bytes_under(&p);
+        } else if p.extension().is_some_and(|x| x == "seg") {
+            total += e.metadata().map_or(0, |m| m.len());
+        }
+    }
+    total
+}
+
+#[test]
+fn the_spool_frees_what_it_has_shipped() {
+    use kinesthetic::app::{Telemetry, start_intake_with};
+    use kinesthetic::intake::producer::ProducerConfig;
+    use kinesthetic::intake::spool::Spooled;
+    rt().block_on(async {
+        let remote_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let spool_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let remote = local(remote_dir.path(), &[("s", 1)]).await;
+        let telemetry = Telemetry::new();
+        // An 8 MiB backlog limit: 1 MiB spool segments.
+        let spooled = Spooled::open(
+            remote.clone(),
+            spool_dir.path(),
+            ProducerConfig::default(),
+            telemetry.metrics.clone(),
+            8 << 20,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let r = start_intake_with(spooled.clone(), &config(), telemetry)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let line = "x".repeat(150);
+        let body: String = (0..1000).map(|j| format!("{j}{line}\n")).collect();
+        let client = reqwest::Client::new();
+        let mut sent = 0u64;
+        for _ in 0..40 {
+            let resp = client
+                .post(url(&r, "s"))
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            // 503 when the backlog is full: wait for the shipper and go on.
+            if resp.status().as_u16() == 503 {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                continue;
+            }
+            assert_eq!(resp.status().as_u16(), 200);
+            sent += 1000;
+        }
+        let start = std::time::Instant::now();
+        while spooled.backlog().iter().map(|(_, b)| b).sum::<u64>() > 0 {
+            assert!(start.elapsed().as_secs() < 60, "the spool never emptied");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let got = read_all(&remote, "s").await;
+        assert_eq!(
+            got.len() as u64,
+            sent,
+            "every accepted event reaches the stream"
+        );
+        assert!(sent * 150 > 4 << 20, "only {sent} events spooled");
+        // What stays is at most the segment being appended to and the one
+        // the checkpoint falls in.
+        let left = segment_bytes_under(spool_dir.path());
+        assert!(
+            left <= 2 << 20,
+            "{left} bytes of shipped segments are still on disk"
+        );
+        r.stop().await.unwrap_or_else(|e| panic!("{e}"));
+        spooled.close().await;
+    });
+}

@@ -661,3 +661,83 @@ fn retention_deletes_old_segments_and_moves_the_trim_horizon() {
         assert_eq!(recs.len() as u64, 100 - first + 1);
     });
 }
+
+#[test]
+fn trim_through_deletes_only_segments_wholly_at_or_before_the_sequence() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = LocalLog::open(
+            dir.path(),
+            LocalOptions {
+                segment_bytes: 2_000,
+                ..LocalOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        log.create_stream("s", 2)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let shard = "shardId-000000000000";
+        let mut seqs = Vec::new();
+        for i in 0..100 {
+            let out = log
+                .put_records(
+                    "s",
+                    &[PutEntry {
+                        partition_key: "k".into(),
+                        explicit_hash_key: Some(0),
+                        data: Bytes::from(format!("{i:04}-{}", "p".repeat(100))),
+                    }],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            match &out[..] {
+                [PutOutcome::Written { sequence, .. }] => seqs.push(sequence.clone()),
+                other => panic!("{other:?}"),
+            }
+        }
+        let shard_dir = dir.path().join("s").join(shard);
+        let count = || std::fs::read_dir(&shard_dir).map_or(0, |d| d.count());
+        let before = count();
+        assert!(before > 5, "{before} segments");
+
+        let freed = log
+            .trim_through("s", shard, &seqs[49])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(freed > 0, "nothing freed");
+        assert!(count() < before, "{before} -> {} segments", count());
+        let recs = read_shard(&log, "s", shard, StartPosition::TrimHorizon).await;
+        let first: u64 = String::from_utf8_lossy(&recs[0].data[..4])
+            .parse()
+            .unwrap_or(u64::MAX);
+        // Everything after the sequence is still there, without gaps; the
+        // segment holding record 49 stays whole because it also holds later ones.
+        assert!(first <= 50, "record {first} is the oldest kept");
+        assert!(first > 0, "nothing was trimmed");
+        assert_eq!(recs.len() as u64, 100 - first);
+
+        // Trimming through the last record keeps the segment being appended to.
+        log.trim_through("s", shard, &seqs[99])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let recs = read_shard(&log, "s", shard, StartPosition::TrimHorizon).await;
+        assert!(!recs.is_empty(), "the active segment was deleted");
+        assert_eq!(recs.last().map(|r| &r.data[..4]), Some(&b"0099"[..]));
+
+        // Bad input: a sequence of another shard, an unknown shard or stream.
+        let other = log
+            .trim_through("s", "shardId-000000000001", &seqs[10])
+            .await;
+        assert!(
+            matches!(other, Err(StreamError::BadInput(ref m)) if m.contains("shardId-000000000001")),
+            "{other:?}"
+        );
+        let nine = LocalLog::sequence_of("shardId-000000000009", 0)
+            .unwrap_or_else(|| panic!("no sequence for shard 9"));
+        let missing = log.trim_through("s", "shardId-000000000009", &nine).await;
+        assert!(matches!(missing, Err(StreamError::NoSuchShard { .. })), "{missing:?}");
+        let nostream = log.trim_through("nope", shard, &seqs[10]).await;
+        assert!(matches!(nostream, Err(StreamError::NoSuchStream(_))), "{nostream:?}");
+    });
+}

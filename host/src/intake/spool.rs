@@ -104,8 +104,13 @@ impl<B: StreamBackend> Spooled<B> {
         let spool = LocalLog::open(
             dir,
             crate::stream::local::LocalOptions {
-                // Shipped or not, a week; the backlog limit keeps it small.
-                retention: Some(Duration::from_secs(7 * 24 * 3600)),
+                // Never by age: unshipped records are kept however long the
+                // stream is away (the backlog limit bounds them), and shipped
+                // segments are deleted as soon as they are shipped.
+                retention: Some(Duration::MAX),
+                // Shipped space is freed a whole segment at a time: keep
+                // segments a small part of the backlog limit.
+                segment_bytes: (max_backlog_bytes / 8).clamp(1 << 20, 64 << 20),
                 ..Default::default()
             },
         )?;
@@ -290,10 +295,19 @@ impl<B: StreamBackend> Spooled<B> {
             match done {
                 Ok(()) => {
                     delay = Duration::from_millis(100);
-                    if let Some(seq) = last
-                        && let Err(e) = self.write_checkpoint(&stream, &seq)
-                    {
-                        tracing::error!(stream, error = %e, "spool: cannot write the checkpoint");
+                    if let Some(seq) = last {
+                        match self.write_checkpoint(&stream, &seq) {
+                            Ok(()) => {
+                                // Whole segments now shipped free their space.
+                                if let Err(e) = spool.trim_through(&stream, SPOOL_SHARD, &seq).await
+                                {
+                                    tracing::warn!(stream, error = %e, "spool: cannot delete shipped segments");
+                                }
+                            }
+                            Err(e) => {
+                                tracing::error!(stream, error = %e, "spool: cannot write the checkpoint")
+                            }
+                        }
                     }
                     s.shipped.fetch_add(bytes, Ordering::Relaxed);
                     iterator = batch.next_iterator;

@@ -690,6 +690,12 @@ enum Req {
     Retention {
         reply: Reply<()>,
     },
+    TrimThrough {
+        stream: String,
+        index: u32,
+        offset: u64,
+        reply: Reply<u64>,
+    },
 }
 
 struct ShardState {
@@ -975,6 +981,14 @@ impl Writer {
                 self.retention();
                 let _ = reply.send(Ok(()));
             }
+            Req::TrimThrough {
+                stream,
+                index,
+                offset,
+                reply,
+            } => {
+                let _ = reply.send(self.trim_through(&stream, index, offset));
+            }
             Req::Put { reply, .. } => {
                 let _ = reply.send(Err(StreamError::Service("misrouted put".into())));
             }
@@ -1168,6 +1182,38 @@ impl Writer {
         Ok(())
     }
 
+    /// Deletes the shard's whole segments whose every record is at or
+    /// before `offset`; the segment being appended to is kept. Returns the
+    /// bytes freed.
+    fn trim_through(&mut self, stream: &str, index: u32, offset: u64) -> Result<u64, StreamError> {
+        let st = self
+            .streams
+            .get(stream)
+            .ok_or_else(|| StreamError::NoSuchStream(stream.to_owned()))?;
+        let sh = st
+            .shards
+            .get(&index)
+            .ok_or_else(|| StreamError::NoSuchShard {
+                stream: stream.to_owned(),
+                shard: shard_id(index),
+            })?;
+        let segs = segment::list(&sh.dir).map_err(io_err(&sh.dir))?;
+        let active = sh.active.as_ref().map(|(f, _, _)| *f);
+        let mut freed = 0;
+        for pair in segs.windows(2) {
+            let ((first, path), (next_first, _)) = (&pair[0], &pair[1]);
+            // The segment holds offsets first..next_first.
+            if Some(*first) == active || *next_first > offset.saturating_add(1) {
+                break;
+            }
+            let len = std::fs::metadata(path).map_or(0, |m| m.len());
+            std::fs::remove_file(path).map_err(io_err(path))?;
+            freed += len;
+            tracing::debug!(file = %path.display(), "local log: segment trimmed");
+        }
+        Ok(freed)
+    }
+
     /// Deletes whole segments past the retention age or size. The segment
     /// being appended to is kept.
     fn retention(&mut self) {
@@ -1219,6 +1265,38 @@ impl LocalLog {
     /// every 10 s while it is writing.
     pub async fn run_retention(&self) -> Result<(), StreamError> {
         self.ask(|reply| Req::Retention { reply }).await
+    }
+
+    /// Deletes the shard's whole segments that hold nothing after
+    /// `through` (the spool, once those records are shipped). The segment
+    /// being appended to stays. Returns the bytes freed.
+    pub async fn trim_through(
+        &self,
+        stream: &str,
+        shard: &str,
+        through: &SequenceNumber,
+    ) -> Result<u64, StreamError> {
+        let bad = || StreamError::NoSuchShard {
+            stream: stream.to_owned(),
+            shard: shard.to_owned(),
+        };
+        let index = shard_index(shard).ok_or_else(bad)?;
+        let (seq_index, offset) = split_sequence(through).ok_or_else(|| {
+            StreamError::BadInput(format!("sequence number {through} is not of this log"))
+        })?;
+        if seq_index != index {
+            return Err(StreamError::BadInput(format!(
+                "sequence number {through} is not of shard {shard}"
+            )));
+        }
+        let stream = stream.to_owned();
+        self.ask(|reply| Req::TrimThrough {
+            stream,
+            index,
+            offset,
+            reply,
+        })
+        .await
     }
 
     /// The sequence number of record `offset` of a shard of this log.
