@@ -48,9 +48,9 @@ pub enum DecodeError {
     Empty,
     #[error("the body is larger than {limit} bytes after decompression")]
     BodyTooLarge { limit: usize },
-    #[error("event {event} is {len} bytes; the limit is {limit} bytes")]
+    #[error("{at} is {len} bytes; the limit is {limit} bytes")]
     EventTooLarge {
-        event: usize,
+        at: EventAt,
         len: usize,
         limit: usize,
     },
@@ -82,6 +82,23 @@ impl DecodeError {
     }
 }
 
+/// Where an event is in its body, for errors: the line of an NDJSON body
+/// (counting blank lines, as an editor does), the element of a JSON array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventAt {
+    Line(usize),
+    Element(usize),
+}
+
+impl std::fmt::Display for EventAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Line(n) => write!(f, "line {n}"),
+            Self::Element(n) => write!(f, "array element {n}"),
+        }
+    }
+}
+
 /// The format named by a `Content-Type` header.
 pub fn format_of(content_type: Option<&str>) -> Result<Format, DecodeError> {
     let Some(ct) = content_type else {
@@ -99,7 +116,10 @@ pub fn format_of(content_type: Option<&str>) -> Result<Format, DecodeError> {
         | "application/ndjson"
         | "application/jsonlines"
         | "application/x-jsonlines"
-        | "text/plain" => Ok(Format::Ndjson),
+        | "text/plain"
+        // What curl sends with -d/--data-binary unless told otherwise; the
+        // body is taken as it is, never form-decoded.
+        | "application/x-www-form-urlencoded" => Ok(Format::Ndjson),
         "application/json" => Ok(Format::JsonArray),
         _ => Err(DecodeError::UnsupportedMediaType(ct.to_owned())),
     }
@@ -233,7 +253,8 @@ pub fn split(format: Format, body: Bytes, max_event_bytes: usize) -> Result<Even
 fn split_lines(body: Bytes, max: usize) -> Result<Events, DecodeError> {
     let mut spans = Vec::with_capacity(body.len() / 128 + 1);
     let mut start = 0usize;
-    let push = |a: usize, mut b: usize, spans: &mut Vec<(u32, u32)>| {
+    let mut line = 1usize;
+    let push = |a: usize, mut b: usize, line: usize, spans: &mut Vec<(u32, u32)>| {
         if b > a && body[b - 1] == b'\r' {
             b -= 1;
         }
@@ -242,7 +263,7 @@ fn split_lines(body: Bytes, max: usize) -> Result<Events, DecodeError> {
         }
         if b - a > max {
             return Err(DecodeError::EventTooLarge {
-                event: spans.len() + 1,
+                at: EventAt::Line(line),
                 len: b - a,
                 limit: max,
             });
@@ -252,10 +273,11 @@ fn split_lines(body: Bytes, max: usize) -> Result<Events, DecodeError> {
         Ok(())
     };
     for nl in memchr::memchr_iter(b'\n', &body) {
-        push(start, nl, &mut spans)?;
+        push(start, nl, line, &mut spans)?;
         start = nl + 1;
+        line += 1;
     }
-    push(start, body.len(), &mut spans)?;
+    push(start, body.len(), line, &mut spans)?;
     Ok(Events { buf: body, spans })
 }
 
@@ -496,7 +518,7 @@ fn split_array(body: &Bytes, max: usize) -> Result<Events, DecodeError> {
             let len = m.out.len() - start;
             if len > max {
                 return Err(DecodeError::EventTooLarge {
-                    event: spans.len() + 1,
+                    at: EventAt::Element(spans.len() + 1),
                     len,
                     limit: max,
                 });
@@ -558,14 +580,52 @@ mod tests {
         );
         assert_eq!(lines(b"\n\n\r\n"), Err(DecodeError::Empty));
         assert_eq!(lines(b""), Err(DecodeError::Empty));
-        let e = split(Format::Ndjson, Bytes::from_static(b"ok\nok\ntoo long\n"), 4);
+        // Blank lines count: the error names the line an editor shows.
+        let e = split(
+            Format::Ndjson,
+            Bytes::from_static(b"ok\n\r\n\nok\ntoo long\n"),
+            4,
+        );
         assert_eq!(
             e.err(),
             Some(DecodeError::EventTooLarge {
-                event: 3,
+                at: EventAt::Line(5),
                 len: 8,
                 limit: 4
             })
+        );
+        let e = split(Format::Ndjson, Bytes::from_static(b"\n\ntoo long"), 4);
+        assert_eq!(
+            e.map_err(|e| e.to_string()).err().as_deref(),
+            Some("line 3 is 8 bytes; the limit is 4 bytes")
+        );
+        let e = split(
+            Format::JsonArray,
+            Bytes::from_static(b"[1,\n\n\"too long\"]"),
+            4,
+        );
+        assert_eq!(
+            e.map_err(|e| e.to_string()).err().as_deref(),
+            Some("array element 2 is 10 bytes; the limit is 4 bytes")
+        );
+    }
+
+    #[test]
+    fn curls_default_content_type_is_ndjson() {
+        assert_eq!(
+            format_of(Some("application/x-www-form-urlencoded")),
+            Ok(Format::Ndjson)
+        );
+        assert_eq!(
+            format_of(Some("Text/Plain; charset=utf-8")),
+            Ok(Format::Ndjson)
+        );
+        assert_eq!(format_of(None), Ok(Format::Ndjson));
+        assert_eq!(
+            format_of(Some("multipart/form-data; boundary=x")),
+            Err(DecodeError::UnsupportedMediaType(
+                "multipart/form-data; boundary=x".into()
+            ))
         );
     }
 
