@@ -127,22 +127,34 @@ impl<B: StreamBackend> Intake<B> {
 
     /// The stream's producer, started on first use.
     async fn open(&self, stream: &str) -> Result<Arc<OpenStream>, IntakeError> {
+        if let Some(s) = self.inner.open.lock().await.get(stream) {
+            return Ok(Arc::clone(s));
+        }
+        if self.inner.shutdown.is_cancelled() {
+            return Err(IntakeError::ShuttingDown);
+        }
+        // Described without the lock: a slow or missing stream must not
+        // hold up requests to the others.
+        let d = match self.inner.backend.describe(stream).await {
+            Ok(d) => d,
+            Err(StreamError::NoSuchStream(_)) => {
+                return Err(IntakeError::NoSuchStream(stream.to_owned()));
+            }
+            Err(StreamError::BadInput(m)) => {
+                return Err(IntakeError::BadRequest(format!("stream {stream:?}: {m}")));
+            }
+            // Unreachable or throttled: the client may retry.
+            Err(e) => return Err(IntakeError::Unavailable(e.to_string())),
+        };
+        let map = ShardMap::from_description(&d).map_err(|e| IntakeError::Stream(e.to_string()))?;
         let mut open = self.inner.open.lock().await;
+        // Another request may have opened it meanwhile.
         if let Some(s) = open.get(stream) {
             return Ok(Arc::clone(s));
         }
         if self.inner.shutdown.is_cancelled() {
             return Err(IntakeError::ShuttingDown);
         }
-        let d = match self.inner.backend.describe(stream).await {
-            Ok(d) => d,
-            Err(StreamError::NoSuchStream(_)) => {
-                return Err(IntakeError::NoSuchStream(stream.to_owned()));
-            }
-            // Unreachable or throttled: the client may retry.
-            Err(e) => return Err(IntakeError::Unavailable(e.to_string())),
-        };
-        let map = ShardMap::from_description(&d).map_err(|e| IntakeError::Stream(e.to_string()))?;
         let (handle, task) = producer::spawn(
             self.inner.backend.clone(),
             stream.to_owned(),
@@ -201,10 +213,13 @@ impl<B: StreamBackend> Intake<B> {
         if tokens.is_empty() {
             return Ok(());
         }
+        // The scheme is case-insensitive (RFC 9110 §11.1).
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .ok_or(IntakeError::Unauthorized)?;
         let t = tokens
             .iter()
