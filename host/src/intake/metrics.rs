@@ -12,6 +12,15 @@ pub struct StreamLabel {
     pub stream: String,
 }
 
+/// A write's stream and where it went: `to="stream"` (the stream itself)
+/// or `to="spool"` (the local spool in front of a Kinesis stream; the
+/// shipper's writes on to Kinesis count under `to="stream"`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PutLabel {
+    pub stream: String,
+    pub to: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: String,
@@ -28,13 +37,13 @@ pub struct Metrics {
     pub events_accepted: Family<StreamLabel, Counter>,
     pub bytes_accepted: Family<StreamLabel, Counter>,
     pub rejections: Family<ReasonLabel, Counter>,
-    pub put_calls: Family<StreamLabel, Counter>,
-    pub put_records: Family<StreamLabel, Counter>,
-    pub record_bytes: Family<StreamLabel, Counter>,
-    pub stamp_bytes: Family<StreamLabel, Counter>,
-    pub put_latency: Family<StreamLabel, Histogram, fn() -> Histogram>,
-    pub put_failed_entries: Family<StreamLabel, Counter>,
-    pub put_retries: Family<StreamLabel, Counter>,
+    pub put_calls: Family<PutLabel, Counter>,
+    pub put_records: Family<PutLabel, Counter>,
+    pub record_bytes: Family<PutLabel, Counter>,
+    pub stamp_bytes: Family<PutLabel, Counter>,
+    pub put_latency: Family<PutLabel, Histogram, fn() -> Histogram>,
+    pub put_failed_entries: Family<PutLabel, Counter>,
+    pub put_retries: Family<PutLabel, Counter>,
     pub buffer_bytes: Gauge,
     pub spool_bytes: Family<StreamLabel, Gauge>,
 }
@@ -122,6 +131,13 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    pub fn put(stream: &str, to: &'static str) -> PutLabel {
+        PutLabel {
+            stream: stream.to_owned(),
+            to,
+        }
     }
 
     pub fn stream(stream: &str) -> StreamLabel {

@@ -376,7 +376,8 @@ pub(crate) async fn write_records<B: StreamBackend>(
     mut queues: BTreeMap<u128, VecDeque<Aggregated>>,
     timeout: Option<Duration>,
 ) -> Result<(), ProduceError> {
-    let label = Metrics::stream(stream);
+    let label = Metrics::put(stream, backend.put_target());
+    let stream_label = Metrics::stream(stream);
     let started = Instant::now();
     let mut attempt: u32 = 0;
     while !queues.is_empty() {
@@ -465,7 +466,7 @@ pub(crate) async fn write_records<B: StreamBackend>(
                                 .inc_by(r.stamp_bytes as u64);
                             metrics
                                 .events_accepted
-                                .get_or_create(&label)
+                                .get_or_create(&stream_label)
                                 .inc_by(r.events as u64);
                         }
                     }

@@ -339,6 +339,10 @@ impl<B: StreamBackend> StreamBackend for Spooled<B> {
         true
     }
 
+    fn put_target(&self) -> &'static str {
+        "spool"
+    }
+
     async fn create_stream(&self, name: &str, shards: u32) -> Result<(), StreamError> {
         self.inner.remote.create_stream(name, shards).await
     }
@@ -382,7 +386,14 @@ impl<B: StreamBackend> StreamBackend for Spooled<B> {
             .collect();
         let bytes: u64 = spooled.iter().map(|e| e.data.len() as u64).sum();
         let out = self.inner.spool.put_records(stream, &spooled).await?;
-        s.spooled.fetch_add(bytes, Ordering::Relaxed);
+        let total = s.spooled.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        // The depth rises as records are spooled, not only when shipping
+        // ends: during an outage the shipper's call does not end.
+        self.inner
+            .metrics
+            .spool_bytes
+            .get_or_create(&Metrics::stream(stream))
+            .set(total.saturating_sub(s.shipped.load(Ordering::Relaxed)) as i64);
         s.wake.notify_one();
         Ok(out)
     }

@@ -304,4 +304,10 @@ pub trait StreamBackend: Clone + Send + Sync + 'static {
     fn keeps_order_within_put(&self) -> bool {
         false
     }
+
+    /// Where a put lands, for the writers' metrics: `"stream"`, or
+    /// `"spool"` for the intake's spool in front of a stream.
+    fn put_target(&self) -> &'static str {
+        "stream"
+    }
 }
