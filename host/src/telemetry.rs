@@ -6,8 +6,11 @@ use tracing_subscriber::EnvFilter;
 pub fn init(default_directive: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_directive));
+    use std::io::IsTerminal;
+    // Colours only for a person at a terminal, not in files or pipes.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }

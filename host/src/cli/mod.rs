@@ -130,12 +130,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             None => kinesthetic::app::start_intake_with(backend, &config, telemetry).await?,
         };
         eprintln!(
-            "intake on http://{} (listener {:016x}), metrics on http://{}/metrics; Ctrl-C stops",
+            "intake on http://{} (listener {:016x}), metrics on http://{}/metrics; Ctrl-C or SIGTERM stops",
             running.intake_addr, running.listener_id, running.admin_addr
         );
         let token = running.token();
         tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
+            shutdown_signal().await;
             token.cancel();
         });
         running.wait().await?;
@@ -144,6 +144,32 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM, what service managers and Kubernetes send:
+/// either starts a graceful shutdown.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                tracing::info!(
+                    "shutting down: finishing requests in flight and writing what is buffered"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops gracefully")
+            }
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down: finishing requests in flight and writing what is buffered");
 }
 
 fn datagen(mb: usize, seed: u64) -> anyhow::Result<ExitCode> {
