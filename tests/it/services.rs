@@ -17,8 +17,10 @@ use kinesthetic::stream::kinesis::{KinesisBackend, KinesisSettings};
 
 const HOW: &str = "start them with `cargo xtask services up` and export what it prints";
 
+/// CI as runners set it: `true`, `1`, `yes` (any case).
 fn in_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
+    std::env::var("CI")
+        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
 }
 
 /// Skips (locally) or fails (in CI) with `why`.
