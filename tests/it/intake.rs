@@ -156,6 +156,64 @@ fn ndjson_events_are_stamped_packed_and_kept_byte_for_byte() {
         let got = read_all(&log, "logs").await;
         assert_eq!(got[4].data, b"x");
         assert_eq!(got[5].data, b"y");
+        // What `curl --data-binary @events.ndjson` sends: taken as NDJSON,
+        // never form-decoded.
+        let (status, v, _) = post(
+            &r,
+            "logs",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            b"a=1&b=%20+c\n{\"k\":\"v\"}\n".to_vec(),
+        )
+        .await;
+        assert_eq!((status, &v["accepted"]), (200, &Value::from(2)), "{v}");
+        let got = read_all(&log, "logs").await;
+        assert_eq!(got[6].data, b"a=1&b=%20+c");
+        assert_eq!(got[7].data, br#"{"k":"v"}"#);
+        // The intake's metrics tell the same story.
+        let m = reqwest::get(format!("http://{}/metrics", r.admin_addr))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .text()
+            .await
+            .unwrap_or_default();
+        let value = |name: &str| -> f64 {
+            m.lines()
+                .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let payload: usize = got.iter().map(|g| g.data.len()).sum();
+        assert_eq!(
+            value("kinesthetic_intake_events_accepted_total{stream=\"logs\"}"),
+            8.0,
+            "{m}"
+        );
+        assert_eq!(
+            value("kinesthetic_intake_bytes_accepted_total{stream=\"logs\"}"),
+            payload as f64,
+            "{m}"
+        );
+        assert_eq!(
+            value("kinesthetic_intake_put_calls_total{stream=\"logs\",to=\"stream\"}"),
+            3.0,
+            "{m}"
+        );
+        assert_eq!(
+            value("kinesthetic_intake_put_records_total{stream=\"logs\",to=\"stream\"}"),
+            3.0,
+            "{m}"
+        );
+        assert_eq!(
+            value("kinesthetic_intake_put_failed_entries_total"),
+            0.0,
+            "{m}"
+        );
+        assert_eq!(
+            value("kinesthetic_intake_put_latency_seconds_count{stream=\"logs\",to=\"stream\"}"),
+            3.0,
+            "{m}"
+        );
+        assert_eq!(value("kinesthetic_intake_buffer_bytes"), 0.0, "{m}");
         r.stop().await.unwrap_or_else(|e| panic!("{e}"));
     });
 }
@@ -237,11 +295,21 @@ fn bad_requests_get_precise_errors_and_write_nothing() {
         check(s, &v, 400, "byte");
         let (s, v, _) = post(&r, "s", &[], vec![b'x'; 150_000]).await;
         check(s, &v, 413, "100000");
+        // The line an editor shows (blank lines count) and the limit.
         let mut body = ndjson(&[&b"ok"[..]; 16]);
+        body.extend_from_slice(b"\n\r\n");
         body.extend_from_slice(&[b'y'; 20_000]);
         body.push(b'\n');
         let (s, v, _) = post(&r, "s", &[], body).await;
-        check(s, &v, 413, "17");
+        check(s, &v, 413, "line 19 is 20000 bytes");
+        let limit = v["error"].as_str().unwrap_or_default();
+        assert!(
+            limit.contains("limit is ") && limit.contains(" bytes"),
+            "{limit}"
+        );
+        // A name no stream can have: the client's mistake, not a retry.
+        let (s, v, _) = post(&r, "a@b", &[], b"x\n".to_vec()).await;
+        check(s, &v, 400, "not a stream name");
         let (s, v, _) = post(&r, "s", &[("content-encoding", "br")], b"x".to_vec()).await;
         check(s, &v, 415, "br");
         let (s, v, _) = post(&r, "s", &[("content-type", "image/png")], b"x".to_vec()).await;
@@ -334,7 +402,32 @@ fn bearer_tokens_limit_streams() {
         )
         .await;
         assert_eq!(s, 200);
-        assert_eq!(read_all(&log, "a").await.len(), 1);
+        // The scheme is case-insensitive; the token is not.
+        let (s, _, _) = post(
+            &r,
+            "a",
+            &[("authorization", "bearer token-for-stream-a-only")],
+            b"x\n".to_vec(),
+        )
+        .await;
+        assert_eq!(s, 200);
+        let (s, _, _) = post(
+            &r,
+            "a",
+            &[("authorization", "Bearer TOKEN-FOR-STREAM-A-ONLY")],
+            b"x\n".to_vec(),
+        )
+        .await;
+        assert_eq!(s, 401);
+        let (s, _, _) = post(
+            &r,
+            "a",
+            &[("authorization", "Basic token-for-stream-a-only")],
+            b"x\n".to_vec(),
+        )
+        .await;
+        assert_eq!(s, 401);
+        assert_eq!(read_all(&log, "a").await.len(), 2);
         assert_eq!(read_all(&log, "b").await.len(), 1);
         r.stop().await.unwrap_or_else(|e| panic!("{e}"));
     });
@@ -888,7 +981,126 @@ fn the_spool_frees_what_it_has_shipped() {
             left <= 2 << 20,
             "{left} bytes of shipped segments are still on disk"
         );
+        // Writes into the spool and on to the stream are counted apart, and
+        // the depth gauge is back to 0.
+        let m = reqwest::get(format!("http://{}/metrics", r.admin_addr))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .text()
+            .await
+            .unwrap_or_default();
+        let value = |name: &str| -> f64 {
+            m.lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        assert!(
+            value("kinesthetic_intake_put_calls_total{stream=\"s\",to=\"spool\"}") > 0.0,
+            "{m}"
+        );
+        assert!(
+            value("kinesthetic_intake_put_calls_total{stream=\"s\",to=\"stream\"}") > 0.0,
+            "{m}"
+        );
+        assert_eq!(
+            value("kinesthetic_intake_spool_bytes{stream=\"s\"}"),
+            0.0,
+            "{m}"
+        );
+        assert_eq!(
+            value("kinesthetic_intake_events_accepted_total{stream=\"s\"}"),
+            sent as f64,
+            "{m}"
+        );
         r.stop().await.unwrap_or_else(|e| panic!("{e}"));
         spooled.close().await;
+    });
+}
+
+#[test]
+fn sigterm_stops_serve_gracefully_with_every_event_written() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--create-stream",
+            "s:1",
+            "--data",
+        ])
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("serve: {e}"));
+    let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("serve exited before listening"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        if let Some(rest) = line.split("intake on http://").nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+    };
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let url = format!("http://{addr}/v1/streams/s/events");
+    let acked = rt().block_on(async {
+        let client = reqwest::Client::new();
+        let mut acked = 0u64;
+        for r in 0..20 {
+            let body: String = (0..100).map(|i| format!("r{r}-e{i}\n")).collect();
+            let resp = client
+                .post(&url)
+                .body(body)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(resp.status().as_u16(), 200);
+            acked += 100;
+        }
+        acked
+    });
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("kill: {e}"));
+    assert!(status.success());
+    let start = std::time::Instant::now();
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+            break s;
+        }
+        assert!(
+            start.elapsed().as_secs() < 20,
+            "serve did not stop within 20 s of SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(exit.success(), "serve exited with {exit} after SIGTERM");
+    let log_lines = rest.join().unwrap_or_default().join("\n");
+    assert!(
+        log_lines.contains("shutting down"),
+        "no shutdown line in:\n{log_lines}"
+    );
+    assert!(
+        !log_lines.contains("\u{1b}["),
+        "colour codes in piped logs:\n{log_lines}"
+    );
+    // The lock is released and every acknowledged event is there.
+    rt().block_on(async {
+        let log = LocalLog::open(dir.path(), LocalOptions::default())
+            .unwrap_or_else(|e| panic!("reopen after a clean stop: {e}"));
+        assert_eq!(read_all(&log, "s").await.len() as u64, acked);
     });
 }

@@ -256,6 +256,28 @@ fn an_unreachable_kinesis_loses_nothing_and_keeps_order() {
             proxy.refused() > 0,
             "Kinesis was never called during the outage"
         );
+        // The spool depth is visible while the shipper's call is stuck.
+        let m = reqwest::get(format!("http://{}/metrics", running.admin_addr))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .text()
+            .await
+            .unwrap_or_default();
+        let gauge: f64 = m
+            .lines()
+            .filter(|l| l.starts_with("kinesthetic_intake_spool_bytes{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(
+            gauge > 0.0,
+            "spool depth gauge is {gauge} during the outage:\n{m}"
+        );
+        assert!(
+            m.contains(&format!(
+                "kinesthetic_intake_put_calls_total{{stream=\"{stream}\",to=\"spool\"}}"
+            )),
+            "intake writes into the spool are not counted apart:\n{m}"
+        );
         proxy.set_up(true);
         for _ in 0..10 {
             post(&mut n, &mut acked).await;
