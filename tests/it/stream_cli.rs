@@ -41,8 +41,21 @@ fn admin_round_trip(backend: &[&str], name: &str) {
         d.contains("ACTIVE") && d.contains("2 open shard(s) of 2"),
         "{d}"
     );
-    let r = run(&["reshard", name, "--shards", "3"]);
-    assert!(r.contains("2 -> 3 open shard(s)"), "{r}");
+    let a = with(&["reshard", name, "--shards", "3"]);
+    let o = cli(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (r, progress) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(
+        o.status.success() && r.contains("2 -> 3 open shard(s)"),
+        "{r}{progress}"
+    );
+    // Without a terminal, each step is a line as it starts.
+    assert!(
+        progress.contains("step 1/") && progress.contains("split at hash key"),
+        "{progress}"
+    );
     let d = run(&["describe", name]);
     assert!(
         d.contains("3 open shard(s)") && d.contains("closed") && d.contains("parent"),
@@ -85,4 +98,86 @@ fn stream_admin_on_kinesis() {
         return;
     };
     admin_round_trip(&["--endpoint", &endpoint], &unique_stream("cli"));
+}
+
+/// `tail --from` in each of its forms, against records whose arrival time
+/// is known to within the test's run.
+#[test]
+fn tail_from_times_offsets_epoch_ms_ages_and_latest() {
+    use kinesthetic::stream::local::{LocalLog, LocalOptions};
+    use kinesthetic::stream::{PutEntry, StreamBackend};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let data = dir.path().to_string_lossy().into_owned();
+    let before_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    crate::harness::rt().block_on(async {
+        let log =
+            LocalLog::open(dir.path(), LocalOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        log.create_stream("t", 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let entries: Vec<PutEntry> = (0..3)
+            .map(|i| PutEntry {
+                partition_key: "k".into(),
+                explicit_hash_key: None,
+                data: format!("event-{i}").into_bytes().into(),
+            })
+            .collect();
+        log.put_records("t", &entries)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+    let tail = |from: &str| -> usize {
+        let out = ok(&["stream", "--data", &data, "tail", "t", "--from", from]);
+        out.lines().filter(|l| l.contains("event-")).count()
+    };
+    // An hour before and after, in UTC, in +05:30 and in -08:00.
+    let fmt = |ms: i64, offset_min: i64| -> String {
+        let t = std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis((ms + offset_min * 60_000) as u64);
+        let utc = humantime::format_rfc3339_seconds(t).to_string();
+        let local = utc.trim_end_matches('Z');
+        if offset_min == 0 {
+            return utc;
+        }
+        let sign = if offset_min < 0 { '-' } else { '+' };
+        let m = offset_min.abs();
+        format!("{local}{sign}{:02}:{:02}", m / 60, m % 60)
+    };
+    let hour = 3_600_000;
+    for offset in [0, 330, -480] {
+        assert_eq!(
+            tail(&fmt(before_ms - hour, offset)),
+            3,
+            "an hour ago, offset {offset} min"
+        );
+        assert_eq!(
+            tail(&fmt(before_ms + hour, offset)),
+            0,
+            "in an hour, offset {offset} min"
+        );
+    }
+    // An explicit +00:00 is UTC too.
+    assert_eq!(tail(&fmt(before_ms - hour, 0).replace('Z', "+00:00")), 3);
+    assert_eq!(tail(&(before_ms - hour).to_string()), 3, "epoch ms");
+    assert_eq!(tail(&(before_ms + hour).to_string()), 0, "epoch ms");
+    assert_eq!(tail("1h"), 3, "an age");
+    assert_eq!(tail("trim-horizon"), 3);
+    assert_eq!(tail("latest"), 0, "latest starts after the newest record");
+    // Bad forms name themselves.
+    for bad in [
+        "2026-13-01T00:00:00Z",
+        "2026-11-28T10:00:00+25:00",
+        "früh",
+        "",
+    ] {
+        let o = cli(&["stream", "--data", &data, "tail", "t", "--from", bad]);
+        assert!(!o.status.success(), "{bad:?} was accepted");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("--from"),
+            "{bad:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
 }

@@ -322,6 +322,17 @@ async fn resharding_closes_parents_and_children_name_them() -> R {
     let mut seen: Vec<Progress> = Vec::new();
     let steps = reshard::reshard(&b, &stream, 3, ACTIVE_TIMEOUT, |p| seen.push(p.clone())).await?;
     assert_eq!(steps, 2);
+    // Each step is announced before it starts, then reported done.
+    assert_eq!(
+        seen.iter().map(|p| (p.done, p.phase)).collect::<Vec<_>>(),
+        [
+            (0, reshard::Phase::Starting),
+            (1, reshard::Phase::Done),
+            (1, reshard::Phase::Starting),
+            (2, reshard::Phase::Done)
+        ]
+    );
+    seen.retain(|p| p.phase == reshard::Phase::Done);
     assert!(seen.iter().all(|p| matches!(p.step, Step::Split { .. })));
     assert_eq!(
         seen.iter().map(|p| (p.done, p.total)).collect::<Vec<_>>(),
@@ -356,6 +367,7 @@ async fn resharding_closes_parents_and_children_name_them() -> R {
     // 3 → 2: a split, then merges.
     let mut seen: Vec<Progress> = Vec::new();
     let steps = reshard::reshard(&b, &stream, 2, ACTIVE_TIMEOUT, |p| seen.push(p.clone())).await?;
+    seen.retain(|p| p.phase == reshard::Phase::Done);
     assert_eq!(steps, seen.len());
     assert!(seen.iter().any(|p| matches!(p.step, Step::Merge { .. })));
     let d2 = b.describe(&stream).await?;

@@ -1,6 +1,6 @@
 //! `kinesthetic stream …`: stream administration on either backend.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -107,8 +107,9 @@ enum StreamCommand {
     /// `EVENT-ID RECEIVED KEY<TAB>EVENT`. Parents are read before children.
     Tail {
         name: String,
-        /// trim-horizon, latest, a time (RFC 3339, e.g. 2026-11-28T09:00:00Z),
-        /// or an age (e.g. 10m for ten minutes ago).
+        /// trim-horizon, latest, a time (RFC 3339: 2026-11-28T09:00:00Z,
+        /// 2026-11-28T10:00:00+01:00; no zone means UTC), Unix epoch
+        /// milliseconds, or an age (10m: ten minutes ago).
         #[arg(long, default_value = "trim-horizon")]
         from: String,
         /// Keep waiting for new events (and new shards after a reshard).
@@ -188,18 +189,30 @@ async fn run_async(args: StreamArgs) -> anyhow::Result<ExitCode> {
         }
         StreamCommand::Reshard { name, shards } => {
             let before = b.describe(&name).await?.open_shards().count();
+            // A bar at a terminal; a line per step in logs and pipes.
+            let tty = std::io::stderr().is_terminal();
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
                 indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}")
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             let steps = reshard::reshard(&b, &name, shards, Duration::from_secs(300), |p| {
-                bar.set_length(p.total as u64);
-                bar.set_position(p.done as u64);
-                bar.set_message(match &p.step {
-                    reshard::Step::Split { at, .. } => format!("split at {at}"),
-                    reshard::Step::Merge { .. } => "merge".to_owned(),
-                });
+                let what = match &p.step {
+                    reshard::Step::Split { at, .. } => format!("split at hash key {at}"),
+                    reshard::Step::Merge { .. } => "merge two adjacent shards".to_owned(),
+                };
+                match p.phase {
+                    reshard::Phase::Starting if tty => {
+                        bar.set_length(p.total as u64);
+                        bar.set_position(p.done as u64);
+                        bar.set_message(format!("{what}, waiting for ACTIVE…"));
+                    }
+                    reshard::Phase::Starting => {
+                        eprintln!("step {}/{}: {what}", p.done + 1, p.total);
+                    }
+                    reshard::Phase::Done if tty => bar.set_position(p.done as u64),
+                    reshard::Phase::Done => {}
+                }
             })
             .await?;
             bar.finish_and_clear();
@@ -229,17 +242,20 @@ async fn run_async(args: StreamArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Parses `--from`.
+/// Parses `--from`: trim-horizon, latest, an RFC 3339 time (`Z`, an offset
+/// such as `+01:00`, or none for UTC; `T` or a space), Unix epoch
+/// milliseconds, or an age such as `10m`.
 pub(crate) fn parse_from(s: &str) -> anyhow::Result<StartPosition> {
+    let s = s.trim();
     Ok(match s {
         "trim-horizon" | "TRIM_HORIZON" => StartPosition::TrimHorizon,
         "latest" | "LATEST" => StartPosition::Latest,
+        _ if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => StartPosition::AtTimestamp(
+            s.parse::<i64>()
+                .map_err(|e| anyhow::anyhow!("--from {s:?}: not a number of milliseconds: {e}"))?,
+        ),
         _ => {
-            if let Ok(t) = humantime::parse_rfc3339_weak(s) {
-                let ms = t
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0);
+            if let Some(ms) = parse_time_ms(s) {
                 StartPosition::AtTimestamp(ms)
             } else if let Ok(age) = humantime::parse_duration(s) {
                 let now = std::time::SystemTime::now()
@@ -249,11 +265,57 @@ pub(crate) fn parse_from(s: &str) -> anyhow::Result<StartPosition> {
             } else {
                 anyhow::bail!(
                     "--from {s:?}: expected trim-horizon, latest, a time like \
-                     2026-11-28T09:00:00Z, or an age like 10m"
+                     2026-11-28T09:00:00Z or 2026-11-28T10:00:00+01:00, Unix epoch \
+                     milliseconds, or an age like 10m"
                 )
             }
         }
     })
+}
+
+/// An RFC 3339 time in epoch milliseconds; without a zone it is UTC.
+fn parse_time_ms(s: &str) -> Option<i64> {
+    if !s.is_ascii() {
+        return None;
+    }
+    // A trailing ±HH:MM (or ±HHMM) offset, after the time of day.
+    let (local, offset_secs) = match s.len().checked_sub(6).map(|i| s.split_at(i)) {
+        Some((head, tail))
+            if head.len() > 10
+                && (tail.starts_with('+') || tail.starts_with('-'))
+                && tail.as_bytes()[3] == b':' =>
+        {
+            (
+                head,
+                offset_of(&tail[1..3], &tail[4..6], tail.starts_with('-'))?,
+            )
+        }
+        _ => match s.len().checked_sub(5).map(|i| s.split_at(i)) {
+            Some((head, tail))
+                if head.len() > 10
+                    && (tail.starts_with('+') || tail.starts_with('-'))
+                    && tail[1..].bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                (
+                    head,
+                    offset_of(&tail[1..3], &tail[3..5], tail.starts_with('-'))?,
+                )
+            }
+            _ => (s, 0),
+        },
+    };
+    let t = humantime::parse_rfc3339_weak(local).ok()?;
+    let ms = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64;
+    Some(ms - offset_secs * 1000)
+}
+
+fn offset_of(hh: &str, mm: &str, negative: bool) -> Option<i64> {
+    let (h, m): (i64, i64) = (hh.parse().ok()?, mm.parse().ok()?);
+    if h > 23 || m > 59 {
+        return None;
+    }
+    let secs = h * 3600 + m * 60;
+    Some(if negative { -secs } else { secs })
 }
 
 fn format_ms(ms: i64) -> String {

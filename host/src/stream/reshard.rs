@@ -68,12 +68,22 @@ pub fn plan(open: &[HashRange], target: u32) -> Vec<Step> {
     steps
 }
 
-/// Progress of a running reshard.
+/// Progress of a running reshard: a step starting or just done.
 #[derive(Debug, Clone)]
 pub struct Progress {
+    /// Steps finished so far.
     pub done: usize,
     pub total: usize,
     pub step: Step,
+    pub phase: Phase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The step is about to be asked for (it can take minutes on Kinesis).
+    Starting,
+    /// The step is done and the stream is ACTIVE again.
+    Done,
 }
 
 /// Waits until the stream is ACTIVE (polling `describe`), at most `timeout`.
@@ -101,7 +111,7 @@ pub async fn wait_active<B: StreamBackend>(
 }
 
 /// Reshards `stream` to `target` open shards of even hash ranges. Calls
-/// `progress` after each step. Returns the number of steps taken.
+/// `progress` before and after each step. Returns the number of steps taken.
 pub async fn reshard<B: StreamBackend>(
     backend: &B,
     stream: &str,
@@ -132,6 +142,12 @@ pub async fn reshard<B: StreamBackend>(
                     ))
                 })
         };
+        progress(&Progress {
+            done,
+            total,
+            step: step.clone(),
+            phase: Phase::Starting,
+        });
         match &step {
             Step::Split { range, at } => {
                 let id = find(*range)?;
@@ -147,6 +163,7 @@ pub async fn reshard<B: StreamBackend>(
             done: done + 1,
             total,
             step,
+            phase: Phase::Done,
         });
     }
     Ok(total)
