@@ -696,43 +696,146 @@ fn failed_entries_alone_are_resent_and_nothing_is_lost_or_doubled() {
     });
 }
 
+/// The local log, with every put held until the gate opens: a stuck
+/// stream, so requests are still in the intake when it is told to stop.
+#[derive(Clone)]
+struct Slow {
+    inner: LocalLog,
+    gate: tokio::sync::watch::Receiver<bool>,
+    puts: Arc<AtomicUsize>,
+}
+
+impl StreamBackend for Slow {
+    fn keeps_order_within_put(&self) -> bool {
+        true
+    }
+    async fn create_stream(&self, n: &str, s: u32) -> Result<(), StreamError> {
+        self.inner.create_stream(n, s).await
+    }
+    async fn delete_stream(&self, n: &str) -> Result<(), StreamError> {
+        self.inner.delete_stream(n).await
+    }
+    async fn list_streams(&self) -> Result<Vec<String>, StreamError> {
+        self.inner.list_streams().await
+    }
+    async fn describe(&self, n: &str) -> Result<StreamDescription, StreamError> {
+        self.inner.describe(n).await
+    }
+    async fn put_records(&self, s: &str, e: &[PutEntry]) -> Result<Vec<PutOutcome>, StreamError> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        let mut gate = self.gate.clone();
+        let _ = gate.wait_for(|open| *open).await;
+        self.inner.put_records(s, e).await
+    }
+    async fn shard_iterator(
+        &self,
+        s: &str,
+        sh: &str,
+        f: &StartPosition,
+    ) -> Result<ShardIterator, StreamError> {
+        self.inner.shard_iterator(s, sh, f).await
+    }
+    async fn get_records(
+        &self,
+        i: &ShardIterator,
+        l: u32,
+    ) -> Result<GetRecordsOutput, StreamError> {
+        self.inner.get_records(i, l).await
+    }
+    async fn split_shard(&self, s: &str, sh: &str, k: u128) -> Result<(), StreamError> {
+        self.inner.split_shard(s, sh, k).await
+    }
+    async fn merge_shards(&self, s: &str, a: &str, b: &str) -> Result<(), StreamError> {
+        self.inner.merge_shards(s, a, b).await
+    }
+}
+
 #[test]
 fn shutdown_drains_every_acknowledged_event_into_the_stream() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let log = local(dir.path(), &[("s", 2)]).await;
-        let r = start_intake(log.clone(), &config())
+        let (open, gate) = tokio::sync::watch::channel(false);
+        let slow = Slow {
+            inner: log.clone(),
+            gate,
+            puts: Arc::default(),
+        };
+        let r = start_intake(slow.clone(), &config())
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let target = url(&r, "s");
+        let bodies: Vec<String> = (0..30)
+            .map(|i| (0..300).map(|j| format!("{i}-{j}\n")).collect())
+            .collect();
+        // What the buffer holds once every request is in (1 KiB units).
+        let all_in: usize = bodies.iter().map(|b| b.len().div_ceil(1024) * 1024).sum();
         let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..30 {
+        for (i, body) in bodies.into_iter().enumerate() {
             let target = target.clone();
             tasks.spawn(async move {
-                let body: String = (0..300).map(|j| format!("{i}-{j}\n")).collect();
-                match reqwest::Client::new().post(&target).body(body).send().await {
-                    Ok(resp) if resp.status().as_u16() == 200 => {
-                        let b = resp.bytes().await.unwrap_or_default();
-                        let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
-                        v["accepted"].as_u64().unwrap_or(0)
-                    }
-                    _ => 0,
-                }
+                let resp = reqwest::Client::new()
+                    .post(&target)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("request {i}: {e}"));
+                let status = resp.status().as_u16();
+                let b = resp.bytes().await.unwrap_or_default();
+                let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+                (status, v["accepted"].as_u64().unwrap_or(0))
             });
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        r.stop().await.unwrap_or_else(|e| panic!("{e}"));
+        // Every request is in the buffer and none is written: the stream
+        // is stuck.
+        let start = std::time::Instant::now();
+        loop {
+            let m = reqwest::get(format!("http://{}/metrics", r.admin_addr))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .text()
+                .await
+                .unwrap_or_default();
+            let buffered: usize = m
+                .lines()
+                .find_map(|l| l.strip_prefix("kinesthetic_intake_buffer_bytes "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buffered == all_in {
+                break;
+            }
+            assert!(
+                start.elapsed().as_secs() < 20,
+                "{buffered} of {all_in} bytes buffered"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(read_all(&log, "s").await.is_empty());
+        // Stop while they wait; the stream comes back a moment later.
+        let stopping = tokio::spawn(r.stop());
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(
+            !stopping.is_finished(),
+            "the stop did not wait for the buffered events"
+        );
+        let _ = open.send(true);
+        stopping
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Every request taken before the stop is answered 200, none is cut
+        // off, and what they were told is in the stream.
         let mut acked = 0;
         while let Some(t) = tasks.join_next().await {
-            acked += t.unwrap_or(0);
+            let (status, n) = t.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                status, 200,
+                "a request in flight at the stop was not completed"
+            );
+            acked += n;
         }
-        let got = read_all(&log, "s").await;
-        assert!(
-            got.len() as u64 >= acked,
-            "acknowledged {acked}, stream has {}",
-            got.len()
-        );
-        assert!(acked > 0, "nothing was acknowledged before the stop");
+        assert_eq!(acked, 30 * 300);
+        assert_eq!(read_all(&log, "s").await.len() as u64, acked);
     });
 }
 
