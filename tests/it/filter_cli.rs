@@ -335,3 +335,73 @@ fn new_scaffolds_a_filter_that_tests_builds_and_runs() {
     assert_eq!(code, 1);
     assert!(err.contains("already exists"), "{err}");
 }
+
+/// Every bad-input case of the runtime, through `filter run`: exit code 1,
+/// and stderr names the filter and the cause.
+#[test]
+fn run_names_the_filter_and_the_cause_for_every_kind_of_failure() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let other_world = write(
+        dir.path(),
+        "hello.wasm",
+        &wat::parse_str(
+            r#"(component
+              (core module $m (func (export "f")))
+              (core instance $i (instantiate $m))
+              (func (export "hello") (canon lift (core func $i "f"))))"#,
+        )
+        .unwrap_or_default(),
+    );
+    let other = other_world.to_string_lossy().into_owned();
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["filter", "run", &other], "`hello`", "filter"),
+        (
+            &[
+                "filter",
+                "run",
+                filters::CHAOS,
+                "-p",
+                "mode=alloc",
+                "--memory-mib",
+                "8",
+            ],
+            "filter `chaos`",
+            "memory cap of 8 MiB exceeded",
+        ),
+        (
+            &["filter", "run", filters::CHAOS, "-p", "mode=recurse"],
+            "filter `chaos`",
+            "trapped",
+        ),
+        (
+            &["filter", "run", filters::CHAOS, "-p", "mode=bad-index"],
+            "filter `chaos`",
+            "malformed answer",
+        ),
+        (
+            &["filter", "run", filters::CHAOS, "-p", "mode=trap"],
+            "filter `chaos`",
+            "trapped",
+        ),
+        (
+            &["filter", "run", filters::CHAOS, "-p", "mode=init-error"],
+            "filter `chaos`",
+            "init failed: chaos says no",
+        ),
+        (
+            &["filter", "run", filters::SAMPLE, "-p", "n=zero"],
+            "filter `sample`",
+            "cannot parse `zero`",
+        ),
+    ];
+    for (args, who, what) in cases {
+        let (code, out, err) = run(kinesthetic().args(*args), Some(b"a\nb\nc\n"));
+        assert_eq!(code, 1, "{args:?}: exit {code}\n{err}");
+        assert!(err.contains(who), "{args:?}: {who:?} not in\n{err}");
+        assert!(err.contains(what), "{args:?}: {what:?} not in\n{err}");
+        assert!(
+            !out.contains('b'),
+            "{args:?}: output despite the failure: {out}"
+        );
+    }
+}
