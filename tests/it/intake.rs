@@ -988,7 +988,10 @@ fn the_send_tool_posts_a_file_in_batches_and_reports() {
             );
         }
         assert_eq!(read_all(&log, "s").await.len(), 2 * 1234);
-        let file2 = dir.path().join("events.ndjson");
+        // Line numbers in errors count blank lines, as an editor does.
+        let file2 = dir.path().join("gaps.ndjson");
+        std::fs::write(&file2, "\n\n{\"a\":1}\n{\"a\":2}\n\n{\"a\":3}\n")
+            .unwrap_or_else(|e| panic!("{e}"));
         let base2 = base.clone();
         let o = tokio::task::spawn_blocking(move || {
             std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
@@ -1003,9 +1006,37 @@ fn the_send_tool_posts_a_file_in_batches_and_reports() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success());
         assert!(
-            err.contains("lines ") && err.contains("404") && err.contains("missing"),
+            err.contains("lines 3..6") && err.contains("404") && err.contains("missing"),
             "{err}"
         );
+        // From stdin, streamed.
+        let base3 = base.clone();
+        let o = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+                .args([
+                    "send", "-", "--url", &base3, "--stream", "s", "--batch", "7", "--quiet",
+                ])
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{e}"));
+            if let Some(mut si) = child.stdin.take() {
+                for i in 0..50 {
+                    let _ = writeln!(si, "stdin-{i}");
+                }
+            }
+            child.wait_with_output().unwrap_or_else(|e| panic!("{e}"))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert!(
+            err.contains("sent 50 events") && err.contains("8 requests"),
+            "{err}"
+        );
+        assert_eq!(read_all(&log, "s").await.len(), 2 * 1234 + 50);
         r.stop().await.unwrap_or_else(|e| panic!("{e}"));
     });
 }

@@ -52,8 +52,14 @@ struct Accepted {
 }
 
 struct Batch {
+    /// Line numbers in the file (blank lines count) of its first and last
+    /// event.
     first_line: usize,
+    last_line: usize,
+    /// Events in it.
     lines: usize,
+    /// Bytes of the file it covers (for progress).
+    raw_bytes: u64,
     body: Vec<u8>,
 }
 
@@ -64,53 +70,74 @@ pub(crate) fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(send(args))
 }
 
-fn read_batches(args: &SendArgs) -> anyhow::Result<(Vec<Batch>, u64)> {
-    let reader: Box<dyn BufRead> = if args.file.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
+/// Reads batches on a thread of its own, a few ahead of the requests: a
+/// file of any size is sent in bounded memory.
+fn spawn_reader(
+    args: &SendArgs,
+    ahead: usize,
+) -> anyhow::Result<tokio::sync::mpsc::Receiver<anyhow::Result<Batch>>> {
+    let reader: Box<dyn BufRead + Send> = if args.file.as_os_str() == "-" {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
     } else {
         Box::new(std::io::BufReader::new(
             std::fs::File::open(&args.file)
                 .with_context(|| format!("cannot open {}", args.file.display()))?,
         ))
     };
-    let mut batches = Vec::new();
-    let mut cur = Batch {
-        first_line: 1,
-        lines: 0,
-        body: Vec::new(),
-    };
-    let mut total = 0u64;
-    let mut n = 0usize;
-    for line in reader.split(b'\n') {
-        let line = line.with_context(|| format!("cannot read {}", args.file.display()))?;
-        n += 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
+    let (tx, rx) = tokio::sync::mpsc::channel(ahead.max(1));
+    let per_batch = args.batch.max(1);
+    let file = args.file.clone();
+    std::thread::spawn(move || {
+        let new_batch = |first_line| Batch {
+            first_line,
+            last_line: first_line,
+            lines: 0,
+            raw_bytes: 0,
+            body: Vec::new(),
+        };
+        let mut cur = new_batch(1);
+        let mut n = 0usize;
+        for line in reader.split(b'\n') {
+            let line = match line {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(anyhow::anyhow!(
+                        "cannot read {} after line {n}: {e}",
+                        file.display()
+                    )));
+                    return;
+                }
+            };
+            n += 1;
+            cur.raw_bytes += line.len() as u64 + 1;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if cur.lines == 0 {
+                cur.first_line = n;
+            }
+            cur.last_line = n;
+            cur.body.extend_from_slice(&line);
+            cur.body.push(b'\n');
+            cur.lines += 1;
+            if cur.lines == per_batch
+                && tx
+                    .blocking_send(Ok(std::mem::replace(&mut cur, new_batch(n + 1))))
+                    .is_err()
+            {
+                return;
+            }
         }
-        total += line.len() as u64;
-        cur.body.extend_from_slice(&line);
-        cur.body.push(b'\n');
-        cur.lines += 1;
-        if cur.lines == args.batch.max(1) {
-            batches.push(std::mem::replace(
-                &mut cur,
-                Batch {
-                    first_line: n + 1,
-                    lines: 0,
-                    body: Vec::new(),
-                },
-            ));
+        if cur.lines > 0 {
+            let _ = tx.blocking_send(Ok(cur));
         }
-    }
-    if cur.lines > 0 {
-        batches.push(cur);
-    }
-    Ok((batches, total))
+    });
+    Ok(rx)
 }
 
 async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
-    let (batches, bytes) = read_batches(&args)?;
-    let events: usize = batches.iter().map(|b| b.lines).sum();
+    let concurrency = args.concurrency.max(1);
+    let mut batches = spawn_reader(&args, concurrency * 2)?;
     let url = format!(
         "{}/v1/streams/{}/events",
         args.url.trim_end_matches('/'),
@@ -119,22 +146,42 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;
-    let bar = if args.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        indicatif::ProgressBar::new(events as u64)
+    // Progress by bytes of the file when its size is known, else a count.
+    let size = std::fs::metadata(&args.file)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
+    let bar = match (args.quiet, size) {
+        (true, _) => indicatif::ProgressBar::hidden(),
+        (false, Some(len)) => {
+            let b = indicatif::ProgressBar::new(len);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {bytes}/{total_bytes}  {bytes_per_sec}  eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        }
+        (false, None) => {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {bytes} sent  {bytes_per_sec}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            b
+        }
     };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} events  {per_sec}  eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
     let start = Instant::now();
-    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     let mut results = Vec::new();
-    for (i, b) in batches.into_iter().enumerate() {
+    let (mut events, mut bytes) = (0usize, 0u64);
+    let mut i = 0usize;
+    while let Some(b) = batches.recv().await {
+        let b = b?;
+        events += b.lines;
+        bytes += b.body.len() as u64 - b.lines as u64;
         let permit = std::sync::Arc::clone(&sem).acquire_owned().await?;
         let client = client.clone();
         let url = url.clone();
@@ -145,9 +192,10 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         tasks.spawn(async move {
             let _permit = permit;
             let r = post(&client, &url, &b, key, token, gzip, retries).await;
-            task_bar.inc(b.lines as u64);
-            (i, b.first_line, b.lines, r)
+            task_bar.inc(b.raw_bytes);
+            (i, b.first_line, b.last_line, r)
         });
+        i += 1;
         // Surface a failure early instead of sending the rest.
         while let Some(done) = tasks.try_join_next() {
             results.push(answer(done?, &bar)?);
@@ -158,7 +206,7 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     }
     bar.finish_and_clear();
     results.sort_by_key(|(i, _)| *i);
-    let accepted: usize = results.iter().map(|(_, a)| a.accepted).sum();
+    let accepted = accepted_so_far(&results);
     let secs = start.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
         "sent {events} events ({:.1} MB) in {} requests to {}: {accepted} accepted in {secs:.2} s \
@@ -178,14 +226,18 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn accepted_so_far(results: &[(usize, Accepted)]) -> usize {
+    results.iter().map(|(_, a)| a.accepted).sum()
+}
+
 /// A batch's answer, or the error that stops the tool (naming its lines).
 fn answer(
-    (i, first, lines, r): (usize, usize, usize, anyhow::Result<Accepted>),
+    (i, first, last, r): (usize, usize, usize, anyhow::Result<Accepted>),
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<(usize, Accepted)> {
     r.map(|a| (i, a)).map_err(|e| {
         bar.abandon();
-        anyhow::anyhow!("lines {first}..{}: {e:#}", first + lines - 1)
+        anyhow::anyhow!("lines {first}..{last}: {e:#}")
     })
 }
 
