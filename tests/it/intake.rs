@@ -214,6 +214,11 @@ fn ndjson_events_are_stamped_packed_and_kept_byte_for_byte() {
             "{m}"
         );
         assert_eq!(value("kinesthetic_intake_buffer_bytes"), 0.0, "{m}");
+        assert_eq!(
+            value("kinesthetic_intake_request_latency_seconds_count{outcome=\"accepted\"}"),
+            3.0,
+            "{m}"
+        );
         r.stop().await.unwrap_or_else(|e| panic!("{e}"));
     });
 }

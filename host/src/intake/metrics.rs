@@ -21,6 +21,13 @@ pub struct PutLabel {
     pub to: &'static str,
 }
 
+/// How a request ended: `accepted` or `rejected` (not per stream: a
+/// client naming random streams must not grow the label set).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: String,
@@ -42,6 +49,8 @@ pub struct Metrics {
     pub record_bytes: Family<PutLabel, Counter>,
     pub stamp_bytes: Family<PutLabel, Counter>,
     pub put_latency: Family<PutLabel, Histogram, fn() -> Histogram>,
+    /// Request duration, receipt to answer (the durable ack included).
+    pub request_latency: Family<OutcomeLabel, Histogram, fn() -> Histogram>,
     pub put_failed_entries: Family<PutLabel, Counter>,
     pub put_retries: Family<PutLabel, Counter>,
     pub buffer_bytes: Gauge,
@@ -60,6 +69,7 @@ impl Metrics {
             record_bytes: Family::default(),
             stamp_bytes: Family::default(),
             put_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            request_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             put_failed_entries: Family::default(),
             put_retries: Family::default(),
             buffer_bytes: Gauge::default(),
@@ -101,6 +111,11 @@ impl Metrics {
             "put_latency_seconds",
             "PutRecords call latency",
             m.put_latency.clone(),
+        );
+        r.register(
+            "request_latency_seconds",
+            "Request duration from receipt to answer, durable acknowledgement included",
+            m.request_latency.clone(),
         );
         r.register(
             "put_failed_entries",

@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use super::decode::{self, DecodeError};
-use super::metrics::Metrics;
+use super::metrics::{Metrics, OutcomeLabel};
 use super::producer::{self, Budget, Group, ProduceError, ProducerConfig, ProducerHandle, Stamped};
 use super::route::ShardMap;
 use super::stamp::{Listener, now_ms};
@@ -252,10 +252,19 @@ async fn post_events<B: StreamBackend>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Accepted>, IntakeError> {
     let m = intake.inner.metrics.clone();
+    let start = std::time::Instant::now();
     let result = accept(&intake, &stream, &headers, body).await;
     if let Err(e) = &result {
         m.reject(e.reason());
     }
+    let outcome = if result.is_ok() {
+        "accepted"
+    } else {
+        "rejected"
+    };
+    m.request_latency
+        .get_or_create(&OutcomeLabel { outcome })
+        .observe(start.elapsed().as_secs_f64());
     result.map(Json)
 }
 
