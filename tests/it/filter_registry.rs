@@ -93,6 +93,75 @@ async fn hot_drop_swap_reject_and_unload() {
     assert!(matches!(stopped, Ok(Ok(Ok(())))), "watcher stops on cancel");
 }
 
+/// A batch really running while its filter is replaced finishes on the
+/// version it started with; the next batch gets the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_in_flight_during_a_swap_finishes_on_its_version() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let target = dir.path().join("f.wasm");
+    copy(filters::CHAOS, &target);
+    let reg = Arc::new(Registry::new(runtime().clone(), dir.path()));
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(Arc::clone(&reg).watch(Duration::from_millis(50), cancel.clone()));
+    let chaos_sha = sha(filters::CHAOS);
+    eventually(&reg, "chaos is loaded", |r| {
+        r.get("f").is_some_and(|f| f.sha256() == chaos_sha)
+    })
+    .await;
+
+    // A batch that spins until its 3 s deadline.
+    let running = reg.get("f").unwrap_or_else(|| panic!("loaded"));
+    let finished = Arc::new(AtomicBool::new(false));
+    let done = Arc::clone(&finished);
+    let job = std::thread::spawn(move || {
+        let inp = input(&[&b"x"[..]]);
+        let limits = Limits {
+            deadline_ms: 3_000,
+            ..Limits::default()
+        };
+        let r = running.run(&inp, &params(&[("mode", "loop")]), &limits);
+        done.store(true, Ordering::SeqCst);
+        r
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    copy(filters::GREP, &target);
+    let grep_sha = sha(filters::GREP);
+    eventually(&reg, "grep replaces chaos", |r| {
+        r.get("f").is_some_and(|f| f.sha256() == grep_sha)
+    })
+    .await;
+    assert!(
+        !finished.load(Ordering::SeqCst),
+        "the batch ended before the swap: the test proves nothing"
+    );
+    // The next batch runs the new version while the old one still spins.
+    let inp = input(&[&b"find me"[..], b"not this"]);
+    let out = reg
+        .get("f")
+        .unwrap_or_else(|| panic!("loaded"))
+        .run(&inp, &params(&[("pattern", "find")]), &Limits::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out_lines(&out, &inp), vec![b"find me".to_vec()]);
+    assert_eq!(&*out.module_sha256, grep_sha.as_str());
+    assert!(!finished.load(Ordering::SeqCst));
+
+    let e = job
+        .join()
+        .unwrap_or_else(|_| panic!("job thread"))
+        .err()
+        .unwrap_or_else(|| panic!("a loop ends at its deadline"));
+    assert_eq!(
+        e.sha256, chaos_sha,
+        "the in-flight batch ran on its own version"
+    );
+    assert!(e.to_string().contains("deadline of 3000 ms"), "{e}");
+
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+}
+
 #[test]
 fn reload_reports_what_changed() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
