@@ -26,11 +26,10 @@ use crate::stream::local::{LocalLog, LocalOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{0}")]
     Stream(#[from] crate::stream::StreamError),
@@ -150,17 +149,17 @@ pub async fn start_intake_with<B: StreamBackend>(
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
-            .map_err(|source| AppError::Bind { addr, source })
+            .map_err(|error| AppError::Bind { addr, error })
     };
     let intake_l = bind(config.intake.listen).await?;
     let admin_l = bind(config.intake.admin_listen).await?;
-    let intake_addr = intake_l.local_addr().map_err(|source| AppError::Bind {
+    let intake_addr = intake_l.local_addr().map_err(|error| AppError::Bind {
         addr: config.intake.listen,
-        source,
+        error,
     })?;
-    let admin_addr = admin_l.local_addr().map_err(|source| AppError::Bind {
+    let admin_addr = admin_l.local_addr().map_err(|error| AppError::Bind {
         addr: config.intake.admin_listen,
-        source,
+        error,
     })?;
 
     let Telemetry { registry, metrics } = telemetry;

@@ -129,12 +129,8 @@ pub struct TokenConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("{path}: {key}: {message}")]
@@ -148,9 +144,9 @@ pub enum ConfigError {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Self::parse(&text, &path.display().to_string())
     }
@@ -289,6 +285,64 @@ mod tests {
         assert_eq!(c.stream.segment_bytes, d.stream.segment_bytes);
         assert_eq!(c.stream.retention_hours, d.stream.retention_hours);
         assert_eq!(c.intake.listen, d.intake.listen);
+    }
+
+    /// Every malformed case names the file and what is wrong with it.
+    #[test]
+    fn malformed_files_are_refused_naming_file_and_key() {
+        let cases: &[(&str, &[&str])] = &[
+            // Syntax: the line is named.
+            ("[intake]\nlinger_ms = \n", &["t.toml", "line 2"]),
+            ("[intake\n", &["t.toml", "line 1"]),
+            // Wrong type.
+            ("[intake]\nlinger_ms = \"fast\"\n", &["t.toml", "linger_ms"]),
+            ("[stream]\nfsync = \"yes\"\n", &["t.toml", "fsync"]),
+            // Unknown section.
+            ("[intakes]\n", &["t.toml", "intakes"]),
+            // Values out of range.
+            (
+                "[stream]\nsegment_bytes = 10\n",
+                &["stream.segment_bytes", "4096"],
+            ),
+            (
+                "[stream]\nretention_hours = 0\n",
+                &["stream.retention_hours"],
+            ),
+            (
+                "[intake]\nmax_body_bytes = 100\nmax_decoded_bytes = 10\n",
+                &["intake.max_decoded_bytes"],
+            ),
+            (
+                "[intake]\nbuffer_bytes = 1000\n",
+                &["intake.buffer_bytes", "cannot hold one request"],
+            ),
+            (
+                "[[intake.tokens]]\ntoken = \"short\"\nstreams = [\"*\"]\n",
+                &["intake.tokens[0].token", "16"],
+            ),
+            (
+                "[[intake.tokens]]\ntoken = \"long-enough-token-123\"\nstreams = []\n",
+                &["intake.tokens[0].streams"],
+            ),
+            (
+                "[streams.logs]\npartition_key_field = \"\"\n",
+                &["streams.logs.partition_key_field"],
+            ),
+        ];
+        for (text, wants) in cases {
+            let e = match Config::parse(text, "t.toml") {
+                Ok(_) => panic!("accepted: {text:?}"),
+                Err(e) => e.to_string(),
+            };
+            for w in *wants {
+                assert!(e.contains(w), "{text:?}: {w:?} not in {e:?}");
+            }
+        }
+        let missing = Config::load(Path::new("/no/such/kinesthetic.toml"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(missing.contains("/no/such/kinesthetic.toml"), "{missing}");
     }
 
     #[test]

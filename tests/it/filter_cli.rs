@@ -126,6 +126,16 @@ fn run_fails_clearly_on_bad_modules_and_params() {
         "{err}"
     );
 
+    // A missing file: its path, and the cause said once.
+    let missing = dir.path().join("missing.wasm");
+    let (code, _, err) = run(kinesthetic().args(["filter", "run"]).arg(&missing), None);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot read filter") && err.contains("missing.wasm"),
+        "{err}"
+    );
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+
     let (code, _, err) = run(
         kinesthetic().args(["filter", "run", filters::GREP]),
         Some(b"x\n"),

@@ -60,10 +60,10 @@ pub struct JobError {
 /// A module could not be loaded as a filter.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read filter `{}`: {source}", .path.display())]
+    #[error("cannot read filter `{}`: {error}", .path.display())]
     Read {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("filter `{name}` is not a WebAssembly file (no `\\0asm` magic)")]
     NotWasm { name: String },

@@ -115,9 +115,9 @@ impl Registry {
             };
             let bytes = match std::fs::read(&path) {
                 Ok(b) => b,
-                Err(source) => {
+                Err(error) => {
                     // Vanished between listing and reading: treat as removed.
-                    report.failed.push((name, LoadError::Read { path, source }));
+                    report.failed.push((name, LoadError::Read { path, error }));
                     continue;
                 }
             };

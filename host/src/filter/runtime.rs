@@ -102,9 +102,9 @@ impl Runtime {
 
     /// Loads a filter from a file; the filter's name is the file stem.
     pub fn load_file(&self, path: &Path) -> Result<LoadedFilter, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let name = path
             .file_stem()

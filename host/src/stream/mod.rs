@@ -233,12 +233,10 @@ pub enum StreamError {
     BadInput(String),
     #[error("throttled: {0}")]
     Throttled(String),
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    // The cause is in the message and not a `source`, so a chain printer
+    // (`{:#}`) does not say it twice.
+    #[error("I/O error on {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{0}")]
     Service(String),
 }

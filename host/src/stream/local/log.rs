@@ -86,9 +86,9 @@ struct End {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StreamError + '_ {
-    move |source| StreamError::Io {
+    move |error| StreamError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     }
 }
 
@@ -939,7 +939,7 @@ impl Writer {
                     sh.next_offset = first_offset;
                     return Err(StreamError::Io {
                         path: sh.dir.display().to_string(),
-                        source: e,
+                        error: e,
                     });
                 }
                 *size += buf.len() as u64;

@@ -95,10 +95,10 @@ pub(crate) fn read(dir: &Path) -> Result<Option<StreamMeta>, StreamError> {
     let text = match std::fs::read(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
+        Err(error) => {
             return Err(StreamError::Io {
                 path: path.display().to_string(),
-                source,
+                error,
             });
         }
     };
@@ -115,7 +115,7 @@ pub(crate) fn read(dir: &Path) -> Result<Option<StreamMeta>, StreamError> {
 pub(crate) fn write(dir: &Path, meta: &StreamMeta, fsync: bool) -> Result<(), StreamError> {
     let io = |path: &Path| {
         let path = path.display().to_string();
-        move |source| StreamError::Io { path, source }
+        move |error| StreamError::Io { path, error }
     };
     let tmp = dir.join("meta.json.tmp");
     let text = serde_json::to_vec_pretty(meta)
