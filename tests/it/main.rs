@@ -19,6 +19,7 @@ mod filter_runtime;
 mod intake;
 mod intake_decode;
 mod intake_kinesis;
+mod kinesis_responses;
 mod stream_cli;
 mod stream_kinesis;
 mod stream_kpl;

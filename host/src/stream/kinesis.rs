@@ -51,6 +51,15 @@ impl KinesisBackend {
             .filter(|e| !e.is_empty());
         if let Some(url) = &endpoint {
             loader = loader.endpoint_url(url);
+            // A stand-in needs a region but not the instance metadata
+            // service, whose lookup off EC2 costs a timeout and a warning.
+            if settings.region.is_none()
+                && ["AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"]
+                    .iter()
+                    .all(|v| std::env::var_os(v).is_none())
+            {
+                loader = loader.region(aws_config::Region::new("us-east-1"));
+            }
             if std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
                 && std::env::var_os("AWS_PROFILE").is_none()
             {
@@ -201,12 +210,15 @@ fn check_put(stream: &str, entries: &[PutEntry]) -> Result<(), StreamError> {
     Ok(())
 }
 
-fn status_of(s: &KStatus) -> StreamStatus {
+/// Our status for Kinesis's; `None` for one we do not know (the SDK fills
+/// a missing required field with an empty value rather than failing).
+fn status_of(s: &KStatus) -> Option<StreamStatus> {
     match s {
-        KStatus::Creating => StreamStatus::Creating,
-        KStatus::Deleting => StreamStatus::Deleting,
-        KStatus::Updating => StreamStatus::Updating,
-        _ => StreamStatus::Active,
+        KStatus::Creating => Some(StreamStatus::Creating),
+        KStatus::Deleting => Some(StreamStatus::Deleting),
+        KStatus::Updating => Some(StreamStatus::Updating),
+        KStatus::Active => Some(StreamStatus::Active),
+        _ => None,
     }
 }
 
@@ -342,13 +354,33 @@ impl StreamBackend for KinesisBackend {
                 "DescribeStreamSummary of {name:?} returned nothing"
             ))
         })?;
-        let status = status_of(summary.stream_status());
-        let retention_hours = u32::try_from(summary.retention_period_hours()).unwrap_or(24);
+        let status = status_of(summary.stream_status()).ok_or_else(|| {
+            StreamError::Service(format!(
+                "DescribeStreamSummary of {name:?} returned an unknown status {:?}",
+                summary.stream_status().as_str()
+            ))
+        })?;
+        let retention_hours = u32::try_from(summary.retention_period_hours())
+            .ok()
+            .filter(|h| *h > 0)
+            .ok_or_else(|| {
+                StreamError::Service(format!(
+                    "DescribeStreamSummary of {name:?} returned a retention of {} hours",
+                    summary.retention_period_hours()
+                ))
+            })?;
         let shards = if status == StreamStatus::Creating {
             Vec::new()
         } else {
             self.list_shards(name).await?
         };
+        if matches!(status, StreamStatus::Active | StreamStatus::Updating)
+            && !shards.iter().any(|s| s.ending_sequence.is_none())
+        {
+            return Err(StreamError::Service(format!(
+                "ListShards of {name:?} returned no open shard for an {status:?} stream"
+            )));
+        }
         Ok(StreamDescription {
             name: name.to_owned(),
             status,
