@@ -112,6 +112,23 @@ fn malformed_kinesis_answers_are_precise_errors() {
             Err(StreamError::Throttled(m)) => assert!(m.contains("Rate exceeded"), "{m}"),
             other => panic!("throttled: {other:?}"),
         }
+        // GetRecords: an empty answer is not the end of a shard; a record
+        // without its sequence number is refused.
+        use kinesthetic::stream::ShardIterator;
+        let it = ShardIterator("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into());
+        set(200, "{}");
+        match b.get_records(&it, 10).await {
+            Err(StreamError::Service(m)) => assert!(m.contains("MillisBehindLatest"), "{m}"),
+            other => panic!("empty GetRecords: {other:?}"),
+        }
+        set(
+            200,
+            r#"{"MillisBehindLatest":0,"NextShardIterator":"x","Records":[{"Data":"eA==","PartitionKey":"k"}]}"#,
+        );
+        match b.get_records(&it, 10).await {
+            Err(StreamError::Service(m)) => assert!(m.contains("bad sequence number"), "{m}"),
+            other => panic!("record without a sequence number: {other:?}"),
+        }
         // Describe: a summary missing, a shard without its hash key range,
         // a hash key that is not a number.
         set(200, "{}");

@@ -490,6 +490,15 @@ impl StreamBackend for KinesisBackend {
             .send()
             .await
             .map_err(|e| get_records_error(&iterator.0, e))?;
+        // Kinesis always says how far behind the reader is; an answer
+        // without it is not one (an empty `{}` would otherwise read as the
+        // end of a closed shard, and a reader would move on to its children).
+        let Some(millis_behind_latest) = resp.millis_behind_latest() else {
+            return Err(StreamError::Service(format!(
+                "GetRecords answered without MillisBehindLatest for iterator {}…",
+                iterator.0.chars().take(16).collect::<String>()
+            )));
+        };
         let mut records = Vec::with_capacity(resp.records().len());
         for r in resp.records() {
             records.push(StreamRecord {
@@ -507,7 +516,7 @@ impl StreamBackend for KinesisBackend {
             next_iterator: resp
                 .next_shard_iterator()
                 .map(|s| ShardIterator(s.to_owned())),
-            millis_behind_latest: resp.millis_behind_latest().unwrap_or(0),
+            millis_behind_latest,
         })
     }
 
