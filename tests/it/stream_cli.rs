@@ -181,3 +181,89 @@ fn tail_from_times_offsets_epoch_ms_ages_and_latest() {
         );
     }
 }
+
+/// Packed, stamped events as the intake writes them, put on `backend`.
+async fn put_stamped<B: kinesthetic::stream::StreamBackend>(b: &B, stream: &str) {
+    use kinesthetic::event::{EventId, Stamp};
+    use kinesthetic::stream::PutEntry;
+    use kinesthetic::stream::kpl::Aggregator;
+    let mut agg = Aggregator::new(1 << 20);
+    for i in 0..3u64 {
+        let stamp = Stamp {
+            id: EventId {
+                listener: 0xabc,
+                counter: 40 + i,
+            },
+            received_ms: 1_764_000_000_000 + i as i64,
+        };
+        assert!(agg.try_push("user-7", format!("{{\"n\":{i}}}").as_bytes(), stamp));
+    }
+    let rec = agg.finish();
+    b.put_records(
+        stream,
+        &[PutEntry {
+            partition_key: rec.partition_key.clone(),
+            explicit_hash_key: None,
+            data: rec.data,
+        }],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// `EVENT-ID RECEIVED KEY<TAB>EVENT` for each of the three events.
+#[track_caller]
+fn check_tail_lines(out: &str) {
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for (i, l) in lines.iter().enumerate() {
+        let want_id = kinesthetic::event::EventId {
+            listener: 0xabc,
+            counter: 40 + i as u64,
+        }
+        .to_string();
+        let (head, event) = l.split_once('\t').unwrap_or_else(|| panic!("no tab: {l}"));
+        assert_eq!(event, format!("{{\"n\":{i}}}"), "{l}");
+        let parts: Vec<&str> = head.split(' ').collect();
+        assert_eq!(parts.len(), 3, "{l}");
+        assert_eq!(parts[0], want_id, "{l}");
+        assert_eq!(parts[1], format!("2025-11-24T16:00:00.00{i}Z"), "{l}");
+        assert_eq!(parts[2], "user-7", "{l}");
+    }
+}
+
+#[test]
+fn tail_prints_de_aggregated_events_with_their_stamps_on_both_backends() {
+    use kinesthetic::stream::StreamBackend;
+    use kinesthetic::stream::local::{LocalLog, LocalOptions};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let data = dir.path().to_string_lossy().into_owned();
+    crate::harness::rt().block_on(async {
+        let log =
+            LocalLog::open(dir.path(), LocalOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        log.create_stream("st", 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        put_stamped(&log, "st").await;
+    });
+    check_tail_lines(&ok(&["stream", "--data", &data, "tail", "st"]));
+
+    let Some(endpoint) = kinesis_endpoint() else {
+        return;
+    };
+    let name = unique_stream("tail");
+    crate::harness::rt().block_on(async {
+        let Some(k) = crate::services::kinesis_backend().await else {
+            return;
+        };
+        k.create_stream(&name, 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        kinesthetic::stream::reshard::wait_active(&k, &name, std::time::Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        put_stamped(&k, &name).await;
+    });
+    check_tail_lines(&ok(&["stream", "--endpoint", &endpoint, "tail", &name]));
+    ok(&["stream", "--endpoint", &endpoint, "delete", &name]);
+}
