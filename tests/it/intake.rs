@@ -1243,3 +1243,91 @@ fn sigterm_stops_serve_gracefully_with_every_event_written() {
         assert_eq!(read_all(&log, "s").await.len() as u64, acked);
     });
 }
+
+/// After an outage, the spool's backlog of small records reaches the
+/// stream in few, full records: every event once, in order, stamped.
+#[test]
+fn the_spool_ships_a_backlog_of_small_requests_in_full_records() {
+    use kinesthetic::app::{Telemetry, start_intake_with};
+    use kinesthetic::intake::producer::ProducerConfig;
+    use kinesthetic::intake::spool::Spooled;
+    rt().block_on(async {
+        let remote_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let spool_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = local(remote_dir.path(), &[("s", 1)]).await;
+        let (open, gate) = tokio::sync::watch::channel(false);
+        let remote = Slow {
+            inner: log.clone(),
+            gate,
+            puts: Arc::default(),
+        };
+        let telemetry = Telemetry::new();
+        let spooled = Spooled::open(
+            remote.clone(),
+            spool_dir.path(),
+            ProducerConfig::default(),
+            telemetry.metrics.clone(),
+            64 << 20,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut c = config();
+        c.intake.linger_ms = 0;
+        let r = start_intake_with(spooled.clone(), &c, telemetry)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // 300 one-event requests, one after another: 300 spool records.
+        let client = reqwest::Client::new();
+        for i in 0..300 {
+            let resp = client
+                .post(url(&r, "s"))
+                .body(format!("{{\"i\":{i}}}\n"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(resp.status().as_u16(), 200);
+        }
+        assert!(
+            read_all(&log, "s").await.is_empty(),
+            "the stream was not away"
+        );
+        let _ = open.send(true);
+        let start = std::time::Instant::now();
+        while spooled.backlog().iter().map(|(_, b)| b).sum::<u64>() > 0 {
+            assert!(start.elapsed().as_secs() < 60, "the spool never emptied");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let got = read_all(&log, "s").await;
+        let want: Vec<Vec<u8>> = (0..300)
+            .map(|i| format!("{{\"i\":{i}}}").into_bytes())
+            .collect();
+        assert_eq!(
+            got.iter().map(|e| e.data.clone()).collect::<Vec<_>>(),
+            want,
+            "every event once, in order"
+        );
+        let stamps: Vec<_> = got.iter().filter_map(|e| e.stamp).collect();
+        assert_eq!(stamps.len(), 300);
+        assert!(stamps.windows(2).all(|w| w[0].id.counter < w[1].id.counter));
+        // Records in the stream: the shipper's first (taken before the
+        // stream came back) plus a few full ones, not 300.
+        let mut records = 0;
+        let mut it = log
+            .shard_iterator("s", "shardId-000000000000", &StartPosition::TrimHorizon)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        loop {
+            let out = log
+                .get_records(&it, 10_000)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            records += out.records.len();
+            match out.next_iterator {
+                Some(n) if !out.records.is_empty() => it = n,
+                _ => break,
+            }
+        }
+        assert!(records <= 10, "{records} records for 300 small requests");
+        r.stop().await.unwrap_or_else(|e| panic!("{e}"));
+        spooled.close().await;
+    });
+}

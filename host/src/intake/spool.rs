@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
 use super::producer::{ProducerConfig, write_records};
-use crate::stream::kpl::Aggregated;
+use crate::stream::kpl::{self, Aggregated, Aggregator, Decoded};
 use crate::stream::local::LocalLog;
 use crate::stream::{
     GetRecordsOutput, PutEntry, PutOutcome, SequenceNumber, ShardIterator, StartPosition,
@@ -90,6 +90,64 @@ fn decode(data: &Bytes) -> Option<(u128, String, Bytes)> {
         .ok()?
         .to_owned();
     Some((ehk, key, data.slice(21 + klen..)))
+}
+
+/// Merges runs of small records bound for one shard into records of up to
+/// `limit` bytes, keeping every event, its stamp and the order. Records over
+/// half the limit, and any that cannot be read back as stamped KPL, go on
+/// as they are.
+fn repack(q: VecDeque<Aggregated>, limit: usize) -> VecDeque<Aggregated> {
+    if q.len() < 2 {
+        return q;
+    }
+    fn flush(agg: &mut Aggregator, out: &mut VecDeque<Aggregated>) {
+        if !agg.is_empty() {
+            let mut a = agg.finish();
+            // Counted when they were spooled.
+            a.events = 0;
+            a.stamp_bytes = 0;
+            out.push_back(a);
+        }
+    }
+    let mut out = VecDeque::with_capacity(q.len());
+    let mut agg = Aggregator::new(limit);
+    for r in q {
+        let events = match kpl::decode(&r.data) {
+            Ok(Decoded::Aggregated(ev))
+                if r.data.len() <= limit / 2
+                    && ev
+                        .iter()
+                        .all(|e| e.stamp.is_some() && e.explicit_hash_key.is_none()) =>
+            {
+                ev
+            }
+            _ => {
+                flush(&mut agg, &mut out);
+                out.push_back(r);
+                continue;
+            }
+        };
+        for (i, e) in events.iter().enumerate() {
+            let Some(stamp) = e.stamp else { continue };
+            if agg.try_push(&e.partition_key, &e.data, stamp) {
+                continue;
+            }
+            flush(&mut agg, &mut out);
+            if !agg.try_push(&e.partition_key, &e.data, stamp) {
+                // Cannot happen (the record was at most half the limit);
+                // never lose events: send this record as it was (its first
+                // events may then arrive twice; their ids tell).
+                tracing::error!(
+                    event = i,
+                    "spool: an event does not fit a record of its own size; record sent as it was"
+                );
+                out.push_back(r.clone());
+                break;
+            }
+        }
+    }
+    flush(&mut agg, &mut out);
+    out
 }
 
 impl<B: StreamBackend> Spooled<B> {
@@ -279,6 +337,13 @@ impl<B: StreamBackend> Spooled<B> {
                     }
                 }
             }
+            // A backlog is often many small records (cycles of a few
+            // events each); Kinesis counts records, so fill them up again.
+            let limit = self.inner.config.record_max_bytes;
+            let queues: BTreeMap<u128, VecDeque<Aggregated>> = queues
+                .into_iter()
+                .map(|(k, q)| (k, repack(q, limit)))
+                .collect();
             let last = batch.records.last().map(|r| r.sequence.clone());
             let write = write_records(
                 &self.inner.remote,
@@ -427,6 +492,70 @@ impl<B: StreamBackend> StreamBackend for Spooled<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::event::{EventId, Stamp};
+
+    /// A record of `n` stamped events from counter `first`, as the producer
+    /// packs them.
+    fn record(first: u64, n: u64, key: &str) -> Aggregated {
+        let mut a = Aggregator::new(1 << 20);
+        for c in first..first + n {
+            let stamp = Stamp {
+                id: EventId {
+                    listener: 7,
+                    counter: c,
+                },
+                received_ms: 1_000 + c as i64 / 3,
+            };
+            assert!(a.try_push(key, format!("event {c}").as_bytes(), stamp));
+        }
+        a.finish()
+    }
+
+    fn events(q: &VecDeque<Aggregated>) -> Vec<(String, Vec<u8>, Option<Stamp>)> {
+        q.iter()
+            .flat_map(|r| kpl::events_of(&r.data, &r.partition_key).unwrap_or_default())
+            .map(|e| (e.partition_key, e.data.to_vec(), e.stamp))
+            .collect()
+    }
+
+    #[test]
+    fn repack_fills_records_and_keeps_every_event_stamp_and_order() {
+        let limit = 4096;
+        let mut q: VecDeque<Aggregated> = (0..60)
+            .map(|i| record(i * 3, 3, if i % 2 == 0 { "a" } else { "b" }))
+            .collect();
+        let want = events(&q);
+        let out = repack(q.clone(), limit);
+        assert!(
+            out.len() < q.len() / 4,
+            "{} records from {}",
+            out.len(),
+            q.len()
+        );
+        assert!(out.iter().all(|r| r.data.len() <= limit));
+        assert_eq!(events(&out), want);
+
+        // A large record and a plain one go on untouched, in their place.
+        q.truncate(4);
+        q.insert(2, record(1000, 200, "big"));
+        q.push_back(Aggregated {
+            data: Bytes::from_static(b"plain, not KPL"),
+            partition_key: "p".into(),
+            events: 0,
+            stamp_bytes: 0,
+        });
+        q.push_back(record(2000, 2, "a"));
+        let want = events(&q);
+        let out = repack(q.clone(), limit);
+        assert_eq!(events(&out), want);
+        assert!(
+            out.iter().any(|r| r.data == q[2].data),
+            "the big record was rewritten"
+        );
+        assert!(out.iter().any(|r| &r.data[..] == b"plain, not KPL"));
+        assert_eq!(out.len(), 5, "[0,1] merged, big, [2,3] merged, plain, last");
+    }
 
     #[test]
     fn spool_records_keep_the_hash_key_and_partition_key() {
