@@ -83,7 +83,11 @@ impl Proxy {
                 }
             }
         };
-        let app = axum::Router::new().fallback(handler);
+        // Kinesis takes 5 MiB of data per call, about 7 MB as JSON: far
+        // over axum's default body limit of 2 MB.
+        let app = axum::Router::new()
+            .fallback(handler)
+            .layer(axum::extract::DefaultBodyLimit::max(16 << 20));
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|e| panic!("proxy bind: {e}"));

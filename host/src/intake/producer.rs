@@ -499,6 +499,11 @@ pub(crate) async fn write_records<B: StreamBackend>(
                 }
                 attempt = attempt.saturating_add(1);
                 metrics.put_retries.get_or_create(&label).inc();
+                // Say so when it goes on (the spool's shipper never gives
+                // up), without a line per attempt.
+                if attempt == 3 || attempt.is_multiple_of(20) {
+                    tracing::warn!(%stream, attempt, error = %last, "writes keep failing; retrying");
+                }
                 tokio::time::sleep(backoff(config, attempt)).await;
             }
         }
