@@ -267,3 +267,22 @@ fn tail_prints_de_aggregated_events_with_their_stamps_on_both_backends() {
     check_tail_lines(&ok(&["stream", "--endpoint", &endpoint, "tail", &name]));
     ok(&["stream", "--endpoint", &endpoint, "delete", &name]);
 }
+
+#[test]
+fn help_teaches_with_examples() {
+    for (cmd, want) in [
+        (
+            "serve",
+            &["Examples:", "--create-stream logs:2", "SIGTERM"][..],
+        ),
+        (
+            "send",
+            &["Examples:", "send - --stream", "line numbers"][..],
+        ),
+    ] {
+        let help = ok(&[cmd, "--help"]);
+        for w in want {
+            assert!(help.contains(w), "{cmd} --help lacks {w:?}:\n{help}");
+        }
+    }
+}

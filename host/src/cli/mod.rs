@@ -19,15 +19,39 @@ struct Cli {
     command: Command,
 }
 
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  # The embedded local log, a stream of 2 shards, on 127.0.0.1:8080:
+  kinesthetic serve --create-stream logs:2
+  curl --data-binary @events.ndjson http://127.0.0.1:8080/v1/streams/logs/events
+  kinesthetic stream tail logs
+
+  # Against Kinesis (the usual AWS environment), from a config file:
+  kinesthetic serve --config kinesthetic.toml   # stream.backend = \"kinesis\"
+
+Ctrl-C or SIGTERM stops it gracefully: requests in flight are answered and
+every accepted event is written first.";
+
+const SEND_EXAMPLES: &str = "\
+Examples:
+  kinesthetic send events.ndjson --stream logs
+  zcat old.ndjson.gz | kinesthetic send - --stream logs --gzip --concurrency 8
+  kinesthetic send events.ndjson --stream logs --key user-7   # one partition key
+
+The exit code is 0 only when every event was accepted; a refused batch is
+named by its line numbers in the file.";
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the intake: `POST /v1/streams/{stream}/events` on --listen,
     /// Prometheus metrics on --admin. With no config file: the local log in
     /// ./kinesthetic-data, no AWS account needed.
+    #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
     /// Create, describe, list, delete, reshard and tail streams.
     Stream(stream::StreamArgs),
     /// Post a file of events to an intake in batches.
+    #[command(after_help = SEND_EXAMPLES)]
     Send(send::SendArgs),
     /// Develop, check, test and benchmark Wasm filters.
     #[command(subcommand)]
