@@ -112,12 +112,13 @@ fn repack(q: VecDeque<Aggregated>, limit: usize) -> VecDeque<Aggregated> {
     let mut out = VecDeque::with_capacity(q.len());
     let mut agg = Aggregator::new(limit);
     for r in q {
-        let events = match kpl::decode(&r.data) {
-            Ok(Decoded::Aggregated(ev))
-                if r.data.len() <= limit / 2
-                    && ev
-                        .iter()
-                        .all(|e| e.stamp.is_some() && e.explicit_hash_key.is_none()) =>
+        // Full records go on untouched, without even being read.
+        let decoded = (r.data.len() <= limit / 2).then(|| kpl::decode(&r.data));
+        let events = match decoded {
+            Some(Ok(Decoded::Aggregated(ev)))
+                if ev
+                    .iter()
+                    .all(|e| e.stamp.is_some() && e.explicit_hash_key.is_none()) =>
             {
                 ev
             }
