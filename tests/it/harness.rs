@@ -97,3 +97,22 @@ pub(crate) fn rt() -> tokio::runtime::Runtime {
         .build()
         .unwrap_or_else(|e| panic!("runtime: {e}"))
 }
+
+/// The intake's Prometheus metrics, as text, from its admin address.
+pub(crate) async fn scrape(admin: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap_or_else(|e| panic!("GET /metrics: {e}"))
+        .text()
+        .await
+        .unwrap_or_default()
+}
+
+/// The sum of the samples whose line starts with `prefix` (a metric name,
+/// with as many of its labels as matter).
+pub(crate) fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -15,7 +15,7 @@ use kinesthetic::stream::{
 };
 use serde_json::Value;
 
-use crate::harness::rt;
+use crate::harness::{metric, rt, scrape};
 
 fn config() -> Config {
     let mut c = Config::default();
@@ -170,18 +170,8 @@ fn ndjson_events_are_stamped_packed_and_kept_byte_for_byte() {
         assert_eq!(got[6].data, b"a=1&b=%20+c");
         assert_eq!(got[7].data, br#"{"k":"v"}"#);
         // The intake's metrics tell the same story.
-        let m = reqwest::get(format!("http://{}/metrics", r.admin_addr))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .text()
-            .await
-            .unwrap_or_default();
-        let value = |name: &str| -> f64 {
-            m.lines()
-                .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum()
-        };
+        let m = scrape(r.admin_addr).await;
+        let value = |name: &str| metric(&m, name);
         let payload: usize = got.iter().map(|g| g.data.len()).sum();
         assert_eq!(
             value("kinesthetic_intake_events_accepted_total{stream=\"logs\"}"),
@@ -339,12 +329,7 @@ fn bad_requests_get_precise_errors_and_write_nothing() {
             "a refused request wrote events"
         );
         // The rejections are counted.
-        let metrics = reqwest::get(format!("http://{}/metrics", r.admin_addr))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .text()
-            .await
-            .unwrap_or_default();
+        let metrics = scrape(r.admin_addr).await;
         assert!(
             metrics.contains("kinesthetic_intake_rejections_total{reason=\"too_large\"} 3"),
             "{metrics}"
@@ -569,6 +554,46 @@ fn two_listeners_writing_concurrently_never_share_an_event_id() {
     });
 }
 
+/// The `StreamBackend` methods a test wrapper passes straight on to its
+/// `inner` local log: all but `put_records`.
+macro_rules! delegate_to_inner {
+    () => {
+        async fn create_stream(&self, n: &str, s: u32) -> Result<(), StreamError> {
+            self.inner.create_stream(n, s).await
+        }
+        async fn delete_stream(&self, n: &str) -> Result<(), StreamError> {
+            self.inner.delete_stream(n).await
+        }
+        async fn list_streams(&self) -> Result<Vec<String>, StreamError> {
+            self.inner.list_streams().await
+        }
+        async fn describe(&self, n: &str) -> Result<StreamDescription, StreamError> {
+            self.inner.describe(n).await
+        }
+        async fn shard_iterator(
+            &self,
+            s: &str,
+            sh: &str,
+            f: &StartPosition,
+        ) -> Result<ShardIterator, StreamError> {
+            self.inner.shard_iterator(s, sh, f).await
+        }
+        async fn get_records(
+            &self,
+            i: &ShardIterator,
+            l: u32,
+        ) -> Result<GetRecordsOutput, StreamError> {
+            self.inner.get_records(i, l).await
+        }
+        async fn split_shard(&self, s: &str, sh: &str, k: u128) -> Result<(), StreamError> {
+            self.inner.split_shard(s, sh, k).await
+        }
+        async fn merge_shards(&self, s: &str, a: &str, b: &str) -> Result<(), StreamError> {
+            self.inner.merge_shards(s, a, b).await
+        }
+    };
+}
+
 /// A backend around the local log whose puts fail some entries the first
 /// time (as Kinesis does under throttling) and count what is sent.
 #[derive(Clone)]
@@ -580,18 +605,7 @@ struct Flaky {
 }
 
 impl StreamBackend for Flaky {
-    async fn create_stream(&self, n: &str, s: u32) -> Result<(), StreamError> {
-        self.inner.create_stream(n, s).await
-    }
-    async fn delete_stream(&self, n: &str) -> Result<(), StreamError> {
-        self.inner.delete_stream(n).await
-    }
-    async fn list_streams(&self) -> Result<Vec<String>, StreamError> {
-        self.inner.list_streams().await
-    }
-    async fn describe(&self, n: &str) -> Result<StreamDescription, StreamError> {
-        self.inner.describe(n).await
-    }
+    delegate_to_inner!();
     async fn put_records(&self, s: &str, e: &[PutEntry]) -> Result<Vec<PutOutcome>, StreamError> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         self.entries.fetch_add(e.len(), Ordering::SeqCst);
@@ -622,27 +636,6 @@ impl StreamBackend for Flaky {
                 }
             })
             .collect())
-    }
-    async fn shard_iterator(
-        &self,
-        s: &str,
-        sh: &str,
-        f: &StartPosition,
-    ) -> Result<ShardIterator, StreamError> {
-        self.inner.shard_iterator(s, sh, f).await
-    }
-    async fn get_records(
-        &self,
-        i: &ShardIterator,
-        l: u32,
-    ) -> Result<GetRecordsOutput, StreamError> {
-        self.inner.get_records(i, l).await
-    }
-    async fn split_shard(&self, s: &str, sh: &str, k: u128) -> Result<(), StreamError> {
-        self.inner.split_shard(s, sh, k).await
-    }
-    async fn merge_shards(&self, s: &str, a: &str, b: &str) -> Result<(), StreamError> {
-        self.inner.merge_shards(s, a, b).await
     }
 }
 
@@ -714,44 +707,12 @@ impl StreamBackend for Slow {
     fn keeps_order_within_put(&self) -> bool {
         true
     }
-    async fn create_stream(&self, n: &str, s: u32) -> Result<(), StreamError> {
-        self.inner.create_stream(n, s).await
-    }
-    async fn delete_stream(&self, n: &str) -> Result<(), StreamError> {
-        self.inner.delete_stream(n).await
-    }
-    async fn list_streams(&self) -> Result<Vec<String>, StreamError> {
-        self.inner.list_streams().await
-    }
-    async fn describe(&self, n: &str) -> Result<StreamDescription, StreamError> {
-        self.inner.describe(n).await
-    }
+    delegate_to_inner!();
     async fn put_records(&self, s: &str, e: &[PutEntry]) -> Result<Vec<PutOutcome>, StreamError> {
         self.puts.fetch_add(1, Ordering::SeqCst);
         let mut gate = self.gate.clone();
         let _ = gate.wait_for(|open| *open).await;
         self.inner.put_records(s, e).await
-    }
-    async fn shard_iterator(
-        &self,
-        s: &str,
-        sh: &str,
-        f: &StartPosition,
-    ) -> Result<ShardIterator, StreamError> {
-        self.inner.shard_iterator(s, sh, f).await
-    }
-    async fn get_records(
-        &self,
-        i: &ShardIterator,
-        l: u32,
-    ) -> Result<GetRecordsOutput, StreamError> {
-        self.inner.get_records(i, l).await
-    }
-    async fn split_shard(&self, s: &str, sh: &str, k: u128) -> Result<(), StreamError> {
-        self.inner.split_shard(s, sh, k).await
-    }
-    async fn merge_shards(&self, s: &str, a: &str, b: &str) -> Result<(), StreamError> {
-        self.inner.merge_shards(s, a, b).await
     }
 }
 
@@ -795,17 +756,8 @@ fn shutdown_drains_every_acknowledged_event_into_the_stream() {
         // is stuck.
         let start = std::time::Instant::now();
         loop {
-            let m = reqwest::get(format!("http://{}/metrics", r.admin_addr))
-                .await
-                .unwrap_or_else(|e| panic!("{e}"))
-                .text()
-                .await
-                .unwrap_or_default();
-            let buffered: usize = m
-                .lines()
-                .find_map(|l| l.strip_prefix("kinesthetic_intake_buffer_bytes "))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
+            let m = scrape(r.admin_addr).await;
+            let buffered = metric(&m, "kinesthetic_intake_buffer_bytes ") as usize;
             if buffered == all_in {
                 break;
             }
@@ -1122,18 +1074,8 @@ fn the_spool_frees_what_it_has_shipped() {
         );
         // Writes into the spool and on to the stream are counted apart, and
         // the depth gauge is back to 0.
-        let m = reqwest::get(format!("http://{}/metrics", r.admin_addr))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .text()
-            .await
-            .unwrap_or_default();
-        let value = |name: &str| -> f64 {
-            m.lines()
-                .filter(|l| l.starts_with(name))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum()
-        };
+        let m = scrape(r.admin_addr).await;
+        let value = |name: &str| metric(&m, name);
         assert!(
             value("kinesthetic_intake_put_calls_total{stream=\"s\",to=\"spool\"}") > 0.0,
             "{m}"

@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::intake::read_all;
 use crate::services::{kinesis_endpoint, unique_stream};
 
-use crate::harness::rt;
+use crate::harness::{metric, rt, scrape};
 
 /// An HTTP proxy in front of the stand-in that can be switched off: while
 /// off, every request is answered 503 ServiceUnavailable without reaching
@@ -261,17 +261,8 @@ fn an_unreachable_kinesis_loses_nothing_and_keeps_order() {
             "Kinesis was never called during the outage"
         );
         // The spool depth is visible while the shipper's call is stuck.
-        let m = reqwest::get(format!("http://{}/metrics", running.admin_addr))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .text()
-            .await
-            .unwrap_or_default();
-        let gauge: f64 = m
-            .lines()
-            .filter(|l| l.starts_with("kinesthetic_intake_spool_bytes{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
+        let m = scrape(running.admin_addr).await;
+        let gauge = metric(&m, "kinesthetic_intake_spool_bytes{");
         assert!(
             gauge > 0.0,
             "spool depth gauge is {gauge} during the outage:\n{m}"
