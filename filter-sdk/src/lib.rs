@@ -56,6 +56,8 @@ mod line;
 pub mod num;
 mod params;
 pub mod testing;
+#[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+mod wasi_stubs;
 
 pub use emit::Emit;
 pub use line::{Context, Line};

@@ -107,7 +107,11 @@ fn main() -> anyhow::Result<()> {
             fresh.lines_out
         );
     }
-    let over = bench::overhead(&filter, &tiny, &params, &limits, 20_000)?;
+    let jobs: usize = std::env::var("BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let over = bench::overhead(&filter, &tiny, &params, &limits, jobs)?;
     let tiny_phases = bench::phases(&filter, &tiny, &params, &limits, 5_000)?;
     let big_phases = bench::phases(&filter, &inputs[0], &params, &limits, 300)?;
 

@@ -185,8 +185,26 @@ fn check_prints_the_world_exports_imports_and_hash() {
         "{out}"
     );
     assert!(
-        out.contains("wasi:cli/") && out.contains("(stub: traps if called)"),
-        "{out}"
+        !out.contains("wasi:"),
+        "the SDK keeps WASI out of a filter's imports: {out}"
+    );
+    let (code, chaos, err) = run(
+        kinesthetic().args(["filter", "check", filters::CHAOS]),
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        chaos.lines().any(
+            |l| l.contains("wasi:clocks/wall-clock@") && l.ends_with("(stub: traps if called)")
+        ),
+        "{chaos}"
+    );
+    assert!(
+        chaos
+            .lines()
+            .any(|l| l.contains("wasi:random/insecure-seed@")
+                && l.ends_with("(a fixed seed, for HashMap)")),
+        "{chaos}"
     );
     let sha = {
         use sha2::Digest;
@@ -399,6 +417,11 @@ fn run_names_the_filter_and_the_cause_for_every_kind_of_failure() {
             "init failed: chaos says no",
         ),
         (
+            &["filter", "run", filters::CHAOS, "-p", "mode=clock"],
+            "filter `chaos`",
+            "called `wasi:clocks/wall-clock@",
+        ),
+        (
             &["filter", "run", filters::SAMPLE, "-p", "n=zero"],
             "filter `sample`",
             "cannot parse `zero`",
@@ -414,4 +437,28 @@ fn run_names_the_filter_and_the_cause_for_every_kind_of_failure() {
             "{args:?}: output despite the failure: {out}"
         );
     }
+}
+
+/// A filter's `eprintln!` reaches the user as a warning from that filter,
+/// one line per line (not per piece); `println!` is logged at info level.
+#[test]
+fn run_shows_what_a_filter_prints() {
+    let (code, out, err) = run(
+        kinesthetic().args(["filter", "run", filters::CHAOS, "-p", "mode=std"]),
+        Some(b"one two\nthree\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let warned: Vec<&str> = err.lines().filter(|l| l.contains("stderr: ")).collect();
+    assert_eq!(warned.len(), 2, "{err}");
+    assert!(
+        warned[0].contains("WARN")
+            && warned[0].contains("stderr: one two")
+            && warned[0].contains("chaos"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("stdout: "),
+        "info is below RUST_LOG=warn: {err}"
+    );
 }

@@ -16,6 +16,7 @@ mod filter_examples;
 mod filter_native_tests;
 mod filter_registry;
 mod filter_runtime;
+mod filter_std;
 mod intake;
 mod intake_decode;
 mod intake_kinesis;

@@ -15,6 +15,8 @@
 //! | `bad-index` | answers with a line index past the end of the batch |
 //! | `log-flood` | logs 1,000,000 messages per batch, then keeps every line |
 //! | `init-error` | `init` fails with `chaos says no` |
+//! | `clock` | reads the wall clock, which the host does not provide |
+//! | `std` | uses what `std` does have in a filter: each line is replaced by its words in a `HashSet`'s order, then `env=…` (what `HOME` is); prints `stdout: LINE` and `stderr: LINE` (in pieces) |
 
 use std::hint::black_box;
 
@@ -30,6 +32,8 @@ enum Mode {
     Recurse,
     BadIndex,
     LogFlood,
+    Clock,
+    Std,
 }
 
 pub struct Chaos {
@@ -47,6 +51,8 @@ impl Filter for Chaos {
             "recurse" => Mode::Recurse,
             "bad-index" => Mode::BadIndex,
             "log-flood" => Mode::LogFlood,
+            "clock" => Mode::Clock,
+            "std" => Mode::Std,
             "init-error" => return Err("chaos says no".into()),
             other => return Err(format!("parameter `mode`: unknown mode `{other}`")),
         };
@@ -78,13 +84,28 @@ impl Filter for Chaos {
                     log(Level::Info, if i % 2 == 0 { "flood" } else { "more flood" });
                 }
             }
-            Mode::Keep | Mode::Poison => {}
+            Mode::Clock => {
+                black_box(std::time::SystemTime::now());
+            }
+            Mode::Keep | Mode::Poison | Mode::Std => {}
         }
     }
 
     fn line(&mut self, line: &Line<'_>, emit: &mut Emit<'_>) {
         if self.mode == Mode::Poison && line.bytes().windows(6).any(|w| w == b"POISON") {
             panic!("chaos: poison line {}", line.index());
+        }
+        if self.mode == Mode::Std {
+            let text = String::from_utf8_lossy(line.bytes());
+            let words: std::collections::HashSet<&str> = text.split_whitespace().collect();
+            let mut out = words.into_iter().collect::<Vec<_>>().join(" ");
+            let home = std::env::var("HOME").unwrap_or_else(|_| "absent".into());
+            out.push_str(&format!(" env={home}"));
+            println!("stdout: {text}");
+            eprint!("stderr: ");
+            eprintln!("{text}");
+            emit.replace(out.as_bytes());
+            return;
         }
         emit.keep();
     }
@@ -124,6 +145,17 @@ mod tests {
             message.as_deref().map(String::as_str),
             Some("chaos: poison line 1")
         );
+    }
+
+    #[test]
+    fn std_mode_rewrites_each_line_to_its_words() {
+        let out = testing::run::<Chaos>(&[("mode", "std")], &[b"b a b c"]).unwrap_or_default();
+        let text = String::from_utf8_lossy(&out[0].bytes).into_owned();
+        let (words, env) = text.rsplit_once(' ').unwrap_or_default();
+        let mut words: Vec<&str> = words.split(' ').collect();
+        words.sort();
+        assert_eq!(words, ["a", "b", "c"]);
+        assert!(env.starts_with("env="), "{text}");
     }
 
     #[test]

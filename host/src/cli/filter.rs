@@ -207,6 +207,8 @@ pub(crate) fn run(cmd: FilterCommand) -> anyhow::Result<ExitCode> {
             for i in &info.imports {
                 let note = if info.stubbed_imports.contains(i) {
                     "  (stub: traps if called)"
+                } else if i.starts_with("wasi:random/insecure-seed@") {
+                    "  (a fixed seed, for HashMap)"
                 } else {
                     ""
                 };

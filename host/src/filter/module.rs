@@ -14,10 +14,26 @@ use super::limits::Limits;
 use super::runtime::Runtime;
 
 /// WASI interfaces some toolchains import just to link (Rust's `wasm32-wasip2`
-/// standard library imports `wasi:cli/*` and `wasi:io/*`). The host satisfies
-/// them with stubs that trap when called: a filter still gets no files,
-/// network, environment or clocks.
+/// standard library imports `wasi:cli/*` and `wasi:io/*`, unless the filter
+/// SDK defines them inside the filter). The host satisfies them with stubs
+/// that trap when called: a filter still gets no files, network,
+/// environment or clocks.
 const STUBBED_PREFIXES: &[&str] = &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/"];
+
+/// The seed of `wasi:random/insecure-seed@0.2.x`, the one WASI interface the
+/// host implements: Rust's `HashMap` asks it for the key of its hasher, and
+/// without it every `HashMap::new()` in a filter trapped. The seed is fixed,
+/// so a filter's output never depends on the run (hash iteration order
+/// included); a batch's size and the deadline bound what crafted colliding
+/// keys could cost.
+const FIXED_SEED: (u64, u64) = (0x6b69_6e65_7374_6865, 0x7469_632d_7365_6564);
+
+/// Whether the import `name` (with its version) is the interface the host
+/// answers with [`FIXED_SEED`]: `wasi:random/insecure-seed`, version 0.2.x.
+fn is_insecure_seed(name: &str) -> bool {
+    name.strip_prefix("wasi:random/insecure-seed@0.2.")
+        .is_some_and(|patch| patch.bytes().all(|b| b.is_ascii_digit()) && !patch.is_empty())
+}
 
 /// Parameters passed to a filter's `init`.
 pub type Params = Vec<(String, String)>;
@@ -96,7 +112,7 @@ impl LoadedFilter {
         for (import, _) in ty.imports(engine) {
             imports.push(import.to_owned());
             let ours = import == "log" || import.starts_with("kinesthetic:filter/types@");
-            if ours {
+            if ours || is_insecure_seed(import) {
                 continue;
             }
             if STUBBED_PREFIXES.iter().any(|p| import.starts_with(p)) {
@@ -122,6 +138,14 @@ impl LoadedFilter {
         };
         let mut linker: Linker<HostState> = Linker::new(engine);
         Filter::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(engine_err)?;
+        // Under the exact name imported: the trapping stubs below would
+        // otherwise take that name before a semver-compatible one is tried.
+        for import in imports.iter().filter(|i| is_insecure_seed(i)) {
+            linker
+                .instance(import)
+                .and_then(|mut i| i.func_wrap("insecure-seed", |_, (): ()| Ok((FIXED_SEED,))))
+                .map_err(engine_err)?;
+        }
         linker
             .define_unknown_imports_as_traps(&component)
             .map_err(engine_err)?;
@@ -284,11 +308,33 @@ impl LoadedFilter {
                     Trap::MemoryOutOfBounds
                 ))
             }
+            Some(Trap::UnreachableCodeReached) => {
+                tracing::debug!(filter = %self.name, error = ?e, "trap");
+                other(format!(
+                    "{} (a Rust filter's panic ends this way: its message is in the log, \
+                     logged by the filter at error level)",
+                    Trap::UnreachableCodeReached
+                ))
+            }
             Some(trap) => {
                 tracing::debug!(filter = %self.name, error = ?e, "trap");
                 other(trap.to_string())
             }
-            None => other(e.root_cause().to_string()),
+            None => {
+                let cause = e.root_cause().to_string();
+                // wasmtime's words for a call to a stub of
+                // `define_unknown_imports_as_traps`.
+                match cause
+                    .strip_prefix("unknown import: `")
+                    .and_then(|rest| rest.split_once('`'))
+                {
+                    Some((import, _)) => other(format!(
+                        "called `{import}`, which the host does not provide: filters get no \
+                         files, network, environment or clocks"
+                    )),
+                    None => other(cause),
+                }
+            }
         };
         self.error(cause)
     }
