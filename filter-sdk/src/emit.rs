@@ -277,7 +277,10 @@ pub fn filter<F: Filter>(slot: &RefCell<Option<F>>, batch: Batch) -> Result<Outp
     let Some(filter) = slot.as_mut() else {
         return Err("no filter instance".to_owned());
     };
-    let mut out = process(filter, &batch)?;
+    let out = process(filter, &batch);
+    #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+    crate::wasi_stubs::flush_pending();
+    let mut out = out?;
     if BAD_INDEX.with(|c| c.replace(false)) {
         out.emit.push(batch.lines.ends.len() as u32 + 7);
     }

@@ -13,7 +13,8 @@
 //! * `print!`/`println!` and `eprint!`/`eprintln!` go to the host's log, a
 //!   line per log message (stdout at `info`, stderr at `warn`), rate-limited
 //!   like [`crate::log`]. A line without its newline is held until one
-//!   comes, or until it reaches [`MAX_LINE`] bytes.
+//!   comes, until it reaches [`MAX_LINE`] bytes, or until the batch ends
+//!   (`print!`'s own buffer in `std` is not flushed: end with a newline).
 //! * The environment is empty: `std::env::var` finds nothing.
 //! * `std::process::exit` logs an error and traps.
 //! * Reading stdin is not linked here; it would import `wasi:io` functions,
@@ -69,6 +70,22 @@ fn forward(handle: i32, bytes: &[u8]) {
             start += MAX_LINE;
         }
         buf.drain(..start);
+    });
+}
+
+/// Logs what is left of a line without its newline; called at the end of
+/// each batch, since the instance does not outlive it.
+pub(crate) fn flush_pending() {
+    PENDING.with(|p| {
+        let Ok(mut pending) = p.try_borrow_mut() else {
+            return;
+        };
+        for (buf, level) in pending.iter_mut().zip([Level::Info, Level::Warn]) {
+            if !buf.is_empty() {
+                crate::log(level, &String::from_utf8_lossy(buf));
+                buf.clear();
+            }
+        }
     });
 }
 

@@ -80,9 +80,16 @@ fn std_in_a_filter_prints_to_the_log_and_hashes_deterministically() {
     for _ in 0..3 {
         assert_eq!(run(), first, "HashSet order changed between instances");
     }
-    // One `println!` and one `eprint!` + `eprintln!` per line: six log
-    // messages a job, the stderr pieces joined into one line.
+    // One `println!` and one `eprint!` + `eprintln!` per line, the stderr
+    // pieces joined into one message: six messages a job. (The `eprint!`
+    // without a newline after the first line joins the second line's stderr
+    // message, as on a terminal.)
     assert_eq!(f.log_stats().forwarded.load(Relaxed), 4 * 6);
+    // With one line, nothing follows that partial line: it is logged when
+    // the batch ends.
+    f.run(&input(&[b"x"]), &p, &Limits::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(f.log_stats().forwarded.load(Relaxed), 4 * 6 + 3);
     assert_eq!(f.log_stats().suppressed.load(Relaxed), 0);
 }
 

@@ -16,7 +16,7 @@
 //! | `log-flood` | logs 1,000,000 messages per batch, then keeps every line |
 //! | `init-error` | `init` fails with `chaos says no` |
 //! | `clock` | reads the wall clock, which the host does not provide |
-//! | `std` | uses what `std` does have in a filter: each line is replaced by its words in a `HashSet`'s order, then `env=…` (what `HOME` is); prints `stdout: LINE` and `stderr: LINE` (in pieces) |
+//! | `std` | uses what `std` does have in a filter: each line is replaced by its words in a `HashSet`'s order, then `env=…` (what `HOME` is); prints `stdout: LINE` and `stderr: LINE` (in pieces), and after the first line `first line done` without a newline |
 
 use std::hint::black_box;
 
@@ -104,6 +104,9 @@ impl Filter for Chaos {
             println!("stdout: {text}");
             eprint!("stderr: ");
             eprintln!("{text}");
+            if line.index() == 0 {
+                eprint!("first line done"); // no newline: logged when the batch ends
+            }
             emit.replace(out.as_bytes());
             return;
         }
