@@ -1273,3 +1273,120 @@ fn the_spool_ships_a_backlog_of_small_requests_in_full_records() {
         spooled.close().await;
     });
 }
+
+/// The local log, refusing some puts the way Kinesis can for reasons a
+/// retry does not fix at once: one call for a stream that is gone (deleted
+/// and re-created), and one call in which every entry but the first fails
+/// on the stream's KMS key. Records what it did write.
+#[derive(Clone)]
+struct Refusing {
+    inner: LocalLog,
+    calls: Arc<AtomicUsize>,
+    sent: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl StreamBackend for Refusing {
+    delegate_to_inner!();
+    async fn put_records(&self, s: &str, e: &[PutEntry]) -> Result<Vec<PutOutcome>, StreamError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        if call == 2 {
+            return Err(StreamError::NoSuchStream(s.to_owned()));
+        }
+        let take = if call == 5 { 1 } else { e.len() };
+        let mut out = self.inner.put_records(s, &e[..take]).await?;
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.extend(e[..take].iter().map(|x| x.data.to_vec()));
+        }
+        out.extend((take..e.len()).map(|_| PutOutcome::Failed {
+            code: "KMSAccessDeniedException".into(),
+            message: "the stream cannot use its key".into(),
+        }));
+        Ok(out)
+    }
+}
+
+#[test]
+fn after_a_refusal_the_spool_resends_only_what_the_stream_did_not_take() {
+    use kinesthetic::app::{Telemetry, start_intake_with};
+    use kinesthetic::intake::producer::ProducerConfig;
+    use kinesthetic::intake::spool::Spooled;
+    rt().block_on(async {
+        let remote_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let spool_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = local(remote_dir.path(), &[("s", 4)]).await;
+        let remote = Refusing {
+            inner: log.clone(),
+            calls: Arc::default(),
+            sent: Arc::default(),
+        };
+        let telemetry = Telemetry::new();
+        // Small records, so that one spooled batch takes many calls and the
+        // refusals land in the middle of one.
+        let producer = ProducerConfig {
+            record_max_bytes: 4096,
+            ..ProducerConfig::default()
+        };
+        let spooled = Spooled::open(
+            remote.clone(),
+            spool_dir.path(),
+            producer,
+            telemetry.metrics.clone(),
+            64 << 20,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut c = config();
+        c.intake.record_max_bytes = 4096;
+        c.streams.insert(
+            "s".into(),
+            StreamSettings {
+                partition_key_field: Some("user".into()),
+            },
+        );
+        let r = start_intake_with(spooled.clone(), &c, telemetry)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let body: String = (0..2000)
+            .map(|i| {
+                format!(
+                    "{{\"user\":\"u{}\",\"i\":{i},\"pad\":\"{}\"}}\n",
+                    i % 40,
+                    "p".repeat(60)
+                )
+            })
+            .collect();
+        let (status, v, _) = post(&r, "s", &[], body.into_bytes()).await;
+        assert_eq!(status, 200, "{v}");
+        let start = std::time::Instant::now();
+        while spooled.backlog().iter().map(|(_, b)| b).sum::<u64>() > 0 {
+            assert!(start.elapsed().as_secs() < 60, "the spool never emptied");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(
+            remote.calls.load(Ordering::SeqCst) > 6,
+            "the refusals never happened: the test proves nothing"
+        );
+        let got = read_all(&log, "s").await;
+        assert_eq!(got.len(), 2000, "events lost or doubled");
+        let ids: HashSet<_> = got.iter().filter_map(|e| e.stamp.map(|s| s.id)).collect();
+        assert_eq!(ids.len(), 2000);
+        // In order per partition key.
+        let mut last: HashMap<String, u64> = HashMap::new();
+        for e in &got {
+            let v: Value = serde_json::from_slice(&e.data).unwrap_or_else(|e| panic!("{e}"));
+            let i = v["i"].as_u64().unwrap_or_default();
+            if let Some(prev) = last.insert(e.key.clone(), i) {
+                assert!(prev < i, "{}: {i} after {prev}", e.key);
+            }
+        }
+        // No record the stream had taken was sent again.
+        let sent = remote.sent.lock().map(|s| s.clone()).unwrap_or_default();
+        let distinct: HashSet<&Vec<u8>> = sent.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            sent.len(),
+            "a written record was sent again"
+        );
+        r.stop().await.unwrap_or_else(|e| panic!("{e}"));
+        spooled.close().await;
+    });
+}

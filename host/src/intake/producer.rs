@@ -365,6 +365,16 @@ async fn sealed(
     Ok(queues)
 }
 
+/// Records per destination (explicit hash key), in order.
+pub(crate) type Queues = BTreeMap<u128, VecDeque<Aggregated>>;
+
+/// Why [`write_queues`] stopped, and the records it had not written: the
+/// caller may send exactly those again, and nothing twice.
+pub(crate) struct Unwritten {
+    pub error: ProduceError,
+    pub queues: Queues,
+}
+
 /// Writes queued records, one per destination per PutRecords call, in
 /// order per destination, re-sending only failed entries with backoff.
 /// Gives up after `timeout` (`None`: never, for the spool's shipper).
@@ -373,9 +383,27 @@ pub(crate) async fn write_records<B: StreamBackend>(
     stream: &str,
     config: &ProducerConfig,
     metrics: &Metrics,
-    mut queues: BTreeMap<u128, VecDeque<Aggregated>>,
+    queues: Queues,
     timeout: Option<Duration>,
 ) -> Result<(), ProduceError> {
+    write_queues(backend, stream, config, metrics, queues, timeout)
+        .await
+        .map_err(|u| u.error)
+}
+
+/// [`write_records`], returning on failure what was not written. Retryable
+/// failures (throttling, internal errors, I/O) are retried here; a refusal
+/// (a call or an entry failing for a reason retrying will not fix soon, such
+/// as a KMS key the stream cannot use) ends the call, after every entry the
+/// stream did take has left its queue.
+pub(crate) async fn write_queues<B: StreamBackend>(
+    backend: &B,
+    stream: &str,
+    config: &ProducerConfig,
+    metrics: &Metrics,
+    mut queues: Queues,
+    timeout: Option<Duration>,
+) -> Result<(), Unwritten> {
     let label = Metrics::put(stream, backend.put_target());
     let stream_label = Metrics::stream(stream);
     let started = Instant::now();
@@ -419,6 +447,7 @@ pub(crate) async fn write_records<B: StreamBackend>(
             Ok(outcomes) => {
                 let mut failed = 0u64;
                 let mut last = String::new();
+                let mut refused: Option<String> = None;
                 // Written entries leave their queue; a destination stops at
                 // its first failure (what follows it waits, to keep order).
                 let mut done: BTreeMap<u128, usize> = BTreeMap::new();
@@ -441,12 +470,8 @@ pub(crate) async fn write_records<B: StreamBackend>(
                         failed_outcome @ PutOutcome::Failed { code, message } => {
                             failed += 1;
                             blocked.push(*k);
-                            if !failed_outcome.is_retryable() {
-                                metrics
-                                    .put_failed_entries
-                                    .get_or_create(&label)
-                                    .inc_by(failed);
-                                return Err(ProduceError::Refused(format!("{code}: {message}")));
+                            if !failed_outcome.is_retryable() && refused.is_none() {
+                                refused = Some(format!("{code}: {message}"));
                             }
                             last = format!("{code}: {message}");
                         }
@@ -472,6 +497,18 @@ pub(crate) async fn write_records<B: StreamBackend>(
                     }
                 }
                 queues.retain(|_, q| !q.is_empty());
+                if let Some(refusal) = refused {
+                    // Entries written in this call have left their queues
+                    // above: what goes back to the caller was not written.
+                    metrics
+                        .put_failed_entries
+                        .get_or_create(&label)
+                        .inc_by(failed);
+                    return Err(Unwritten {
+                        error: ProduceError::Refused(refusal),
+                        queues,
+                    });
+                }
                 if failed > 0 {
                     metrics
                         .put_failed_entries
@@ -484,7 +521,12 @@ pub(crate) async fn write_records<B: StreamBackend>(
                 }
             }
             Err(e) if transient(&e) => Some(e.to_string()),
-            Err(e) => return Err(ProduceError::Refused(e.to_string())),
+            Err(e) => {
+                return Err(Unwritten {
+                    error: ProduceError::Refused(e.to_string()),
+                    queues,
+                });
+            }
         };
         match failure {
             None => attempt = 0,
@@ -492,9 +534,12 @@ pub(crate) async fn write_records<B: StreamBackend>(
                 if let Some(t) = timeout
                     && started.elapsed() >= t
                 {
-                    return Err(ProduceError::Timeout {
-                        secs: t.as_secs(),
-                        last,
+                    return Err(Unwritten {
+                        error: ProduceError::Timeout {
+                            secs: t.as_secs(),
+                            last,
+                        },
+                        queues,
                     });
                 }
                 attempt = attempt.saturating_add(1);

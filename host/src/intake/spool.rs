@@ -20,7 +20,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
-use super::producer::{ProducerConfig, write_records};
+use super::producer::{ProducerConfig, Queues, write_queues};
 use crate::stream::kpl::{self, Aggregated, Aggregator, Decoded};
 use crate::stream::local::LocalLog;
 use crate::stream::{
@@ -346,46 +346,58 @@ impl<B: StreamBackend> Spooled<B> {
                 .map(|(k, q)| (k, repack(q, limit)))
                 .collect();
             let last = batch.records.last().map(|r| r.sequence.clone());
-            let write = write_records(
-                &self.inner.remote,
-                &stream,
-                &self.inner.config,
-                &self.inner.metrics,
-                queues,
-                None,
-            );
-            let done = tokio::select! {
-                r = write => r,
-                _ = self.inner.stop.cancelled() => return,
-            };
-            match done {
-                Ok(()) => {
-                    delay = Duration::from_millis(100);
-                    if let Some(seq) = last {
-                        match self.write_checkpoint(&stream, &seq) {
-                            Ok(()) => {
-                                // Whole segments now shipped free their space.
-                                if let Err(e) = spool.trim_through(&stream, SPOOL_SHARD, &seq).await
-                                {
-                                    tracing::warn!(stream, error = %e, "spool: cannot delete shipped segments");
-                                }
-                            }
-                            Err(e) => {
-                                tracing::error!(stream, error = %e, "spool: cannot write the checkpoint")
-                            }
+            let mut queues: Queues = queues;
+            // Until the stream has taken all of it. After a refusal, only
+            // what it did not take goes again: re-reading the batch from
+            // the checkpoint would send the rest twice.
+            loop {
+                let write = write_queues(
+                    &self.inner.remote,
+                    &stream,
+                    &self.inner.config,
+                    &self.inner.metrics,
+                    queues,
+                    None,
+                );
+                let done = tokio::select! {
+                    r = write => r,
+                    _ = self.inner.stop.cancelled() => return,
+                };
+                match done {
+                    Ok(()) => break,
+                    Err(u) => {
+                        let records: usize = u.queues.values().map(VecDeque::len).sum();
+                        tracing::error!(
+                            stream,
+                            error = %u.error,
+                            records,
+                            "spool: the stream refused records; retrying those it did not take"
+                        );
+                        queues = u.queues;
+                        tokio::select! {
+                            _ = self.inner.stop.cancelled() => return,
+                            _ = tokio::time::sleep(delay) => {}
                         }
+                        delay = (delay * 2).min(Duration::from_secs(30));
                     }
-                    s.shipped.fetch_add(bytes, Ordering::Relaxed);
-                    iterator = batch.next_iterator;
-                }
-                Err(e) => {
-                    // Refused outright (not throttling): keep it and retry later.
-                    tracing::error!(stream, error = %e, "spool: the stream refused records; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
-                    iterator = None;
                 }
             }
+            delay = Duration::from_millis(100);
+            if let Some(seq) = last {
+                match self.write_checkpoint(&stream, &seq) {
+                    Ok(()) => {
+                        // Whole segments now shipped free their space.
+                        if let Err(e) = spool.trim_through(&stream, SPOOL_SHARD, &seq).await {
+                            tracing::warn!(stream, error = %e, "spool: cannot delete shipped segments");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(stream, error = %e, "spool: cannot write the checkpoint")
+                    }
+                }
+            }
+            s.shipped.fetch_add(bytes, Ordering::Relaxed);
+            iterator = batch.next_iterator;
             let backlog = s
                 .spooled
                 .load(Ordering::Relaxed)
