@@ -703,6 +703,75 @@ struct ShardState {
     /// The segment being appended to: first offset, file, size.
     active: Option<(u64, File, u64)>,
     next_offset: u64,
+    /// A failed write could not be cut out of the active segment.
+    poisoned: bool,
+}
+
+/// Appends `buf` (frames from `first_offset` on) to the shard's active
+/// segment, rolling to a new one first when it would grow past
+/// `segment_bytes`. Returns the segment's size before the write. On error
+/// the segment is cut back to that size.
+fn write_frames(
+    sh: &mut ShardState,
+    first_offset: u64,
+    buf: &[u8],
+    segment_bytes: u64,
+    fsync: bool,
+) -> Result<u64, StreamError> {
+    let roll = match &sh.active {
+        None => true,
+        Some((_, _, size)) => *size > 0 && size + buf.len() as u64 > segment_bytes,
+    };
+    if roll {
+        // The commit fsyncs only the active segment: make what was
+        // appended to this one durable before it stops being active.
+        if fsync && let Some((_, f, _)) = &sh.active {
+            f.sync_data().map_err(io_err(&sh.dir))?;
+        }
+        std::fs::create_dir_all(&sh.dir).map_err(io_err(&sh.dir))?;
+        let path = sh.dir.join(segment::segment_name(first_offset));
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        if fsync {
+            meta::sync_dir(&sh.dir).map_err(io_err(&sh.dir))?;
+        }
+        sh.active = Some((first_offset, f, 0));
+    }
+    let Some((_, f, size)) = &mut sh.active else {
+        return Err(StreamError::Service(format!(
+            "{}: no active segment",
+            sh.dir.display()
+        )));
+    };
+    let before = *size;
+    if let Err(e) = f.write_all(buf) {
+        truncate_active(sh, before);
+        return Err(StreamError::Io {
+            path: sh.dir.display().to_string(),
+            error: e,
+        });
+    }
+    *size += buf.len() as u64;
+    Ok(before)
+}
+
+/// Cuts the active segment back to `len` bytes, dropping frames of a put
+/// that failed. If even that fails, the shard takes no more writes until
+/// the log is reopened (recovery truncates the torn tail then).
+fn truncate_active(sh: &mut ShardState, len: u64) {
+    let Some((_, f, size)) = &mut sh.active else {
+        return;
+    };
+    match f.set_len(len) {
+        Ok(()) => *size = len,
+        Err(e) => {
+            tracing::error!(dir = %sh.dir.display(), error = %e, "cannot cut a failed write out of a segment; the shard takes no more writes until reopened");
+            sh.poisoned = true;
+        }
+    }
 }
 
 struct StreamState {
@@ -757,6 +826,7 @@ impl Writer {
                 dir: dir.to_owned(),
                 active: None,
                 next_offset: 0,
+                poisoned: false,
             });
         };
         let scan = segment::scan(path).map_err(io_err(path))?;
@@ -784,6 +854,7 @@ impl Writer {
             dir: dir.to_owned(),
             active: Some((*first, file, scan.valid_len)),
             next_offset,
+            poisoned: false,
         })
     }
 
@@ -889,6 +960,8 @@ impl Writer {
         let arrival = now_ms();
         let mut bufs: BTreeMap<u32, (u64, BytesMut)> = BTreeMap::new();
         let mut out = Vec::with_capacity(entries.len());
+        // Where each entry goes, checked before any offset is handed out.
+        let mut targets = Vec::with_capacity(entries.len());
         for e in entries {
             let h = e.hash_key();
             let index = open
@@ -896,10 +969,23 @@ impl Writer {
                 .find(|(r, _)| r.contains(h))
                 .map(|(_, i)| *i)
                 .ok_or_else(|| StreamError::Service(format!("no open shard holds hash key {h}")))?;
-            let sh = st
-                .shards
-                .get_mut(&index)
-                .ok_or_else(|| StreamError::Service(format!("shard {index} has no state")))?;
+            match st.shards.get(&index) {
+                None => {
+                    return Err(StreamError::Service(format!("shard {index} has no state")));
+                }
+                Some(sh) if sh.poisoned => {
+                    return Err(StreamError::Service(format!(
+                        "shard {index} of {stream:?} takes no writes after a failed one could not \
+                         be cut out of its segment; reopen the log"
+                    )));
+                }
+                Some(_) => targets.push(index),
+            }
+        }
+        for (e, index) in entries.iter().zip(targets) {
+            let Some(sh) = st.shards.get_mut(&index) else {
+                continue;
+            };
             let offset = sh.next_offset;
             sh.next_offset += 1;
             let (_, buf) = bufs
@@ -911,40 +997,36 @@ impl Writer {
                 sequence: sequence(index, offset),
             });
         }
-        for (index, (first_offset, buf)) in bufs {
+        // All or nothing: a put that fails leaves no frame of it in any
+        // shard, so no later put is appended after a torn one.
+        let fsync = self.options.fsync;
+        let mut written: Vec<(u32, u64)> = Vec::new();
+        let mut failure: Option<StreamError> = None;
+        for (&index, (first_offset, buf)) in &bufs {
             let Some(sh) = st.shards.get_mut(&index) else {
                 continue;
             };
-            let roll = match &sh.active {
-                None => true,
-                Some((_, _, size)) => *size > 0 && size + buf.len() as u64 > segment_bytes,
-            };
-            if roll {
-                std::fs::create_dir_all(&sh.dir).map_err(io_err(&sh.dir))?;
-                let path = sh.dir.join(segment::segment_name(first_offset));
-                let f = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
-                if self.options.fsync {
-                    meta::sync_dir(&sh.dir).map_err(io_err(&sh.dir))?;
+            match write_frames(sh, *first_offset, buf, segment_bytes, fsync) {
+                Ok(before) => written.push((index, before)),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
                 }
-                sh.active = Some((first_offset, f, 0));
-            }
-            if let Some((_, f, size)) = &mut sh.active {
-                if let Err(e) = f.write_all(&buf) {
-                    // Undo the offsets handed out; the file may hold a torn
-                    // frame, which the next open truncates.
-                    sh.next_offset = first_offset;
-                    return Err(StreamError::Io {
-                        path: sh.dir.display().to_string(),
-                        error: e,
-                    });
-                }
-                *size += buf.len() as u64;
             }
             touched.push((stream.to_owned(), index));
+        }
+        if let Some(e) = failure {
+            for (index, before) in written {
+                if let Some(sh) = st.shards.get_mut(&index) {
+                    truncate_active(sh, before);
+                }
+            }
+            for (index, (first_offset, _)) in &bufs {
+                if let Some(sh) = st.shards.get_mut(index) {
+                    sh.next_offset = *first_offset;
+                }
+            }
+            return Err(e);
         }
         Ok(out)
     }
@@ -1034,6 +1116,7 @@ impl Writer {
                         dir: shard_dir(&dir, s.index),
                         active: None,
                         next_offset: 0,
+                        poisoned: false,
                     },
                 )
             })
@@ -1104,6 +1187,7 @@ impl Writer {
                 dir: shard_dir(&st.dir, index),
                 active: None,
                 next_offset: 0,
+                poisoned: false,
             },
         );
     }
@@ -1302,5 +1386,98 @@ impl LocalLog {
     /// The sequence number of record `offset` of a shard of this log.
     pub fn sequence_of(shard: &str, offset: u64) -> Option<SequenceNumber> {
         shard_index(shard).map(|i| sequence(i, offset))
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod write_failure_tests {
+    #![allow(unsafe_code)]
+    use super::*;
+
+    /// A write that fails halfway (here: the file-size limit) leaves no
+    /// torn frame: the segment is cut back, and the next put lands where
+    /// the failed one began.
+    #[test]
+    fn a_failed_write_is_cut_out_of_the_segment() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("seg");
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // A sparse file 100 bytes under a 1 GiB limit: no other test in
+        // this process writes a file that big.
+        const LIMIT: u64 = 1 << 30;
+        f.set_len(LIMIT - 100).unwrap_or_else(|e| panic!("{e}"));
+        let mut sh = ShardState {
+            dir: dir.path().to_owned(),
+            active: Some((0, f, LIMIT - 100)),
+            next_offset: 5,
+            poisoned: false,
+        };
+        // SAFETY: plain libc calls; SIGXFSZ ignored makes the write fail
+        // with EFBIG instead of killing the process.
+        let old = unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let mut old = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &mut old), 0);
+            let new = libc::rlimit {
+                rlim_cur: LIMIT,
+                rlim_max: old.rlim_max,
+            };
+            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &new), 0);
+            old
+        };
+        let failed = write_frames(&mut sh, 5, &[7u8; 1000], u64::MAX, false);
+        let len_after_failure = std::fs::metadata(&path).map(|m| m.len());
+        // SAFETY: restores the limit read above.
+        unsafe {
+            libc::setrlimit(libc::RLIMIT_FSIZE, &old);
+        }
+        assert!(matches!(failed, Err(StreamError::Io { .. })), "{failed:?}");
+        assert_eq!(
+            len_after_failure.ok(),
+            Some(LIMIT - 100),
+            "a torn frame was left"
+        );
+        assert!(!sh.poisoned);
+        assert_eq!(sh.active.as_ref().map(|a| a.2), Some(LIMIT - 100));
+        let ok = write_frames(&mut sh, 5, &[9u8; 50], u64::MAX, false);
+        assert_eq!(ok.ok(), Some(LIMIT - 100));
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        assert_eq!(bytes.len() as u64, LIMIT - 50);
+        assert!(bytes[bytes.len() - 50..].iter().all(|&b| b == 9));
+        assert!(
+            bytes[..bytes.len() - 50]
+                .iter()
+                .rev()
+                .take(100)
+                .all(|&b| b == 0)
+        );
+    }
+
+    /// When even the cut fails, the shard refuses writes instead of
+    /// appending after a torn frame.
+    #[test]
+    fn a_write_that_cannot_be_cut_out_stops_the_shard() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        // /dev/full: every write fails (ENOSPC), and it cannot be truncated.
+        let f = OpenOptions::new()
+            .append(true)
+            .open("/dev/full")
+            .unwrap_or_else(|e| panic!("/dev/full: {e}"));
+        let mut sh = ShardState {
+            dir: dir.path().to_owned(),
+            active: Some((0, f, 0)),
+            next_offset: 0,
+            poisoned: false,
+        };
+        let r = write_frames(&mut sh, 0, b"frame", u64::MAX, false);
+        assert!(matches!(r, Err(StreamError::Io { .. })), "{r:?}");
+        assert!(sh.poisoned);
     }
 }
