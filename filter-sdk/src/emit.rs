@@ -230,9 +230,9 @@ pub fn chaos_bad_index() {
     BAD_INDEX.with(|c| c.set(true));
 }
 
-/// Makes a panic log its message through the host before the instance
-/// traps. (The standard hook would look up `RUST_BACKTRACE` first, an
-/// environment the host does not provide, and trap on that instead.)
+/// Makes a panic log its message through the host, as an error under the
+/// filter's name, before the instance traps. (The standard hook would
+/// write it to stderr, a mere warning in the host's log.)
 fn install_panic_hook() {
     #[cfg(target_arch = "wasm32")]
     {
@@ -241,6 +241,9 @@ fn install_panic_hook() {
         }
         if !INSTALLED.with(|i| i.replace(true)) {
             std::panic::set_hook(Box::new(|info| {
+                // What was printed just before is context for the panic.
+                #[cfg(target_os = "wasi")]
+                crate::wasi_stubs::flush_pending();
                 crate::log(crate::Level::Error, &format!("filter {info}"));
             }));
         }
@@ -255,7 +258,10 @@ pub fn init<F: Filter>(
     params: Vec<(String, String)>,
 ) -> Result<(), String> {
     install_panic_hook();
-    let filter = F::init(&Params::new(params))?;
+    let filter = F::init(&Params::new(params));
+    #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+    crate::wasi_stubs::flush_pending();
+    let filter = filter?;
     let mut slot = slot
         .try_borrow_mut()
         .map_err(|_| "`init` called during `filter`".to_owned())?;

@@ -144,3 +144,24 @@ fn a_panic_says_where_its_message_went() {
         "the panic message"
     );
 }
+
+#[test]
+fn a_flood_of_prints_cannot_hide_a_panic_message() {
+    let f = load(filters::CHAOS);
+    let limits = Limits::default();
+    let e = f
+        .run(
+            &input(&[b"a"]),
+            &params(&[("mode", "print-then-panic")]),
+            &limits,
+        )
+        .err()
+        .unwrap_or_else(|| panic!("the filter panics"));
+    assert!(e.to_string().contains("its message is in the log"), "{e}");
+    let stats = f.log_stats();
+    // The prints use up the job's budget; the panic's message, an error,
+    // has its own and gets through.
+    let budget = u64::from(limits.logs_per_job);
+    assert_eq!(stats.forwarded.load(Relaxed), budget + 1);
+    assert_eq!(stats.suppressed.load(Relaxed), 100 + 1 - budget);
+}

@@ -15,6 +15,7 @@
 //! | `bad-index` | answers with a line index past the end of the batch |
 //! | `log-flood` | logs 1,000,000 messages per batch, then keeps every line |
 //! | `init-error` | `init` fails with `chaos says no` |
+//! | `print-then-panic` | prints 100 lines, then `context` without a newline, then panics |
 //! | `clock` | reads the wall clock, which the host does not provide |
 //! | `std` | uses what `std` does have in a filter: each line is replaced by its words in a `HashSet`'s order, then `env=…` (what `HOME` is); prints `stdout: LINE` and `stderr: LINE` (in pieces), and after the first line `first line done` without a newline |
 
@@ -34,6 +35,7 @@ enum Mode {
     LogFlood,
     Clock,
     Std,
+    PrintThenPanic,
 }
 
 pub struct Chaos {
@@ -52,6 +54,7 @@ impl Filter for Chaos {
             "bad-index" => Mode::BadIndex,
             "log-flood" => Mode::LogFlood,
             "clock" => Mode::Clock,
+            "print-then-panic" => Mode::PrintThenPanic,
             "std" => Mode::Std,
             "init-error" => return Err("chaos says no".into()),
             other => return Err(format!("parameter `mode`: unknown mode `{other}`")),
@@ -86,6 +89,13 @@ impl Filter for Chaos {
             }
             Mode::Clock => {
                 black_box(std::time::SystemTime::now());
+            }
+            Mode::PrintThenPanic => {
+                for i in 0..100 {
+                    println!("chatter {i}");
+                }
+                eprint!("context ");
+                panic!("chaos: after prints");
             }
             Mode::Keep | Mode::Poison | Mode::Std => {}
         }

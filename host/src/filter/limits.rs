@@ -13,7 +13,8 @@ pub struct Limits {
     /// Deterministic instruction budget per job; needs `EngineSettings::fuel`.
     pub fuel: Option<u64>,
     /// Log lines a single job may send to the host before the rest are counted
-    /// and suppressed.
+    /// and suppressed. Errors (a panic's message among them) count apart,
+    /// with a budget of the same size, so other lines cannot crowd them out.
     pub logs_per_job: u32,
 }
 

@@ -55,25 +55,29 @@ pub struct FilterInfo {
 pub struct LogStats {
     pub forwarded: AtomicU64,
     pub suppressed: AtomicU64,
-    /// Rate limit across jobs: the current one-second window and its count.
-    window: AtomicU64,
-    in_window: AtomicU64,
+    /// Rate limit across jobs: the current one-second window and its count,
+    /// for errors and for the other levels apart, so that a flood of
+    /// `println!` cannot hide the message of a panic.
+    window: [AtomicU64; 2],
+    in_window: [AtomicU64; 2],
 }
 
 /// Log lines one filter may send per second, across all its jobs.
 pub const LOGS_PER_SECOND: u64 = 200;
 
 impl LogStats {
-    /// Takes one line from this second's budget.
-    fn admit(&self) -> bool {
+    /// Takes one line from this second's budget of its kind (errors, or
+    /// the other levels).
+    fn admit(&self, error: bool) -> bool {
+        let k = usize::from(error);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        if self.window.swap(now, Ordering::Relaxed) != now {
-            self.in_window.store(0, Ordering::Relaxed);
+        if self.window[k].swap(now, Ordering::Relaxed) != now {
+            self.in_window[k].store(0, Ordering::Relaxed);
         }
-        self.in_window.fetch_add(1, Ordering::Relaxed) < LOGS_PER_SECOND
+        self.in_window[k].fetch_add(1, Ordering::Relaxed) < LOGS_PER_SECOND
     }
 }
 
@@ -210,6 +214,7 @@ impl LoadedFilter {
             peak_memory: 0,
             filter: Arc::clone(&self.name),
             logs_left: limits.logs_per_job,
+            errors_left: limits.logs_per_job,
             logs_suppressed: 0,
             stats: Arc::clone(&self.logs),
         };
@@ -417,6 +422,7 @@ pub(crate) struct HostState {
     peak_memory: u64,
     filter: Arc<str>,
     logs_left: u32,
+    errors_left: u32,
     logs_suppressed: u64,
     stats: Arc<LogStats>,
 }
@@ -441,11 +447,18 @@ const MAX_LOG_MESSAGE: usize = 1024;
 
 impl FilterImports for HostState {
     fn log(&mut self, level: wit::Level, message: String) {
-        if self.logs_left == 0 || !self.stats.admit() {
+        // Errors (a panic's message among them) have a budget of their own.
+        let error = matches!(level, wit::Level::Error);
+        let left = if error {
+            &mut self.errors_left
+        } else {
+            &mut self.logs_left
+        };
+        if *left == 0 || !self.stats.admit(error) {
             self.logs_suppressed += 1;
             return;
         }
-        self.logs_left -= 1;
+        *left -= 1;
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
         let mut msg = message.as_str();
         if msg.len() > MAX_LOG_MESSAGE {
