@@ -48,6 +48,7 @@ pub async fn backend(config: &Config) -> Result<AnyBackend, AppError> {
                     config.stream.retention_hours.saturating_mul(3600),
                 )),
                 retention_bytes: config.stream.retention_bytes,
+                entry_overhead: 0,
             };
             AnyBackend::Local(LocalLog::open(&config.stream.data_dir, opts)?)
         }

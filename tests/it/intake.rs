@@ -1390,3 +1390,128 @@ fn after_a_refusal_the_spool_resends_only_what_the_stream_did_not_take() {
         spooled.close().await;
     });
 }
+
+/// The spool wraps each record with its destination; a record and a call
+/// at Kinesis's exact limits must still go into it.
+#[test]
+fn the_spool_takes_records_and_calls_at_kinesis_limits() {
+    use kinesthetic::app::Telemetry;
+    use kinesthetic::intake::producer::ProducerConfig;
+    use kinesthetic::intake::spool::Spooled;
+    rt().block_on(async {
+        let remote_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let spool_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = local(remote_dir.path(), &[("s", 1)]).await;
+        let spooled = Spooled::open(
+            log.clone(),
+            spool_dir.path(),
+            ProducerConfig::default(),
+            Telemetry::new().metrics,
+            64 << 20,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let entry = |len: usize, key: &str| PutEntry {
+            partition_key: key.to_owned(),
+            explicit_hash_key: None,
+            data: bytes::Bytes::from(vec![b'x'; len - key.len()]),
+        };
+        // One record of exactly 1 MiB with its key.
+        let one = spooled
+            .put_records("s", &[entry(1 << 20, "k")])
+            .await
+            .unwrap_or_else(|e| panic!("a 1 MiB record: {e}"));
+        assert_eq!(one.len(), 1);
+        // A call of exactly 5 MiB in 6 entries.
+        let mut six: Vec<PutEntry> = (0..5).map(|i| entry(900_000, &format!("k{i}"))).collect();
+        six.push(entry(5 * (1 << 20) - 5 * 900_000, "k5"));
+        let total: usize = six
+            .iter()
+            .map(|e| e.data.len() + e.partition_key.len())
+            .sum();
+        assert_eq!(total, 5 << 20);
+        spooled
+            .put_records("s", &six)
+            .await
+            .unwrap_or_else(|e| panic!("a 5 MiB call: {e}"));
+        // Beyond the limits is still refused.
+        let over = spooled.put_records("s", &[entry((1 << 20) + 1, "k")]).await;
+        assert!(matches!(over, Err(StreamError::BadInput(_))), "{over:?}");
+        spooled.close().await;
+    });
+}
+
+/// What a spool holds when it is reopened counts in its backlog: during a
+/// long outage, each restart must not admit another full limit.
+#[test]
+fn a_reopened_spool_counts_what_it_already_holds() {
+    use kinesthetic::app::Telemetry;
+    use kinesthetic::intake::producer::ProducerConfig;
+    use kinesthetic::intake::spool::Spooled;
+    rt().block_on(async {
+        let remote_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let spool_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = local(remote_dir.path(), &[("s", 1)]).await;
+        let (open, gate) = tokio::sync::watch::channel(false);
+        let remote = Slow {
+            inner: log.clone(),
+            gate,
+            puts: Arc::default(),
+        };
+        const LIMIT: u64 = 4 << 20;
+        let spool = || {
+            Spooled::open(
+                remote.clone(),
+                spool_dir.path(),
+                ProducerConfig::default(),
+                Telemetry::new().metrics,
+                LIMIT,
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let put = |s: Spooled<Slow>, i: usize| async move {
+            let entry = PutEntry {
+                partition_key: format!("k{i}"),
+                explicit_hash_key: None,
+                data: bytes::Bytes::from(vec![b'a' + (i % 26) as u8; (1 << 20) - 64]),
+            };
+            s.put_records("s", &[entry]).await
+        };
+        // The stream is away: fill the spool up to its limit.
+        let first = spool();
+        let mut accepted = 0;
+        loop {
+            match put(first.clone(), accepted).await {
+                Ok(_) => accepted += 1,
+                Err(StreamError::Throttled(_)) => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(accepted < 20, "the limit never applied");
+        }
+        assert!(accepted >= 4, "{accepted} MiB accepted");
+        first.close().await;
+        drop(first);
+
+        // Reopened, with the stream still away: full already.
+        let second = spool();
+        second.resume().await.unwrap_or_else(|e| panic!("{e}"));
+        let backlog: u64 = second.backlog().iter().map(|(_, b)| b).sum();
+        assert!(backlog >= LIMIT, "backlog after reopening: {backlog}");
+        let refused = put(second.clone(), 99).await;
+        assert!(
+            matches!(refused, Err(StreamError::Throttled(_))),
+            "{refused:?}"
+        );
+
+        // The stream comes back: the backlog drains to zero, every record
+        // once.
+        let _ = open.send(true);
+        let start = std::time::Instant::now();
+        while second.backlog().iter().map(|(_, b)| b).sum::<u64>() > 0 {
+            assert!(start.elapsed().as_secs() < 60, "the spool never emptied");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let got = read_all(&log, "s").await;
+        assert_eq!(got.len(), accepted, "records lost or doubled");
+        second.close().await;
+    });
+}

@@ -59,7 +59,41 @@ struct Inner<B> {
 struct Shipper {
     spooled: AtomicU64,
     shipped: AtomicU64,
+    /// Bytes on disk when the spool was reopened (an upper bound of what
+    /// was left unshipped then), until the shipper first catches up.
+    carried: AtomicU64,
     wake: tokio::sync::Notify,
+}
+
+impl Shipper {
+    /// Bytes spooled and not yet shipped.
+    fn backlog(&self) -> u64 {
+        (self.spooled.load(Ordering::Relaxed) + self.carried.load(Ordering::Relaxed))
+            .saturating_sub(self.shipped.load(Ordering::Relaxed))
+    }
+
+    /// The shipper found nothing more to read: whatever was spooled so far
+    /// is shipped (up to puts racing with this moment, which the next
+    /// catch-up accounts for again).
+    fn caught_up(&self) {
+        self.carried.store(0, Ordering::Relaxed);
+        self.shipped
+            .store(self.spooled.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+/// Bytes of the files under `dir`, recursively.
+fn bytes_under(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => bytes_under(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 impl<B: StreamBackend> std::fmt::Debug for Spooled<B> {
@@ -69,6 +103,10 @@ impl<B: StreamBackend> std::fmt::Debug for Spooled<B> {
             .finish_non_exhaustive()
     }
 }
+
+/// Bytes [`encode`] and the spool's partition key add to an entry, with room
+/// to spare.
+const SPOOL_ENTRY_OVERHEAD: usize = 64;
 
 fn encode(e: &PutEntry) -> Bytes {
     let mut b = BytesMut::with_capacity(3 + 16 + 2 + e.partition_key.len() + e.data.len());
@@ -170,6 +208,9 @@ impl<B: StreamBackend> Spooled<B> {
                 // Shipped space is freed a whole segment at a time: keep
                 // segments a small part of the backlog limit.
                 segment_bytes: (max_backlog_bytes / 8).clamp(1 << 20, 64 << 20),
+                // Each spooled record carries its destination (`encode`):
+                // a record and a call Kinesis would take must fit too.
+                entry_overhead: SPOOL_ENTRY_OVERHEAD,
                 ..Default::default()
             },
         )?;
@@ -201,17 +242,7 @@ impl<B: StreamBackend> Spooled<B> {
         self.inner
             .streams
             .lock()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, s)| {
-                        let b = s.spooled.load(Ordering::Relaxed);
-                        (
-                            k.clone(),
-                            b.saturating_sub(s.shipped.load(Ordering::Relaxed)),
-                        )
-                    })
-                    .collect()
-            })
+            .map(|m| m.iter().map(|(k, s)| (k.clone(), s.backlog())).collect())
             .unwrap_or_default()
     }
 
@@ -236,13 +267,17 @@ impl<B: StreamBackend> Spooled<B> {
         {
             return Ok(s);
         }
-        match self.inner.spool.create_stream(stream, 1).await {
-            Ok(()) | Err(StreamError::StreamExists(_)) => {}
+        // A spool reopened with records in it: count them in the backlog,
+        // or each restart during an outage would admit another full limit.
+        let carried = match self.inner.spool.create_stream(stream, 1).await {
+            Ok(()) => 0,
+            Err(StreamError::StreamExists(_)) => bytes_under(&self.inner.spool.dir().join(stream)),
             Err(e) => return Err(e),
-        }
+        };
         let s = Arc::new(Shipper {
             spooled: AtomicU64::new(0),
             shipped: AtomicU64::new(0),
+            carried: AtomicU64::new(carried),
             wake: tokio::sync::Notify::new(),
         });
         let mut map = self
@@ -312,6 +347,9 @@ impl<B: StreamBackend> Spooled<B> {
                 }
             };
             if batch.records.is_empty() {
+                if batch.millis_behind_latest == 0 {
+                    s.caught_up();
+                }
                 iterator = batch.next_iterator;
                 tokio::select! {
                     _ = self.inner.stop.cancelled() => return,
@@ -398,10 +436,7 @@ impl<B: StreamBackend> Spooled<B> {
             }
             s.shipped.fetch_add(bytes, Ordering::Relaxed);
             iterator = batch.next_iterator;
-            let backlog = s
-                .spooled
-                .load(Ordering::Relaxed)
-                .saturating_sub(s.shipped.load(Ordering::Relaxed));
+            let backlog = s.backlog();
             self.inner
                 .metrics
                 .spool_bytes
@@ -443,11 +478,26 @@ impl<B: StreamBackend> StreamBackend for Spooled<B> {
         stream: &str,
         entries: &[PutEntry],
     ) -> Result<Vec<PutOutcome>, StreamError> {
+        // Refuse what Kinesis would, before it is acknowledged: the shipper
+        // could never deliver it.
+        let mut total = 0usize;
+        for (i, e) in entries.iter().enumerate() {
+            let size = e.data.len() + e.partition_key.len();
+            if size > kpl::KINESIS_RECORD_MAX {
+                return Err(StreamError::BadInput(format!(
+                    "entry {i}: {size} bytes with its key; Kinesis takes at most {}",
+                    kpl::KINESIS_RECORD_MAX
+                )));
+            }
+            total += size;
+        }
+        if total > 5 * kpl::KINESIS_RECORD_MAX {
+            return Err(StreamError::BadInput(format!(
+                "{total} bytes: a Kinesis put carries at most 5 MiB"
+            )));
+        }
         let s = self.shipper(stream).await?;
-        let backlog = s
-            .spooled
-            .load(Ordering::Relaxed)
-            .saturating_sub(s.shipped.load(Ordering::Relaxed));
+        let backlog = s.backlog();
         if backlog > self.inner.max_backlog_bytes {
             return Err(StreamError::Throttled(format!(
                 "the spool of {stream:?} holds {backlog} bytes not yet shipped (limit {})",
@@ -464,14 +514,14 @@ impl<B: StreamBackend> StreamBackend for Spooled<B> {
             .collect();
         let bytes: u64 = spooled.iter().map(|e| e.data.len() as u64).sum();
         let out = self.inner.spool.put_records(stream, &spooled).await?;
-        let total = s.spooled.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        s.spooled.fetch_add(bytes, Ordering::Relaxed);
         // The depth rises as records are spooled, not only when shipping
         // ends: during an outage the shipper's call does not end.
         self.inner
             .metrics
             .spool_bytes
             .get_or_create(&Metrics::stream(stream))
-            .set(total.saturating_sub(s.shipped.load(Ordering::Relaxed)) as i64);
+            .set(s.backlog() as i64);
         s.wake.notify_one();
         Ok(out)
     }

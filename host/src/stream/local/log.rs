@@ -35,6 +35,10 @@ pub struct LocalOptions {
     pub retention: Option<Duration>,
     /// Keep at most this many bytes per shard (whole segments are deleted).
     pub retention_bytes: Option<u64>,
+    /// Bytes each entry may carry beyond Kinesis's limits on a record and
+    /// on a put: the spool wraps every record with its destination, and
+    /// must take whatever Kinesis would.
+    pub entry_overhead: usize,
 }
 
 impl Default for LocalOptions {
@@ -44,6 +48,7 @@ impl Default for LocalOptions {
             segment_bytes: 64 << 20,
             retention: None,
             retention_bytes: None,
+            entry_overhead: 0,
         }
     }
 }
@@ -68,6 +73,8 @@ struct Inner {
     /// Committed ends of the writer's shards (readers stop there).
     ends: Arc<RwLock<HashMap<(String, u32), End>>>,
     _lock: Option<File>,
+    /// See [`LocalOptions::entry_overhead`].
+    entry_overhead: usize,
 }
 
 impl Drop for Inner {
@@ -144,6 +151,7 @@ impl LocalLog {
             let _ = write!(l, "pid {}", std::process::id());
         }
         let ends = Arc::new(RwLock::new(HashMap::new()));
+        let entry_overhead = options.entry_overhead;
         let mut w = Writer {
             dir: dir.to_owned(),
             options,
@@ -163,6 +171,7 @@ impl LocalLog {
                 writer: Some(tx),
                 ends,
                 _lock: Some(lock),
+                entry_overhead,
             }),
         })
     }
@@ -182,6 +191,7 @@ impl LocalLog {
                 writer: None,
                 ends: Arc::new(RwLock::new(HashMap::new())),
                 _lock: None,
+                entry_overhead: 0,
             }),
         })
     }
@@ -514,16 +524,18 @@ impl StreamBackend for LocalLog {
                 )));
             }
             let size = e.data.len() + e.partition_key.len();
-            if size > MAX_RECORD {
+            let max = MAX_RECORD + self.inner.entry_overhead;
+            if size > max {
                 return Err(StreamError::BadInput(format!(
-                    "entry {i}: {size} bytes with its key; a record is at most {MAX_RECORD}"
+                    "entry {i}: {size} bytes with its key; a record is at most {max}"
                 )));
             }
             total += size;
         }
-        if total > 5 * MAX_RECORD {
+        let max_total = 5 * MAX_RECORD + self.inner.entry_overhead * entries.len();
+        if total > max_total {
             return Err(StreamError::BadInput(format!(
-                "{total} bytes: a put carries at most 5 MiB"
+                "{total} bytes: a put carries at most {max_total} (5 MiB)"
             )));
         }
         let stream = stream.to_owned();
