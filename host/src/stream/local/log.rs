@@ -158,6 +158,7 @@ impl LocalLog {
             streams: BTreeMap::new(),
             ends: Arc::clone(&ends),
             last_retention: Instant::now(),
+            cycle_start: HashMap::new(),
         };
         w.recover()?;
         let (tx, rx) = mpsc::channel();
@@ -669,7 +670,11 @@ impl StreamBackend for LocalLog {
 
 type Reply<T> = oneshot::Sender<Result<T, StreamError>>;
 /// A put waiting for its fsync: where to answer, and its outcome so far.
-type PendingPut = (Reply<Vec<PutOutcome>>, Result<Vec<PutOutcome>, StreamError>);
+type PendingPut = (
+    String,
+    Reply<Vec<PutOutcome>>,
+    Result<Vec<PutOutcome>, StreamError>,
+);
 
 #[derive(Debug)]
 enum Req {
@@ -798,6 +803,27 @@ struct Writer {
     streams: BTreeMap<String, StreamState>,
     ends: Arc<RwLock<HashMap<(String, u32), End>>>,
     last_retention: Instant,
+    /// Each shard touched in this commit cycle, as it was before: active
+    /// segment, its size, next offset. A shard whose fsync fails is cut
+    /// back to it.
+    cycle_start: HashMap<(String, u32), (Option<u64>, u64, u64)>,
+}
+
+#[cfg(test)]
+/// Shard directories whose next fsync fails (unit tests of the commit).
+static FAIL_FSYNC_IN: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// `sync_data`, or the failure a unit test asked for.
+fn sync_shard(f: &File, dir: &Path) -> std::io::Result<()> {
+    #[cfg(test)]
+    if let Ok(mut fail) = FAIL_FSYNC_IN.lock()
+        && let Some(i) = fail.iter().position(|d| d == dir)
+    {
+        fail.remove(i);
+        return Err(std::io::Error::other("injected fsync failure"));
+    }
+    let _ = dir;
+    f.sync_data()
 }
 
 impl Writer {
@@ -873,7 +899,7 @@ impl Writer {
     /// Makes the committed ends of a stream's shards visible to readers.
     fn publish(&self, name: &str, st: &StreamState) {
         if let Ok(mut ends) = self.ends.write() {
-            for (i, s) in &st.shards {
+            for (i, s) in st.shards.iter().filter(|(_, s)| !s.poisoned) {
                 let (segment, pos) = s
                     .active
                     .as_ref()
@@ -906,7 +932,7 @@ impl Writer {
                         reply,
                     } => {
                         let r = self.append(&stream, &entries, &mut touched);
-                        puts.push((reply, r));
+                        puts.push((stream, reply, r));
                     }
                     other => {
                         // Keep order: what was appended before is committed first.
@@ -924,20 +950,38 @@ impl Writer {
     }
 
     /// fsyncs what was appended, publishes it, answers the puts.
+    ///
+    /// A shard whose fsync fails is cut back to where it was before this
+    /// cycle, is not published, and takes no more writes until the log is
+    /// reopened (after a failed fsync the kernel may have dropped pages it
+    /// had not written); the puts that wrote to it fail, the others succeed.
     fn commit(&mut self, puts: &mut Vec<PendingPut>, touched: &mut Vec<(String, u32)>) {
         touched.sort();
         touched.dedup();
-        let mut failure: Option<String> = None;
+        let mut failed: Vec<(String, u32, String)> = Vec::new();
         if self.options.fsync {
             for (s, i) in touched.iter() {
-                if let Some(sh) = self.streams.get(s).and_then(|st| st.shards.get(i))
-                    && let Some((_, f, _)) = &sh.active
-                    && let Err(e) = f.sync_data()
-                {
-                    failure = Some(format!("fsync of {}: {e}", sh.dir.display()));
+                let Some(sh) = self.streams.get_mut(s).and_then(|st| st.shards.get_mut(i)) else {
+                    continue;
+                };
+                let Some((_, f, _)) = &sh.active else {
+                    continue;
+                };
+                if let Err(e) = sync_shard(f, &sh.dir) {
+                    let why = format!("fsync of {}: {e}", sh.dir.display());
+                    tracing::error!(error = %why, "a shard takes no more writes until the log is reopened");
+                    if let Some(&(first, size, next)) = self.cycle_start.get(&(s.clone(), *i))
+                        && first == sh.active.as_ref().map(|a| a.0)
+                    {
+                        truncate_active(sh, size);
+                        sh.next_offset = next;
+                    }
+                    sh.poisoned = true;
+                    failed.push((s.clone(), *i, why));
                 }
             }
         }
+        self.cycle_start.clear();
         let names: Vec<String> = touched.iter().map(|(s, _)| s.clone()).collect();
         for n in names {
             if let Some(st) = self.streams.get(&n) {
@@ -945,10 +989,21 @@ impl Writer {
             }
         }
         touched.clear();
-        for (reply, r) in puts.drain(..) {
-            let r = match (&failure, r) {
-                (Some(f), Ok(_)) => Err(StreamError::Service(f.clone())),
-                (_, r) => r,
+        for (stream, reply, r) in puts.drain(..) {
+            let r = match r {
+                Ok(outcomes) => {
+                    let hit = outcomes.iter().find_map(|o| match o {
+                        PutOutcome::Written { shard, .. } => failed
+                            .iter()
+                            .find(|(s, i, _)| *s == stream && Some(*i) == shard_index(shard)),
+                        PutOutcome::Failed { .. } => None,
+                    });
+                    match hit {
+                        Some((_, _, why)) => Err(StreamError::Service(why.clone())),
+                        None => Ok(outcomes),
+                    }
+                }
+                Err(e) => Err(e),
             };
             let _ = reply.send(r);
         }
@@ -1018,6 +1073,13 @@ impl Writer {
             let Some(sh) = st.shards.get_mut(&index) else {
                 continue;
             };
+            self.cycle_start
+                .entry((stream.to_owned(), index))
+                .or_insert((
+                    sh.active.as_ref().map(|a| a.0),
+                    sh.active.as_ref().map_or(0, |a| a.2),
+                    *first_offset,
+                ));
             match write_frames(sh, *first_offset, buf, segment_bytes, fsync) {
                 Ok(before) => written.push((index, before)),
                 Err(e) => {
@@ -1491,5 +1553,90 @@ mod write_failure_tests {
         let r = write_frames(&mut sh, 0, b"frame", u64::MAX, false);
         assert!(matches!(r, Err(StreamError::Io { .. })), "{r:?}");
         assert!(sh.poisoned);
+    }
+}
+
+#[cfg(test)]
+mod fsync_failure_tests {
+    use super::*;
+
+    fn entry(data: &str, shard: u32) -> PutEntry {
+        PutEntry {
+            partition_key: "k".into(),
+            explicit_hash_key: Some(if shard == 0 { 0 } else { u128::MAX }),
+            data: bytes::Bytes::from(data.to_owned()),
+        }
+    }
+
+    async fn read(log: &LocalLog, shard: u32) -> Result<Vec<String>, StreamError> {
+        let it = log
+            .shard_iterator("s", &shard_id(shard), &StartPosition::TrimHorizon)
+            .await?;
+        let out = log.get_records(&it, 100).await?;
+        Ok(out
+            .records
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.data).into_owned())
+            .collect())
+    }
+
+    /// A failed fsync: the shard's frames of that cycle are cut back and
+    /// never published, its put fails, the shard takes no more writes until
+    /// the log is reopened; other shards go on.
+    #[test]
+    fn a_failed_fsync_stops_the_shard_and_publishes_nothing_of_it() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let log =
+                LocalLog::open(dir.path(), LocalOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+            log.create_stream("s", 2).await.unwrap_or_else(|e| panic!("{e}"));
+            log.put_records("s", &[entry("a", 0), entry("b", 1)])
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let shard0 = shard_dir(&dir.path().join("s"), 0);
+            let before = std::fs::read_dir(&shard0)
+                .map(|rd| rd.flatten().map(|e| e.metadata().map_or(0, |m| m.len())).sum::<u64>())
+                .unwrap_or(0);
+            if let Ok(mut f) = FAIL_FSYNC_IN.lock() {
+                f.push(shard0.clone());
+            }
+            let failed = log.put_records("s", &[entry("c", 0)]).await;
+            assert!(
+                matches!(&failed, Err(StreamError::Service(m)) if m.contains("injected fsync failure")),
+                "{failed:?}"
+            );
+            assert_eq!(read(&log, 0).await.ok(), Some(vec!["a".to_owned()]));
+            let after = std::fs::read_dir(&shard0)
+                .map(|rd| rd.flatten().map(|e| e.metadata().map_or(0, |m| m.len())).sum::<u64>())
+                .unwrap_or(0);
+            assert_eq!(after, before, "the failed frame was not cut back");
+            let refused = log.put_records("s", &[entry("d", 0)]).await;
+            assert!(
+                matches!(&refused, Err(StreamError::Service(m)) if m.contains("reopen")),
+                "{refused:?}"
+            );
+            log.put_records("s", &[entry("e", 1)])
+                .await
+                .unwrap_or_else(|e| panic!("the other shard: {e}"));
+            assert_eq!(
+                read(&log, 1).await.ok(),
+                Some(vec!["b".to_owned(), "e".to_owned()])
+            );
+            drop(log);
+            // Reopened: the shard takes writes again, after `a`.
+            let log =
+                LocalLog::open(dir.path(), LocalOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+            log.put_records("s", &[entry("f", 0)])
+                .await
+                .unwrap_or_else(|e| panic!("after reopening: {e}"));
+            assert_eq!(
+                read(&log, 0).await.ok(),
+                Some(vec!["a".to_owned(), "f".to_owned()])
+            );
+        });
     }
 }
