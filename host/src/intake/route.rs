@@ -2,11 +2,16 @@
 //! MD5 of its partition key, or, for events without a key, the next shard in
 //! turn (the seed's round-robin over buckets), a whole request at a time so
 //! its events stay together.
+//!
+//! An event without a key is given one whose MD5 falls in its shard's
+//! range ([`ShardMap::spread_key`]): KPL de-aggregators such as the KCL's
+//! check each event's hash against the shard they read it from, and drop
+//! the whole aggregated record when one falls outside.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use crate::stream::{HashRange, StreamDescription, StreamError};
+use crate::stream::{HashRange, StreamDescription, StreamError, hash_key_of};
 
 /// One open shard: its id and hash-key range.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +25,13 @@ pub struct Target {
 pub struct ShardMap {
     targets: Arc<[Target]>,
     turn: Arc<AtomicUsize>,
+    /// Per shard, the key [`ShardMap::spread_key`] found.
+    spread: Arc<[OnceLock<Arc<str>>]>,
 }
+
+/// Candidate keys tried per shard before giving up on a range too narrow
+/// to hit (the expected number is the shard count).
+const SPREAD_TRIES: u64 = 1 << 20;
 
 impl ShardMap {
     pub fn new(mut targets: Vec<Target>) -> Result<Self, StreamError> {
@@ -28,9 +39,11 @@ impl ShardMap {
             return Err(StreamError::Service("the stream has no open shard".into()));
         }
         targets.sort_by_key(|t| t.range.start);
+        let spread = targets.iter().map(|_| OnceLock::new()).collect();
         Ok(Self {
             targets: targets.into(),
             turn: Arc::new(AtomicUsize::new(0)),
+            spread,
         })
     }
 
@@ -71,6 +84,27 @@ impl ShardMap {
         self.turn.fetch_add(1, Ordering::Relaxed) % self.targets.len().max(1)
     }
 
+    /// A partition key for events without one that go to shard `index`:
+    /// `BASE-N` with the first `N` whose MD5 lies in the shard's range (found
+    /// once per map). A range too narrow to hit keeps `BASE` itself.
+    pub fn spread_key(&self, index: usize, base: &str) -> Arc<str> {
+        let (Some(slot), Some(target)) = (self.spread.get(index), self.targets.get(index)) else {
+            return Arc::from(base);
+        };
+        Arc::clone(slot.get_or_init(|| {
+            (0..SPREAD_TRIES)
+                .map(|n| format!("{base}-{n}"))
+                .find(|k| target.range.contains(hash_key_of(k)))
+                .map_or_else(
+                    || {
+                        tracing::warn!(shard = %target.shard, "no spread key found for a narrow hash range");
+                        Arc::from(base)
+                    },
+                    Arc::from,
+                )
+        }))
+    }
+
     /// Whether the two maps have the same shards.
     pub fn same_shards(&self, other: &ShardMap) -> bool {
         self.targets == other.targets
@@ -92,6 +126,21 @@ mod tests {
             })
             .collect();
         ShardMap::new(t).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn spread_keys_hash_into_their_own_shard() {
+        for n in [1, 2, 5, 64] {
+            let m = map(n);
+            for i in 0..m.len() {
+                let k = m.spread_key(i, "abc");
+                assert!(
+                    m.targets()[i].range.contains(hash_key_of(&k)),
+                    "{n} shards, shard {i}: {k}"
+                );
+                assert_eq!(m.spread_key(i, "abc"), k, "found once");
+            }
+        }
     }
 
     #[test]

@@ -322,7 +322,7 @@ async fn accept<B: StreamBackend>(
 
     // Partition keys: the header, else the configured JSON field, else the
     // listener's own key with the whole request sent to the next shard.
-    let spread_key: Arc<str> = format!("{:x}", intake.inner.listener.id()).into();
+    let spread_key = format!("{:x}", intake.inner.listener.id());
     let header_key: Option<Arc<str>> = header_key.map(Arc::from);
     let map = open
         .map
@@ -345,7 +345,7 @@ async fn accept<B: StreamBackend>(
             let shard = map.index_of(hash_key_of(k));
             (Arc::from(k), shard)
         } else {
-            (Arc::clone(&spread_key), turn)
+            (map.spread_key(turn, &spread_key), turn)
         };
         place.push((shard, groups[shard].len()));
         groups[shard].push((i, key));
