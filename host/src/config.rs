@@ -80,6 +80,9 @@ pub struct IntakeConfig {
     pub max_body_bytes: usize,
     /// Largest body after decompression.
     pub max_decoded_bytes: usize,
+    /// Most events in one request (each costs bookkeeping memory besides
+    /// its bytes, so a body of tiny lines is bounded too).
+    pub max_events_per_request: usize,
     /// Accepted but unwritten event bytes, over all streams; beyond it
     /// requests get 503 with Retry-After.
     pub buffer_bytes: usize,
@@ -108,6 +111,7 @@ impl Default for IntakeConfig {
             listener_id: None,
             max_body_bytes: 16 << 20,
             max_decoded_bytes: 64 << 20,
+            max_events_per_request: 500_000,
             buffer_bytes: 256 << 20,
             record_max_bytes: p.record_max_bytes,
             linger_ms: p.linger.as_millis() as u64,
@@ -199,12 +203,26 @@ impl Config {
                 ),
             ));
         }
-        if i.buffer_bytes < i.max_decoded_bytes {
+        if i.max_events_per_request == 0 {
+            return Err(bad(
+                "intake.max_events_per_request",
+                "must be at least 1".into(),
+            ));
+        }
+        let largest = i.max_decoded_bytes.saturating_add(
+            i.max_events_per_request
+                .saturating_mul(crate::intake::server::EVENT_OVERHEAD_BYTES),
+        );
+        if i.buffer_bytes < largest {
             return Err(bad(
                 "intake.buffer_bytes",
                 format!(
-                    "{} cannot hold one request of max_decoded_bytes ({})",
-                    i.buffer_bytes, i.max_decoded_bytes
+                    "{} cannot hold one request of max_decoded_bytes ({}) with \
+                     max_events_per_request ({}) events of {} bytes of bookkeeping each ({largest})",
+                    i.buffer_bytes,
+                    i.max_decoded_bytes,
+                    i.max_events_per_request,
+                    crate::intake::server::EVENT_OVERHEAD_BYTES
                 ),
             ));
         }
@@ -315,6 +333,15 @@ mod tests {
             (
                 "[intake]\nbuffer_bytes = 1000\n",
                 &["intake.buffer_bytes", "cannot hold one request"],
+            ),
+            (
+                "[intake]\nmax_events_per_request = 0\n",
+                &["intake.max_events_per_request"],
+            ),
+            (
+                // 64 MiB of body fits; with 2 M events of bookkeeping it does not.
+                "[intake]\nbuffer_bytes = 134217728\nmax_events_per_request = 2000000\n",
+                &["intake.buffer_bytes", "max_events_per_request (2000000)"],
             ),
             (
                 "[[intake.tokens]]\ntoken = \"short\"\nstreams = [\"*\"]\n",

@@ -745,8 +745,13 @@ fn shutdown_drains_every_acknowledged_event_into_the_stream() {
         let bodies: Vec<String> = (0..30)
             .map(|i| (0..300).map(|j| format!("{i}-{j}\n")).collect())
             .collect();
-        // What the buffer holds once every request is in (1 KiB units).
-        let all_in: usize = bodies.iter().map(|b| b.len().div_ceil(1024) * 1024).sum();
+        // What the buffer holds once every request is in (1 KiB units):
+        // each body's bytes and its 300 events' bookkeeping.
+        let overhead = 300 * kinesthetic::intake::server::EVENT_OVERHEAD_BYTES;
+        let all_in: usize = bodies
+            .iter()
+            .map(|b| (b.len() + overhead).div_ceil(1024) * 1024)
+            .sum();
         let mut tasks = tokio::task::JoinSet::new();
         for (i, body) in bodies.into_iter().enumerate() {
             let target = target.clone();
@@ -1524,5 +1529,52 @@ fn a_reopened_spool_counts_what_it_already_holds() {
         let got = read_all(&log, "s").await;
         assert_eq!(got.len(), accepted, "records lost or doubled");
         second.close().await;
+    });
+}
+
+/// A body of tiny lines is bounded by its event count, not only its bytes:
+/// each event costs bookkeeping memory, and a few KB of gzip can hold
+/// millions of lines.
+#[test]
+fn too_many_events_in_one_request_get_413_before_costing_memory() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = local(dir.path(), &[("s", 1)]).await;
+        let mut c = config();
+        c.intake.max_events_per_request = 1000;
+        let r = start_intake(log.clone(), &c)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let lines = |n: usize| "a\n".repeat(n).into_bytes();
+        let (s, v, _) = post(&r, "s", &[], lines(1000)).await;
+        assert_eq!(s, 200, "{v}");
+        let (s, v, _) = post(&r, "s", &[], lines(1001)).await;
+        assert_eq!(s, 413, "{v}");
+        let msg = v["error"].as_str().unwrap_or_default();
+        assert!(msg.contains("more than 1000 events"), "{msg}");
+        let (s, v, _) = post(
+            &r,
+            "s",
+            &[("content-type", "application/json")],
+            format!("[{}1]", "1,".repeat(1000)).into_bytes(),
+        )
+        .await;
+        assert_eq!(s, 413, "{v}");
+        // 4 M lines in 8 MB, gzipped to a few KB: refused at the limit, fast.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&lines(4_000_000))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let body = gz.finish().unwrap_or_else(|e| panic!("{e}"));
+        assert!(body.len() < 100_000, "{} bytes", body.len());
+        let t = std::time::Instant::now();
+        let (s, v, _) = post(&r, "s", &[("content-encoding", "gzip")], body).await;
+        assert_eq!(s, 413, "{v}");
+        assert!(t.elapsed().as_secs() < 10, "took {:?}", t.elapsed());
+        assert_eq!(
+            read_all(&log, "s").await.len(),
+            1000,
+            "only the first request"
+        );
+        r.stop().await.unwrap_or_else(|e| panic!("{e}"));
     });
 }

@@ -48,6 +48,8 @@ pub enum DecodeError {
     Empty,
     #[error("the body is larger than {limit} bytes after decompression")]
     BodyTooLarge { limit: usize },
+    #[error("the body has more than {limit} events; send them in several requests")]
+    TooManyEvents { limit: usize },
     #[error("{at} is {len} bytes; the limit is {limit} bytes")]
     EventTooLarge {
         at: EventAt,
@@ -76,7 +78,9 @@ impl DecodeError {
     pub fn status(&self) -> u16 {
         match self {
             Self::UnsupportedMediaType(_) | Self::UnsupportedEncoding(_) => 415,
-            Self::BodyTooLarge { .. } | Self::EventTooLarge { .. } => 413,
+            Self::BodyTooLarge { .. } | Self::EventTooLarge { .. } | Self::TooManyEvents { .. } => {
+                413
+            }
             Self::Empty | Self::Malformed { .. } | Self::BadJson { .. } => 400,
         }
     }
@@ -221,6 +225,11 @@ impl Events {
     }
 
     /// Event `i` as a shared slice of the body (no copy).
+    /// Bytes of the buffer the events are views of.
+    pub fn buffer_len(&self) -> usize {
+        self.buf.len()
+    }
+
     pub fn get_bytes(&self, i: usize) -> Bytes {
         let (a, b) = self.spans[i];
         self.buf.slice(a as usize..b as usize)
@@ -235,14 +244,25 @@ impl Events {
 
 /// Splits a (decompressed) body into events of at most `max_event_bytes`.
 pub fn split(format: Format, body: Bytes, max_event_bytes: usize) -> Result<Events, DecodeError> {
+    split_at_most(format, body, max_event_bytes, usize::MAX)
+}
+
+/// [`split`], refusing a body of more than `max_events` events as soon as
+/// it finds one more (before the bookkeeping of a million tiny lines).
+pub fn split_at_most(
+    format: Format,
+    body: Bytes,
+    max_event_bytes: usize,
+    max_events: usize,
+) -> Result<Events, DecodeError> {
     if body.len() > u32::MAX as usize {
         return Err(DecodeError::BodyTooLarge {
             limit: u32::MAX as usize,
         });
     }
     let events = match format {
-        Format::Ndjson => split_lines(body, max_event_bytes)?,
-        Format::JsonArray => split_array(&body, max_event_bytes)?,
+        Format::Ndjson => split_lines(body, max_event_bytes, max_events)?,
+        Format::JsonArray => split_array(&body, max_event_bytes, max_events)?,
     };
     if events.is_empty() {
         return Err(DecodeError::Empty);
@@ -250,8 +270,8 @@ pub fn split(format: Format, body: Bytes, max_event_bytes: usize) -> Result<Even
     Ok(events)
 }
 
-fn split_lines(body: Bytes, max: usize) -> Result<Events, DecodeError> {
-    let mut spans = Vec::with_capacity(body.len() / 128 + 1);
+fn split_lines(body: Bytes, max: usize, max_events: usize) -> Result<Events, DecodeError> {
+    let mut spans = Vec::with_capacity((body.len() / 128 + 1).min(max_events));
     let mut start = 0usize;
     let mut line = 1usize;
     let push = |a: usize, mut b: usize, line: usize, spans: &mut Vec<(u32, u32)>| {
@@ -267,6 +287,9 @@ fn split_lines(body: Bytes, max: usize) -> Result<Events, DecodeError> {
                 len: b - a,
                 limit: max,
             });
+        }
+        if spans.len() == max_events {
+            return Err(DecodeError::TooManyEvents { limit: max_events });
         }
         // Cannot truncate: the body is at most u32::MAX bytes (checked).
         spans.push((a as u32, b as u32));
@@ -484,7 +507,7 @@ impl<'a> Minifier<'a> {
     }
 }
 
-fn split_array(body: &Bytes, max: usize) -> Result<Events, DecodeError> {
+fn split_array(body: &Bytes, max: usize, max_events: usize) -> Result<Events, DecodeError> {
     let mut m = Minifier {
         s: body,
         i: 0,
@@ -522,6 +545,9 @@ fn split_array(body: &Bytes, max: usize) -> Result<Events, DecodeError> {
                     len,
                     limit: max,
                 });
+            }
+            if spans.len() == max_events {
+                return Err(DecodeError::TooManyEvents { limit: max_events });
             }
             spans.push((start as u32, m.out.len() as u32));
             m.ws();

@@ -26,6 +26,11 @@ use super::route::ShardMap;
 use super::stamp::{Listener, now_ms};
 use crate::config::{IntakeConfig, StreamSettings, TokenConfig};
 use crate::event::EventId;
+
+/// Memory an accepted event costs besides its bytes, until it is written:
+/// its span, its place in a shard group, its key and stamp. Counted in the
+/// buffer budget, so a body of tiny lines is bounded like a big one.
+pub const EVENT_OVERHEAD_BYTES: usize = 128;
 use crate::stream::kpl::Aggregator;
 use crate::stream::{StreamBackend, StreamError, hash_key_of};
 
@@ -305,20 +310,28 @@ async fn accept<B: StreamBackend>(
     })?;
     let decoding = open.handle.decoding();
     let body = decode::decompress(encoding, body, intake.inner.config.max_decoded_bytes)?;
+    let max_event =
+        Aggregator::max_event_len(intake.inner.config.record_max_bytes, MAX_KEY_CHARS * 4);
+    let events = decode::split_at_most(
+        format,
+        body,
+        max_event,
+        intake.inner.config.max_events_per_request,
+    )?;
+    let n = events.len();
+    // An event costs its bytes and its bookkeeping (span, group, stamp):
+    // a body of tiny lines is not cheap.
+    let cost = events.buffer_len() + n * EVENT_OVERHEAD_BYTES;
     let reservation = intake
         .inner
         .budget
-        .try_reserve(body.len())
+        .try_reserve(cost)
         .ok_or(IntakeError::Busy)?;
     intake
         .inner
         .metrics
         .buffer_bytes
         .set(intake.inner.budget.used_bytes() as i64);
-    let max_event =
-        Aggregator::max_event_len(intake.inner.config.record_max_bytes, MAX_KEY_CHARS * 4);
-    let events = decode::split(format, body, max_event)?;
-    let n = events.len();
 
     // Partition keys: the header, else the configured JSON field, else the
     // listener's own key with the whole request sent to the next shard.
