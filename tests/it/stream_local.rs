@@ -741,3 +741,94 @@ fn trim_through_deletes_only_segments_wholly_at_or_before_the_sequence() {
         assert!(matches!(nostream, Err(StreamError::NoSuchStream(_))), "{nostream:?}");
     });
 }
+
+/// A record cut off at the end of a segment that is not the last one is
+/// damage, not a write in progress: a reader gets an error naming where the
+/// shard goes on, instead of empty answers forever.
+#[test]
+fn a_damaged_earlier_segment_is_an_error_not_an_endless_wait() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = LocalLog::open(
+            dir.path(),
+            LocalOptions {
+                segment_bytes: 2_000,
+                ..LocalOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        log.create_stream("s", 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..60 {
+            log.put_records("s", &[entry("k", format!("{i:04}-{}", "p".repeat(100)))])
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let shard_dir = dir.path().join("s/shardId-000000000000");
+        let mut segs: Vec<_> = std::fs::read_dir(&shard_dir)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        segs.sort();
+        assert!(segs.len() >= 3, "{segs:?}");
+        // Cut 3 bytes off the first segment's last record.
+        let len = std::fs::metadata(&segs[0]).map_or(0, |m| m.len());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segs[0])
+            .and_then(|f| f.set_len(len - 3))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut it = log
+            .shard_iterator("s", "shardId-000000000000", &StartPosition::TrimHorizon)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut read = 0;
+        let mut error = None;
+        for _ in 0..20 {
+            match log.get_records(&it, 1000).await {
+                Ok(out) => {
+                    read += out.records.len();
+                    match out.next_iterator {
+                        Some(n) => it = n,
+                        None => break,
+                    }
+                }
+                Err(e) => {
+                    error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let error = error.unwrap_or_else(|| panic!("no error after reading {read} records"));
+        assert!(error.contains("ends inside a record"), "{error}");
+        // The sequence number it names is where the rest can be read.
+        let next_first: u64 = segs[1]
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{segs:?}"));
+        let seq = error
+            .split("at sequence number ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{error}"));
+        let seq = SequenceNumber::parse(seq).unwrap_or_else(|e| panic!("{e}"));
+        let rest = read_shard(
+            &log,
+            "s",
+            "shardId-000000000000",
+            StartPosition::AtSequence(seq),
+        )
+        .await;
+        assert_eq!(read + rest.len(), 59, "all but the damaged record");
+        assert_eq!(
+            String::from_utf8_lossy(&rest[0].data[..4])
+                .parse::<u64>()
+                .ok(),
+            Some(next_first)
+        );
+    });
+}

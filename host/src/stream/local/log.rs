@@ -405,7 +405,23 @@ impl LocalLog {
             if at == 0 || at < buf.len() {
                 // Nothing more here (end of file, or a write in progress):
                 // move on if a later segment exists, else stop.
-                match segs.iter().find(|(f, _)| *f > seg) {
+                let later = segs.iter().find(|(f, _)| *f > seg);
+                if at == 0
+                    && !buf.is_empty()
+                    && let Some((next, _)) = later
+                {
+                    // Only the last segment is written to: a record cut off
+                    // at the end of an earlier one is damage, and waiting
+                    // would wait forever.
+                    return Err(StreamError::Service(format!(
+                        "{} ends inside a record at byte {pos}: records {offset}..{next} of this \
+                         shard are damaged; the shard goes on at sequence number {} (read from \
+                         there with an at-sequence iterator)",
+                        path.display(),
+                        sequence(p.shard, *next).as_str()
+                    )));
+                }
+                match later {
                     Some((next, _)) if at == buf.len() || buf.is_empty() => {
                         seg = *next;
                         pos = 0;
