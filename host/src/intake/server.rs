@@ -35,7 +35,7 @@ use crate::stream::kpl::Aggregator;
 use crate::stream::{StreamBackend, StreamError, hash_key_of};
 
 /// Longest partition key Kinesis accepts (Unicode characters).
-pub const MAX_KEY_CHARS: usize = 256;
+pub use crate::stream::kpl::MAX_KEY_CHARS;
 
 /// Everything the handlers share. Cheap to clone.
 pub struct Intake<B: StreamBackend> {

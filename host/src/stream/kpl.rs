@@ -374,7 +374,22 @@ pub enum KplError {
     Stamp { record: usize, value: String },
     #[error("KPL record {record}: unstamped event follows a stamped one")]
     StampGap { record: usize },
+    #[error("KPL key table entry {index} is {chars} characters; Kinesis allows {MAX_KEY_CHARS}")]
+    KeyTooLong { index: usize, chars: usize },
+    #[error(
+        "KPL record of {bytes} bytes would expand to {expanded} bytes of partition keys \
+         (more than {KEY_EXPANSION} times its size): refused"
+    )]
+    KeyExpansion { bytes: usize, expanded: usize },
 }
+
+/// Longest partition key Kinesis accepts, in characters.
+pub const MAX_KEY_CHARS: usize = 256;
+
+/// Every decoded event carries its own copy of its key: a record whose
+/// keys would take more than this many times its own size is refused, so a
+/// small crafted record cannot make a reader allocate gigabytes.
+pub const KEY_EXPANSION: usize = 64;
 
 /// Whether `data` looks like a KPL aggregated record (magic and checksum).
 pub fn is_aggregated(data: &[u8]) -> bool {
@@ -404,6 +419,34 @@ pub fn decode(data: &Bytes) -> Result<Decoded, KplError> {
     let body = data.slice(MAGIC.len()..data.len() - DIGEST_LEN);
     let agg =
         proto::AggregatedRecord::decode(body).map_err(|e| KplError::Protobuf(e.to_string()))?;
+    for (index, k) in agg.partition_key_table.iter().enumerate() {
+        if k.len() > MAX_KEY_CHARS {
+            let chars = k.chars().count();
+            if chars > MAX_KEY_CHARS {
+                return Err(KplError::KeyTooLong { index, chars });
+            }
+        }
+    }
+    let expanded: usize = agg
+        .records
+        .iter()
+        .map(|r| {
+            usize::try_from(r.partition_key_index)
+                .ok()
+                .and_then(|k| agg.partition_key_table.get(k))
+                .map_or(0, String::len)
+                + r.explicit_hash_key_index
+                    .and_then(|x| usize::try_from(x).ok())
+                    .and_then(|k| agg.explicit_hash_key_table.get(k))
+                    .map_or(0, String::len)
+        })
+        .sum();
+    if expanded > KEY_EXPANSION * data.len() {
+        return Err(KplError::KeyExpansion {
+            bytes: data.len(),
+            expanded,
+        });
+    }
     let mut events = Vec::with_capacity(agg.records.len());
     let mut run: Option<Stamp> = None;
     for (i, r) in agg.records.into_iter().enumerate() {
@@ -588,6 +631,92 @@ mod tests {
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].partition_key, "pk");
         assert_eq!(ev[0].stamp, None);
+    }
+
+    /// A KPL record around `agg`, magic and checksum included.
+    fn crafted(agg: &proto::AggregatedRecord) -> Bytes {
+        let body = prost::Message::encode_to_vec(agg);
+        let mut data = MAGIC.to_vec();
+        data.extend_from_slice(&body);
+        data.extend_from_slice(&Md5::digest(&body));
+        Bytes::from(data)
+    }
+
+    fn empty_events(n: usize) -> Vec<proto::Record> {
+        (0..n)
+            .map(|_| proto::Record {
+                partition_key_index: 0,
+                explicit_hash_key_index: None,
+                data: Bytes::new(),
+                tags: Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_key_longer_than_kinesis_allows_is_refused() {
+        let agg = proto::AggregatedRecord {
+            partition_key_table: vec!["k".repeat(MAX_KEY_CHARS + 1)],
+            explicit_hash_key_table: Vec::new(),
+            records: empty_events(1),
+        };
+        let e = decode(&crafted(&agg));
+        assert!(
+            matches!(
+                e,
+                Err(KplError::KeyTooLong {
+                    index: 0,
+                    chars: 257
+                })
+            ),
+            "{e:?}"
+        );
+        // 256 characters of 4 bytes each are within the limit.
+        let agg = proto::AggregatedRecord {
+            partition_key_table: vec!["😀".repeat(MAX_KEY_CHARS)],
+            ..agg
+        };
+        let one = decode(&crafted(&agg)).map(|d| match d {
+            Decoded::Aggregated(ev) => ev.len(),
+            Decoded::Plain => 0,
+        });
+        assert_eq!(one, Ok(1));
+    }
+
+    #[test]
+    fn a_small_record_cannot_expand_into_a_huge_allocation() {
+        // 20,000 empty events sharing one key of 256 four-byte characters:
+        // about 120 KB that would decode into 20 MB of key copies.
+        let key = "😀".repeat(MAX_KEY_CHARS);
+        let agg = proto::AggregatedRecord {
+            partition_key_table: vec![key.clone()],
+            explicit_hash_key_table: Vec::new(),
+            records: empty_events(20_000),
+        };
+        let data = crafted(&agg);
+        let e = decode(&data);
+        let summary = match &e {
+            Ok(Decoded::Aggregated(ev)) => format!("{} events", ev.len()),
+            other => format!("{other:?}"),
+        };
+        assert!(
+            matches!(e, Err(KplError::KeyExpansion { expanded, .. }) if expanded == 20_000 * key.len()),
+            "{} bytes: {summary}",
+            data.len()
+        );
+        // What the intake packs is far from the bound.
+        let mut a = Aggregator::new(1 << 20);
+        let key = "k".repeat(MAX_KEY_CHARS);
+        let mut n = 0u64;
+        while a.try_push(&key, b"{}", stamp(1, n, 1)) {
+            n += 1;
+        }
+        let packed = a.finish().data;
+        let decoded = decode(&packed).map(|d| match d {
+            Decoded::Aggregated(ev) => ev.len() as u64,
+            Decoded::Plain => 0,
+        });
+        assert_eq!(decoded, Ok(n));
     }
 
     #[test]

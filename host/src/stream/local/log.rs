@@ -55,7 +55,7 @@ impl Default for LocalOptions {
 
 /// Kinesis's limits on one put entry.
 const MAX_RECORD: usize = 1 << 20;
-const MAX_KEY_CHARS: usize = 256;
+use crate::stream::kpl::MAX_KEY_CHARS;
 /// Most bytes one `get_records` returns (Kinesis: 10 MB).
 const MAX_GET_BYTES: usize = 10 << 20;
 const LOCK: &str = ".lock";
