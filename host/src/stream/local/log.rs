@@ -884,14 +884,43 @@ impl Writer {
             });
         };
         let scan = segment::scan(path).map_err(io_err(path))?;
+        let mut next_offset = scan.frames.last().map_or(*first, |(o, _, _)| o + 1);
         if let Some(why) = &scan.stop {
-            tracing::warn!(
-                file = %path.display(),
-                offset = scan.valid_len,
-                dropped_bytes = scan.file_len - scan.valid_len,
-                reason = ?why,
-                "local log: truncating a torn or corrupt tail"
-            );
+            let all = bytes::Bytes::from(std::fs::read(path).map_err(io_err(path))?);
+            let start = usize::try_from(scan.valid_len).unwrap_or(usize::MAX);
+            // Whole records after the damage were written, maybe
+            // acknowledged: they are cut with it, but their offsets are not
+            // handed out again (a consumer checkpointed past them would
+            // skip the new records), and the cut bytes are kept aside.
+            let beyond = segment::offsets_after_damage(&all, start);
+            let kept = path.with_extension(format!("seg.cut-{}", now_ms()));
+            if let Some(tail) = all.get(start..)
+                && !tail.is_empty()
+            {
+                std::fs::write(&kept, tail).map_err(io_err(&kept))?;
+            }
+            match beyond {
+                Some(max) => {
+                    tracing::error!(
+                        file = %path.display(),
+                        offset = scan.valid_len,
+                        reason = ?why,
+                        lost_offsets = %format!("{next_offset}..={max}"),
+                        kept = %kept.display(),
+                        "local log: damaged record with whole records after it; cutting them all, \
+                         their bytes are kept aside, and new records continue after offset {max}"
+                    );
+                    next_offset = next_offset.max(max + 1);
+                }
+                None => tracing::warn!(
+                    file = %path.display(),
+                    offset = scan.valid_len,
+                    dropped_bytes = scan.file_len - scan.valid_len,
+                    reason = ?why,
+                    kept = %kept.display(),
+                    "local log: truncating a torn tail"
+                ),
+            }
             let f = OpenOptions::new()
                 .write(true)
                 .open(path)
@@ -899,7 +928,6 @@ impl Writer {
             f.set_len(scan.valid_len).map_err(io_err(path))?;
             f.sync_all().map_err(io_err(path))?;
         }
-        let next_offset = scan.frames.last().map_or(*first, |(o, _, _)| o + 1);
         let file = OpenOptions::new()
             .append(true)
             .open(path)

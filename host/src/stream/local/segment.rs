@@ -173,6 +173,30 @@ pub(crate) fn scan(path: &Path) -> std::io::Result<Scan> {
     })
 }
 
+/// The highest offset among the whole frames that follow damage at `pos`
+/// (a complete frame whose checksum fails, with a plausible length): `None`
+/// when nothing readable follows, as after a torn write. Recovery must
+/// never hand out these offsets again.
+pub(crate) fn offsets_after_damage(all: &Bytes, pos: usize) -> Option<u64> {
+    let head = all.get(pos..pos + HEADER)?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if !(FIXED..=MAX_PAYLOAD).contains(&len) {
+        return None;
+    }
+    let mut at = pos + HEADER + len;
+    let mut max = None;
+    while at < all.len() {
+        match parse(&all.slice(at..)) {
+            Ok(f) => {
+                max = Some(max.map_or(f.offset, |m: u64| m.max(f.offset)));
+                at += f.size;
+            }
+            Err(_) => break,
+        }
+    }
+    max
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
