@@ -791,6 +791,38 @@ fn write_frames(
     Ok(before)
 }
 
+/// Puts a shard back as it was before this commit cycle: segments the cycle
+/// started are removed, the segment that was active then is cut back to its
+/// size and active again, and the offsets handed out are returned.
+fn undo_cycle(sh: &mut ShardState, first: Option<u64>, size: u64, next: u64) {
+    if first != sh.active.as_ref().map(|a| a.0) {
+        // The cycle rolled: its segments start at or after `next`.
+        let started: Vec<PathBuf> = segment::list(&sh.dir)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(f, _)| *f >= next && Some(*f) != first)
+            .map(|(_, p)| p)
+            .collect();
+        for p in started {
+            if let Err(e) = std::fs::remove_file(&p) {
+                tracing::error!(file = %p.display(), error = %e, "cannot remove a segment of a failed commit");
+            }
+        }
+        sh.active = None;
+        if let Some(f) = first {
+            let path = sh.dir.join(segment::segment_name(f));
+            match OpenOptions::new().append(true).open(&path) {
+                Ok(file) => sh.active = Some((f, file, size)),
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "cannot reopen a segment");
+                }
+            }
+        }
+    }
+    truncate_active(sh, size);
+    sh.next_offset = next;
+}
+
 /// Cuts the active segment back to `len` bytes, dropping frames of a put
 /// that failed. If even that fails, the shard takes no more writes until
 /// the log is reopened (recovery truncates the torn tail then).
@@ -1014,11 +1046,8 @@ impl Writer {
                 if let Err(e) = sync_shard(f, &sh.dir) {
                     let why = format!("fsync of {}: {e}", sh.dir.display());
                     tracing::error!(error = %why, "a shard takes no more writes until the log is reopened");
-                    if let Some(&(first, size, next)) = self.cycle_start.get(&(s.clone(), *i))
-                        && first == sh.active.as_ref().map(|a| a.0)
-                    {
-                        truncate_active(sh, size);
-                        sh.next_offset = next;
+                    if let Some(&(first, size, next)) = self.cycle_start.get(&(s.clone(), *i)) {
+                        undo_cycle(sh, first, size, next);
                     }
                     sh.poisoned = true;
                     failed.push((s.clone(), *i, why));
@@ -1622,6 +1651,54 @@ mod fsync_failure_tests {
             .iter()
             .map(|r| String::from_utf8_lossy(&r.data).into_owned())
             .collect())
+    }
+
+    /// The same when the failed cycle rolled to new segments: they are
+    /// removed, and nothing of the failed put comes back on reopening.
+    #[test]
+    fn a_failed_fsync_after_a_roll_leaves_nothing_behind() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let options = || LocalOptions {
+                segment_bytes: 1,
+                ..LocalOptions::default()
+            };
+            let log = LocalLog::open(dir.path(), options()).unwrap_or_else(|e| panic!("{e}"));
+            log.create_stream("s", 1).await.unwrap_or_else(|e| panic!("{e}"));
+            for d in ["a", "b"] {
+                log.put_records("s", &[entry(d, 0)])
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            let shard0 = shard_dir(&dir.path().join("s"), 0);
+            if let Ok(mut f) = FAIL_FSYNC_IN.lock() {
+                f.push(shard0.clone());
+            }
+            let failed = log.put_records("s", &[entry("c", 0)]).await;
+            assert!(failed.is_err(), "{failed:?}");
+            drop(log);
+            let log = LocalLog::open(dir.path(), options()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                read(&log, 0).await.ok(),
+                Some(vec!["a".to_owned(), "b".to_owned()])
+            );
+            let out = log
+                .put_records("s", &[entry("d", 0)])
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                matches!(&out[0], PutOutcome::Written { sequence, .. } if *sequence == sequence_of(0, 2)),
+                "{out:?}"
+            );
+        });
+    }
+
+    fn sequence_of(shard: u32, offset: u64) -> SequenceNumber {
+        sequence(shard, offset)
     }
 
     /// A failed fsync: the shard's frames of that cycle are cut back and
