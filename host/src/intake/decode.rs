@@ -156,19 +156,20 @@ pub fn decompress(enc: Encoding, body: Bytes, max_bytes: usize) -> Result<Bytes,
         Encoding::Gzip => "gzip",
         Encoding::Zstd => "zstd",
     };
-    let mut counted = Counted {
-        inner: &body[..],
-        read: 0,
-    };
+    // Buffered decoders over the slice take from it only what they have
+    // decoded, so what is left of it tells where an error is.
+    let mut input: &[u8] = &body;
     let reader: Box<dyn Read + '_> = match enc {
-        Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut counted)),
-        _ => Box::new(zstd::stream::read::Decoder::new(&mut counted).map_err(|e| {
-            DecodeError::Malformed {
-                what,
-                offset: 0,
-                message: e.to_string(),
-            }
-        })?),
+        Encoding::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(&mut input)),
+        _ => Box::new(
+            zstd::stream::read::Decoder::with_buffer(&mut input).map_err(|e| {
+                DecodeError::Malformed {
+                    what,
+                    offset: 0,
+                    message: e.to_string(),
+                }
+            })?,
+        ),
     };
     let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(max_bytes));
     // Read one byte past the limit to know it was exceeded.
@@ -176,29 +177,15 @@ pub fn decompress(enc: Encoding, body: Bytes, max_bytes: usize) -> Result<Bytes,
         .unwrap_or(u64::MAX)
         .saturating_add(1);
     let r = reader.take(limit).read_to_end(&mut out);
-    let consumed = counted.read;
+    let consumed = body.len() - input.len();
     match r {
         Ok(_) if out.len() > max_bytes => Err(DecodeError::BodyTooLarge { limit: max_bytes }),
         Ok(_) => Ok(Bytes::from(out)),
         Err(e) => Err(DecodeError::Malformed {
             what,
-            offset: consumed.min(body.len()),
+            offset: consumed,
             message: e.to_string(),
         }),
-    }
-}
-
-/// A reader that counts what was read from it (for error offsets).
-struct Counted<'a> {
-    inner: &'a [u8],
-    read: usize,
-}
-
-impl Read for Counted<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.read += n;
-        Ok(n)
     }
 }
 
@@ -783,5 +770,41 @@ mod tests {
             decompress(Encoding::Gzip, Bytes::from(two), 100),
             Ok(Bytes::from_static(b"a\nb\n"))
         );
+    }
+
+    /// The offset of a decompression error is near the damage, not how
+    /// much a reader buffered.
+    #[test]
+    fn decompression_errors_name_where_the_damage_is() {
+        use std::io::Write;
+        let text: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| i.to_string().into_bytes())
+            .collect();
+        let mut g = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let _ = g.write_all(&text);
+        let gz = g.finish().unwrap_or_default();
+        assert!(gz.len() > 100_000, "{}", gz.len());
+        let offset_of = |e: Result<Bytes, DecodeError>| match e {
+            Err(DecodeError::Malformed { offset, .. }) => offset,
+            other => panic!("{other:?}"),
+        };
+        // Damage in the gzip header (its method byte).
+        let mut bad = gz.clone();
+        bad[2] ^= 0xff;
+        assert!(offset_of(decompress(Encoding::Gzip, Bytes::from(bad), 1 << 30)) <= 10);
+        // Damage in the zstd frame header.
+        let zs = zstd::encode_all(&text[..], 3).unwrap_or_default();
+        assert!(zs.len() > 100_000, "{}", zs.len());
+        let mut bad = zs.clone();
+        bad[0] ^= 0xff;
+        assert!(offset_of(decompress(Encoding::Zstd, Bytes::from(bad), 1 << 30)) <= 16);
+        // Cut short: the offset is where the body ends.
+        let cut = gz.len() * 3 / 4;
+        let at = offset_of(decompress(
+            Encoding::Gzip,
+            Bytes::copy_from_slice(&gz[..cut]),
+            1 << 30,
+        ));
+        assert_eq!(at, cut);
     }
 }
