@@ -31,6 +31,10 @@ use crate::event::EventId;
 /// its span, its place in a shard group, its key and stamp. Counted in the
 /// buffer budget, so a body of tiny lines is bounded like a big one.
 pub const EVENT_OVERHEAD_BYTES: usize = 128;
+
+/// Bodies above this size (and every compressed one) are decoded on the
+/// blocking pool rather than on an async worker.
+const HEAVY_BODY_BYTES: usize = 1 << 20;
 use crate::stream::kpl::Aggregator;
 use crate::stream::{StreamBackend, StreamError, hash_key_of};
 
@@ -309,15 +313,26 @@ async fn accept<B: StreamBackend>(
         }
     })?;
     let decoding = open.handle.decoding();
-    let body = decode::decompress(encoding, body, intake.inner.config.max_decoded_bytes)?;
     let max_event =
         Aggregator::max_event_len(intake.inner.config.record_max_bytes, MAX_KEY_CHARS * 4);
-    let events = decode::split_at_most(
-        format,
-        body,
-        max_event,
+    let (max_decoded, max_events) = (
+        intake.inner.config.max_decoded_bytes,
         intake.inner.config.max_events_per_request,
-    )?;
+    );
+    let heavy = encoding != decode::Encoding::Identity || body.len() > HEAVY_BODY_BYTES;
+    let work = move || -> Result<decode::Events, DecodeError> {
+        let body = decode::decompress(encoding, body, max_decoded)?;
+        decode::split_at_most(format, body, max_event, max_events)
+    };
+    // Decompressing or splitting a big body takes milliseconds: off the
+    // async workers, so that other requests are not held up meanwhile.
+    let events = if heavy {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| IntakeError::Stream(format!("decoding task failed: {e}")))??
+    } else {
+        work()?
+    };
     let n = events.len();
     // An event costs its bytes and its bookkeeping (span, group, stamp):
     // a body of tiny lines is not cheap.
