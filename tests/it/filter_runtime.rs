@@ -187,10 +187,30 @@ fn precompiled_modules_are_cached_on_disk() {
     std::fs::write(&entry, b"garbage").unwrap_or_else(|e| panic!("{e}"));
     let third = rt.load_file(path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(third.sha256(), first.sha256());
+    let good = std::fs::read(&entry).unwrap_or_default();
+    assert!(good.len() > 100);
+    // Damage inside the artifact (its header intact): wasmtime alone would
+    // load it and run the damaged machine code; the checksum catches it,
+    // and the entry is rewritten.
+    let mut damaged = good.clone();
+    let mid = damaged.len() / 2;
+    for b in &mut damaged[mid..mid + 64] {
+        *b = 0xcc;
+    }
+    std::fs::write(&entry, &damaged).unwrap_or_else(|e| panic!("{e}"));
+    let fourth = rt.load_file(path).unwrap_or_else(|e| panic!("{e}"));
+    let b = fourth
+        .run(&inp, &p, &Limits::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out_lines(&b, &inp), vec![b"abc".to_vec()]);
     assert!(
-        std::fs::read(&entry)
-            .map(|b| b.len() > 100)
-            .unwrap_or(false)
+        std::fs::read(&entry).is_ok_and(|now| now != damaged),
+        "the damaged entry was used, not rewritten"
+    );
+    // No temporary files are left behind.
+    assert_eq!(
+        std::fs::read_dir(dir.path()).map(|d| d.count()).ok(),
+        Some(1)
     );
 }
 

@@ -168,27 +168,47 @@ impl Runtime {
     }
 }
 
+/// Bytes of the SHA-256 that ends every cache file.
+const CACHE_DIGEST: usize = 32;
+
 #[allow(unsafe_code)]
 fn deserialize(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
+    use sha2::Digest;
     // Read into memory rather than mapping the file: a cache file truncated
     // or rewritten in place while mapped would crash the process (SIGBUS).
-    let bytes = std::fs::read(path)?;
-    // SAFETY: the cache directory holds only artifacts that this process (or
-    // another Kinesthetic process with the same engine key) wrote with
-    // `Component::serialize`; wasmtime checks the header and the engine's
-    // compatibility. The directory must not be writable by untrusted users.
-    unsafe { Component::deserialize(engine, &bytes) }
+    let file = std::fs::read(path)?;
+    // wasmtime checks the header but runs the machine code as it is: a
+    // damaged file (disk, copy, a stray write) would crash every run, so
+    // the file carries the SHA-256 of the artifact and must match it.
+    let Some(split) = file.len().checked_sub(CACHE_DIGEST) else {
+        wasmtime::bail!("shorter than its checksum");
+    };
+    let (artifact, digest) = file.split_at(split);
+    if sha2::Sha256::digest(artifact)[..] != *digest {
+        wasmtime::bail!("checksum mismatch: the file is damaged");
+    }
+    // SAFETY: the artifact is byte for byte what `Component::serialize`
+    // produced in a process with the same engine key (checksum above);
+    // wasmtime checks the header and the engine's compatibility. The
+    // directory must not be writable by untrusted users, who could write a
+    // matching checksum.
+    unsafe { Component::deserialize(engine, artifact) }
 }
 
 fn write_cache(component: &Component, path: &Path) -> std::io::Result<()> {
-    let bytes = component.serialize().map_err(std::io::Error::other)?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    // Write then rename, so a reader never sees half a file.
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    use sha2::Digest;
+    use std::io::Write;
+    let mut bytes = component.serialize().map_err(std::io::Error::other)?;
+    let digest = sha2::Sha256::digest(&bytes);
+    bytes.extend_from_slice(&digest);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    // A temporary file of our own, made durable, then renamed into place:
+    // a reader never sees half a file, and writers never share one.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(&bytes)?;
+    tmp.as_file().sync_data()?;
+    tmp.persist(path).map(|_| ()).map_err(|e| e.error)
 }
 
 fn spawn_ticker(engine: Engine, stop: Arc<AtomicBool>) -> std::io::Result<()> {
