@@ -1,7 +1,7 @@
 //! The runtime's job mechanics: fresh instances, outputs, hashes, isolation,
 //! the module cache, concurrency.
 
-use kinesthetic::filter::{Cause, EngineSettings, Limits, Runtime, isolate};
+use kinesthetic::filter::{Cause, EngineSettings, Limits, Runtime, is_line_dependent, isolate};
 
 use crate::filters;
 use crate::harness::{input, load, out_lines, params, runtime};
@@ -231,4 +231,29 @@ fn warm_instance_gives_the_same_answer_as_fresh_ones() {
         assert_eq!(out_lines(&w, &inp), out_lines(&fresh, &inp));
     }
     let _ = runtime();
+}
+
+/// A failure before the filter sees the batch (here the memory cap, met
+/// while instantiating) is not the lines' fault: one error, no bisection.
+#[test]
+fn a_failure_before_the_call_is_not_blamed_on_the_lines() {
+    let f = load(filters::CHAOS);
+    let lines: Vec<Vec<u8>> = (0..8).map(|i| format!("line {i}").into_bytes()).collect();
+    let inp = input(&lines);
+    let limits = Limits {
+        memory_bytes: 0,
+        ..Limits::default()
+    };
+    let e = f
+        .run(&inp, &params(&[]), &limits)
+        .err()
+        .unwrap_or_else(|| panic!("a 0-byte memory cap must fail"));
+    assert!(matches!(e.cause, Cause::Instantiate(_)), "{e}");
+    assert!(e.to_string().contains("memory cap"), "{e}");
+    assert!(!is_line_dependent(&e.cause));
+    let r = isolate(&f, &inp, &params(&[]), &limits, 64);
+    assert!(
+        r.is_err(),
+        "isolation must give the error back, not poison lines"
+    );
 }

@@ -249,16 +249,33 @@ impl LoadedFilter {
         params: &Params,
         limits: &Limits,
     ) -> Result<Output, JobError> {
-        let instance = self
-            .pre
-            .instantiate(&mut *store)
-            .map_err(|e| self.classify(store, limits, e, Cause::Instantiate))?;
+        let instance = self.pre.instantiate(&mut *store).map_err(|e| {
+            self.before_filter(
+                self.classify(store, limits, e, Cause::Instantiate),
+                Cause::Instantiate,
+            )
+        })?;
         match instance.call_init(&mut *store, params) {
             Ok(Ok(())) => {}
             Ok(Err(msg)) => return Err(self.error(Cause::Init(msg))),
-            Err(e) => return Err(self.classify(store, limits, e, Cause::Trap)),
+            Err(e) => {
+                return Err(
+                    self.before_filter(self.classify(store, limits, e, Cause::Trap), Cause::Init)
+                );
+            }
         }
         self.call_filter(store, &instance, input, limits)
+    }
+
+    /// A failure before `filter` is called (a memory cap met while
+    /// instantiating, a trap or deadline in `init`) does not depend on the
+    /// batch's lines: it is reported as the phase's error, so that nobody
+    /// bisects the batch looking for a poison line.
+    fn before_filter(&self, e: JobError, phase: fn(String) -> Cause) -> JobError {
+        match e.cause {
+            Cause::Init(_) | Cause::Instantiate(_) => e,
+            other => self.error(phase(other.to_string())),
+        }
     }
 
     fn call_filter(
