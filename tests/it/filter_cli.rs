@@ -362,6 +362,20 @@ fn new_scaffolds_a_filter_that_tests_builds_and_runs() {
     );
     assert_eq!(code, 1);
     assert!(err.contains("already exists"), "{err}");
+    // Names that would not build are refused before anything is written.
+    for bad in ["_", "-x", "9lives", "a b", ""] {
+        let (code, _, err) = run(
+            kinesthetic()
+                .args(["filter", "new", "--dir"])
+                .arg(dir.path())
+                .arg("--")
+                .arg(bad),
+            None,
+        );
+        assert_eq!(code, 1, "{bad:?}: {err}");
+        assert!(err.contains("invalid crate name"), "{bad:?}: {err}");
+        assert!(!dir.path().join(bad).exists() || bad.is_empty(), "{bad:?}");
+    }
 }
 
 /// Every bad-input case of the runtime, through `filter run`: exit code 1,
@@ -461,4 +475,34 @@ fn run_shows_what_a_filter_prints() {
         !err.contains("stdout: "),
         "info is below RUST_LOG=warn: {err}"
     );
+}
+
+/// `filter run … | head -1`: the reader closing the pipe is not an error.
+#[test]
+fn run_ends_quietly_when_its_reader_goes_away() {
+    use std::io::{BufRead, BufReader};
+    let mut child = kinesthetic()
+        .args(["filter", "run", filters::GREP, "-p", "pattern=1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("stdin"));
+    let feeder = std::thread::spawn(move || {
+        let lines: String = (0..300_000).map(|i| format!("line {i}\n")).collect();
+        let _ = stdin.write_all(lines.as_bytes());
+    });
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout"));
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first, "line 1\n");
+    // stdout is dropped here: the pipe closes with output still to come.
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    let _ = feeder.join();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("error"), "{err}");
 }

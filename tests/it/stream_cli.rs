@@ -286,3 +286,66 @@ fn help_teaches_with_examples() {
         }
     }
 }
+
+/// `tail --from TIME` after a reshard: the time applies to the children
+/// too, and `--limit 0` prints nothing.
+#[test]
+fn tail_from_a_time_applies_to_child_shards() {
+    use kinesthetic::stream::local::{LocalLog, LocalOptions};
+    use kinesthetic::stream::{PutEntry, StreamBackend};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let data = dir.path().to_string_lossy().into_owned();
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    };
+    let put = |log: &LocalLog, what: &'static str| {
+        let log = log.clone();
+        async move {
+            let entries: Vec<PutEntry> = (0..4)
+                .map(|i| PutEntry {
+                    partition_key: format!("k{i}"),
+                    explicit_hash_key: None,
+                    data: format!("{what}-{i}").into_bytes().into(),
+                })
+                .collect();
+            log.put_records("t", &entries)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    };
+    let t = crate::harness::rt().block_on(async {
+        let log =
+            LocalLog::open(dir.path(), LocalOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        log.create_stream("t", 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        put(&log, "one").await;
+        log.split_shard("t", "shardId-000000000000", 1 << 127)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        put(&log, "two").await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let t = now_ms();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        put(&log, "three").await;
+        t
+    });
+    let out = ok(&[
+        "stream",
+        "--data",
+        &data,
+        "tail",
+        "t",
+        "--from",
+        &t.to_string(),
+    ]);
+    let events: Vec<&str> = out.lines().filter_map(|l| l.split('\t').nth(1)).collect();
+    assert_eq!(events.len(), 4, "{out}");
+    assert!(events.iter().all(|e| e.starts_with("three-")), "{out}");
+    let all = ok(&["stream", "--data", &data, "tail", "t"]);
+    assert_eq!(all.lines().count(), 12, "{all}");
+    let none = ok(&["stream", "--data", &data, "tail", "t", "--limit", "0"]);
+    assert_eq!(none, "", "--limit 0");
+}

@@ -602,10 +602,10 @@ fn scaffold(name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Result<Path
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        || name.starts_with(|c: char| c.is_ascii_digit())
+        || !name.starts_with(|c: char| c.is_ascii_alphabetic())
     {
         bail!(
-            "invalid crate name `{name}`: use letters, digits, `-` and `_`, not starting with a digit"
+            "invalid crate name `{name}`: use letters, digits, `-` and `_`, starting with a letter"
         );
     }
     let root = dir.join(name);

@@ -80,11 +80,21 @@ pub(crate) fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader went away (`| head`): what it wanted was written.
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether writing to stdout failed because its reader closed the pipe (a
+/// bare I/O error, as a write to stdout gives; a broken connection deep in
+/// an HTTP client's error chain is a real failure).
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 #[derive(Debug, clap::Args)]

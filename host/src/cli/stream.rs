@@ -333,6 +333,9 @@ async fn tail(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     use std::collections::{HashMap, HashSet};
+    if limit == 0 {
+        return Ok(());
+    }
     let mut printed = 0u64;
     let mut finished: HashSet<String> = HashSet::new();
     let mut read: HashSet<String> = HashSet::new();
@@ -362,11 +365,12 @@ async fn tail(
                         finished.insert(s.id.clone());
                         continue;
                     }
-                    // A child of a shard we read continues it from its start.
+                    // A child of a shard we read continues it from its
+                    // start, except that a time applies to every shard.
                     let continues = [&s.parent, &s.adjacent_parent]
                         .iter()
                         .any(|p| p.as_ref().is_some_and(|p| read.contains(p)));
-                    let pos = if continues {
+                    let pos = if continues && !matches!(from, StartPosition::AtTimestamp(_)) {
                         StartPosition::TrimHorizon
                     } else {
                         from.clone()
