@@ -1578,3 +1578,77 @@ fn too_many_events_in_one_request_get_413_before_costing_memory() {
         r.stop().await.unwrap_or_else(|e| panic!("{e}"));
     });
 }
+
+/// A refused batch stops `send`, but the batches already in flight finish,
+/// and the summary says which lines the stream has, which were refused (with
+/// the file's line number, not the request's) and which were not sent.
+#[test]
+fn send_reports_every_line_range_after_a_refusal() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = local(dir.path().join("data").as_path(), &[("s", 1)]).await;
+        let r = start_intake(log.clone(), &config())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("events.ndjson");
+        let mut body = String::new();
+        for i in 1..=200 {
+            if i == 45 {
+                body.push_str(&format!(
+                    "{{\"i\":{i},\"pad\":\"{}\"}}\n",
+                    "p".repeat(1_100_000)
+                ));
+            } else {
+                body.push_str(&format!("{{\"i\":{i}}}\n"));
+            }
+        }
+        std::fs::write(&file, body).unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("http://{}", r.intake_addr);
+        let o = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+                .arg("send")
+                .arg(&file)
+                .args(["--url", &url, "--stream", "s", "--batch", "10", "--quiet"])
+                .output()
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("lines 41..50: refused"), "{err}");
+        assert!(
+            err.contains("line 5 of the request is line 45 of the file"),
+            "{err}"
+        );
+        // What the summary says was accepted is exactly what the stream has.
+        let accepted: Vec<(u64, u64)> = err
+            .lines()
+            .find_map(|l| l.strip_prefix("accepted: lines "))
+            .map(|l| {
+                l.split(" (")
+                    .next()
+                    .unwrap_or_default()
+                    .split(", ")
+                    .filter_map(|r| {
+                        let (a, b) = r.split_once("..")?;
+                        Some((a.parse().ok()?, b.parse().ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(!accepted.is_empty(), "{err}");
+        let mut want: Vec<u64> = accepted.iter().flat_map(|&(a, b)| a..=b).collect();
+        want.sort_unstable();
+        let mut got: Vec<u64> = read_all(&log, "s")
+            .await
+            .iter()
+            .filter_map(|e| serde_json::from_slice::<Value>(&e.data).ok())
+            .filter_map(|v| v["i"].as_u64())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, want, "{err}");
+        assert!(!got.contains(&45));
+        r.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+}

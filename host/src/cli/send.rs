@@ -49,6 +49,11 @@ struct Accepted {
     accepted: usize,
     first_id: String,
     last_id: String,
+    /// The file lines of the batch (filled in here, not by the intake).
+    #[serde(skip)]
+    first_line: usize,
+    #[serde(skip)]
+    last_line: usize,
 }
 
 struct Batch {
@@ -61,6 +66,9 @@ struct Batch {
     /// Bytes of the file it covers (for progress).
     raw_bytes: u64,
     body: Vec<u8>,
+    /// The file line of each event, in body order (the intake numbers the
+    /// body's lines; blank lines of the file are not sent).
+    file_lines: Vec<usize>,
 }
 
 pub(crate) fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
@@ -94,6 +102,7 @@ fn spawn_reader(
             lines: 0,
             raw_bytes: 0,
             body: Vec::new(),
+            file_lines: Vec::new(),
         };
         let mut cur = new_batch(1);
         let mut n = 0usize;
@@ -119,6 +128,7 @@ fn spawn_reader(
             cur.last_line = n;
             cur.body.extend_from_slice(&line);
             cur.body.push(b'\n');
+            cur.file_lines.push(n);
             cur.lines += 1;
             if cur.lines == per_batch
                 && tx
@@ -176,10 +186,17 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     let mut results = Vec::new();
+    let mut refused: Vec<(usize, usize, String)> = Vec::new();
+    let mut unsent_from: Option<usize> = None;
     let (mut events, mut bytes) = (0usize, 0u64);
     let mut i = 0usize;
     while let Some(b) = batches.recv().await {
         let b = b?;
+        // After a refusal, send nothing more; the batches in flight finish.
+        if !refused.is_empty() {
+            unsent_from = Some(b.first_line);
+            break;
+        }
         events += b.lines;
         bytes += b.body.len() as u64 - b.lines as u64;
         let permit = std::sync::Arc::clone(&sem).acquire_owned().await?;
@@ -193,18 +210,22 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
             let _permit = permit;
             let r = post(&client, &url, &b, key, token, gzip, retries).await;
             task_bar.inc(b.raw_bytes);
-            (i, b.first_line, b.last_line, r)
+            (i, b, r)
         });
         i += 1;
-        // Surface a failure early instead of sending the rest.
         while let Some(done) = tasks.try_join_next() {
-            results.push(answer(done?, &bar)?);
+            collect(done?, &mut results, &mut refused);
         }
     }
+    drop(batches);
     while let Some(done) = tasks.join_next().await {
-        results.push(answer(done?, &bar)?);
+        collect(done?, &mut results, &mut refused);
     }
-    bar.finish_and_clear();
+    if refused.is_empty() {
+        bar.finish_and_clear();
+    } else {
+        bar.abandon();
+    }
     results.sort_by_key(|(i, _)| *i);
     let accepted = accepted_so_far(&results);
     let secs = start.elapsed().as_secs_f64().max(1e-9);
@@ -212,33 +233,90 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         "sent {events} events ({:.1} MB) in {} requests to {}: {accepted} accepted in {secs:.2} s \
          ({:.0} events/s, {:.1} MB/s); first event id {}, last event id {}",
         bytes as f64 / 1e6,
-        results.len(),
+        results.len() + refused.len(),
         args.stream,
         accepted as f64 / secs,
         bytes as f64 / 1e6 / secs,
         results.first().map_or("-", |(_, a)| a.first_id.as_str()),
         results.last().map_or("-", |(_, a)| a.last_id.as_str()),
     );
-    Ok(if accepted == events {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    if refused.is_empty() {
+        return Ok(if accepted == events {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    refused.sort();
+    for (first, last, e) in &refused {
+        eprintln!("lines {first}..{last}: refused: {e}");
+    }
+    if let Some(from) = unsent_from {
+        eprintln!("lines {from}..: not sent (sending stops at the first refusal)");
+    }
+    let kept: Vec<String> = results
+        .iter()
+        .map(|(_, a)| format!("{}..{}", a.first_line, a.last_line))
+        .collect();
+    if !kept.is_empty() {
+        eprintln!(
+            "accepted: lines {} (send only the refused and unsent lines again, or the event ids \
+             tell duplicates apart)",
+            kept.join(", ")
+        );
+    }
+    Err(anyhow::anyhow!(
+        "{} of {} requests refused",
+        refused.len(),
+        results.len() + refused.len()
+    ))
+}
+
+/// Files a finished batch's answer: accepted, or refused with the intake's
+/// words, its batch line numbers turned into the file's.
+fn collect(
+    (i, b, r): (usize, Batch, anyhow::Result<Accepted>),
+    results: &mut Vec<(usize, Accepted)>,
+    refused: &mut Vec<(usize, usize, String)>,
+) {
+    match r {
+        Ok(mut a) => {
+            a.first_line = b.first_line;
+            a.last_line = b.last_line;
+            results.push((i, a));
+        }
+        Err(e) => refused.push((
+            b.first_line,
+            b.last_line,
+            file_line_note(&format!("{e:#}"), &b),
+        )),
+    }
+}
+
+/// The intake names a line of the request's body (`line 5 is …`): add the
+/// line of the file it is.
+fn file_line_note(message: &str, b: &Batch) -> String {
+    let Some(at) = message.find("line ") else {
+        return message.to_owned();
+    };
+    let digits: String = message[at + 5..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    match digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| b.file_lines.get(n.checked_sub(1)?))
+    {
+        Some(line) => {
+            format!("{message} (line {digits} of the request is line {line} of the file)")
+        }
+        None => message.to_owned(),
+    }
 }
 
 fn accepted_so_far(results: &[(usize, Accepted)]) -> usize {
     results.iter().map(|(_, a)| a.accepted).sum()
-}
-
-/// A batch's answer, or the error that stops the tool (naming its lines).
-fn answer(
-    (i, first, last, r): (usize, usize, usize, anyhow::Result<Accepted>),
-    bar: &indicatif::ProgressBar,
-) -> anyhow::Result<(usize, Accepted)> {
-    r.map(|a| (i, a)).map_err(|e| {
-        bar.abandon();
-        anyhow::anyhow!("lines {first}..{last}: {e:#}")
-    })
 }
 
 async fn post(
