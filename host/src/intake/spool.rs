@@ -72,13 +72,13 @@ impl Shipper {
             .saturating_sub(self.shipped.load(Ordering::Relaxed))
     }
 
-    /// The shipper found nothing more to read: whatever was spooled so far
-    /// is shipped (up to puts racing with this moment, which the next
-    /// catch-up accounts for again).
-    fn caught_up(&self) {
+    /// The shipper read nothing more after noting `spooled_before` (the
+    /// count before its read): everything spooled up to then is shipped.
+    /// A put counted after that note may not have been read yet, so it
+    /// stays in the backlog.
+    fn caught_up(&self, spooled_before: u64) {
         self.carried.store(0, Ordering::Relaxed);
-        self.shipped
-            .store(self.spooled.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.shipped.fetch_max(spooled_before, Ordering::Relaxed);
     }
 }
 
@@ -338,6 +338,9 @@ impl<B: StreamBackend> Spooled<B> {
                     }
                 }
             };
+            // A put is counted once its records are in the spool: what is
+            // counted now, this read sees.
+            let spooled_before = s.spooled.load(Ordering::Relaxed);
             let batch = match spool.get_records(&it, 500).await {
                 Ok(b) => b,
                 Err(e) => {
@@ -348,7 +351,7 @@ impl<B: StreamBackend> Spooled<B> {
             };
             if batch.records.is_empty() {
                 if batch.millis_behind_latest == 0 {
-                    s.caught_up();
+                    s.caught_up(spooled_before);
                 }
                 iterator = batch.next_iterator;
                 tokio::select! {
