@@ -483,24 +483,23 @@ fn line_diff(want: &[&[u8]], got: &[&[u8]]) -> String {
             i += 1;
             j += 1;
         } else if j < m && (i == n || lcs[i * (m + 1) + j + 1] >= lcs[(i + 1) * (m + 1) + j]) {
-            let _ = writeln!(
-                out,
-                "+{} (actual line {})",
-                String::from_utf8_lossy(got[j]),
-                j + 1
-            );
+            let _ = writeln!(out, "+{} (actual line {})", shown(got[j]), j + 1);
             j += 1;
         } else {
-            let _ = writeln!(
-                out,
-                "-{} (expected line {})",
-                String::from_utf8_lossy(want[i]),
-                i + 1
-            );
+            let _ = writeln!(out, "-{} (expected line {})", shown(want[i]), i + 1);
             i += 1;
         }
     }
     out
+}
+
+/// A line as the diff shows it: UTF-8 text as is; invalid bytes and
+/// control characters (a `\r` would hide the line) escaped.
+fn shown(line: &[u8]) -> String {
+    match std::str::from_utf8(line) {
+        Ok(t) if !t.chars().any(char::is_control) => t.to_owned(),
+        _ => line.escape_ascii().to_string(),
+    }
 }
 
 fn bench_cmd(
@@ -743,6 +742,23 @@ mod tests {{
 #[cfg(test)]
 mod tests {
     use super::line_diff;
+
+    #[test]
+    fn diff_shows_bytes_that_would_not_show() {
+        // A carriage return, and two invalid bytes that would both print as
+        // U+FFFD: escaped, so the two sides differ visibly.
+        let d = line_diff(&[b"a\r", b"\xff"], &[b"a", b"\xfe"]);
+        assert!(d.contains("-a\\r (expected line 1)"), "{d}");
+        assert!(
+            d.contains("-\\xff (expected line 2)") && d.contains("+\\xfe (actual line 2)"),
+            "{d}"
+        );
+        let d = line_diff(&[b"\xd0\xba\xd0\xbb"], &[b"x"]);
+        assert!(
+            d.contains("-кл (expected line 1)"),
+            "UTF-8 text stays readable: {d}"
+        );
+    }
 
     #[test]
     fn diff_shows_missing_and_extra_lines() {
