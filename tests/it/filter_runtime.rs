@@ -257,3 +257,34 @@ fn a_failure_before_the_call_is_not_blamed_on_the_lines() {
         "isolation must give the error back, not poison lines"
     );
 }
+
+/// Every failing job counts against the bisection budget, single lines
+/// included, and once it is spent nothing more runs: a filter that hits
+/// its deadline on every line costs at most the budget in deadlines.
+#[test]
+fn the_bisection_budget_bounds_failing_jobs_exactly() {
+    let f = load(filters::CHAOS);
+    let lines: Vec<Vec<u8>> = (0..1000).map(|i| format!("{i}").into_bytes()).collect();
+    let inp = input(&lines);
+    let limits = Limits {
+        deadline_ms: 5,
+        ..Limits::default()
+    };
+    let p = params(&[("mode", "loop")]);
+    let first = f
+        .run(&inp, &p, &limits)
+        .err()
+        .unwrap_or_else(|| panic!("mode=loop must fail"));
+    let iso = kinesthetic::filter::isolate_failed(&f, &inp, &p, &limits, 8, first)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        iso.jobs <= 7,
+        "{} jobs after the first failure, budget 8",
+        iso.jobs
+    );
+    assert_eq!(iso.poison.len(), 1000);
+    assert!(iso.lines.is_empty());
+    // Through `isolate`, the first run counts as a job too.
+    let iso = isolate(&f, &inp, &p, &limits, 8).unwrap_or_else(|e| panic!("{e}"));
+    assert!(iso.jobs <= 8, "{} jobs, budget 8", iso.jobs);
+}

@@ -9,7 +9,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use kinesthetic::event::{Batch, batches_of, split_lines};
 use kinesthetic::filter::{
-    EngineSettings, Input, Limits, LoadedFilter, Params, Runtime, bench, is_line_dependent, isolate,
+    EngineSettings, Input, Limits, LoadedFilter, Params, Runtime, bench, is_line_dependent,
+    isolate_failed,
 };
 
 #[derive(Debug, Subcommand)]
@@ -420,7 +421,10 @@ fn run_stream(
                     first_line,
                     first_line + input.len() as u64 - 1
                 );
-                let iso = isolate(f, &input, &params, &limits, 64)?;
+                // The batch is not run again; isolation's time counts too.
+                let t = Instant::now();
+                let iso = isolate_failed(f, &input, &params, &limits, 64, e)?;
+                s.job_time += t.elapsed();
                 s.jobs += iso.jobs as u64;
                 for l in &iso.lines {
                     s.lines_out += 1;

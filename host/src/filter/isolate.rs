@@ -56,24 +56,81 @@ pub fn isolate(
     limits: &Limits,
     max_failed_jobs: usize,
 ) -> Result<Isolation, JobError> {
+    match filter.run(input, params, limits) {
+        Ok(o) => Ok(Isolation {
+            jobs: 1,
+            lines: o
+                .lines(input)
+                .map(|l| OwnedLine {
+                    index: l.index,
+                    bytes: l.bytes.to_vec(),
+                    key: l.key.to_vec(),
+                    route: l.route.map(str::to_owned),
+                })
+                .collect(),
+            ..Isolation::default()
+        }),
+        Err(e) if !is_line_dependent(&e.cause) => Err(e),
+        Err(e) => {
+            let mut out = isolate_failed(filter, input, params, limits, max_failed_jobs, e)?;
+            out.jobs += 1;
+            Ok(out)
+        }
+    }
+}
+
+/// [`isolate`] for a batch that has just failed with `failure`: the batch
+/// is not run again. Every failing job, the first included, is charged to
+/// `max_failed_jobs`; once it is spent, the ranges not yet run are reported
+/// as not isolated, without running them (a deadline costs a whole
+/// deadline per job).
+pub fn isolate_failed(
+    filter: &LoadedFilter,
+    input: &Input,
+    params: &Params,
+    limits: &Limits,
+    max_failed_jobs: usize,
+    failure: JobError,
+) -> Result<Isolation, JobError> {
     let mut out = Isolation::default();
-    let mut failed_budget = max_failed_jobs;
+    let mut failed_budget = max_failed_jobs.saturating_sub(1);
+    let mut last = failure;
     // Ranges of the original batch, processed in order so that the output
     // stays in input order.
     let mut stack: Vec<std::ops::Range<usize>> = Vec::new();
-    stack.push(0..input.len());
+    let split = |stack: &mut Vec<std::ops::Range<usize>>, range: std::ops::Range<usize>| {
+        let mid = range.start + range.len() / 2;
+        // Pushed in reverse so the left half runs first.
+        stack.push(mid..range.end);
+        stack.push(range.start..mid);
+    };
+    if input.len() <= 1 || max_failed_jobs == 0 {
+        for i in 0..input.len() {
+            out.poison.push(Poison {
+                index: i as u32,
+                error: last.clone(),
+                isolated: input.len() <= 1,
+            });
+        }
+        return Ok(out);
+    }
+    split(&mut stack, 0..input.len());
     while let Some(range) = stack.pop() {
-        let part;
-        let part = if range.len() == input.len() {
-            input
-        } else {
-            part = input.slice(range.clone());
-            &part
-        };
+        if failed_budget == 0 {
+            for i in range {
+                out.poison.push(Poison {
+                    index: i as u32,
+                    error: last.clone(),
+                    isolated: false,
+                });
+            }
+            continue;
+        }
+        let part = input.slice(range.clone());
         out.jobs += 1;
-        match filter.run(part, params, limits) {
+        match filter.run(&part, params, limits) {
             Ok(o) => {
-                for l in o.lines(part) {
+                for l in o.lines(&part) {
                     out.lines.push(OwnedLine {
                         index: (range.start + l.index as usize) as u32,
                         bytes: l.bytes.to_vec(),
@@ -84,22 +141,19 @@ pub fn isolate(
             }
             Err(e) if !is_line_dependent(&e.cause) => return Err(e),
             Err(e) => {
-                if range.len() <= 1 || failed_budget == 0 {
-                    let isolated = range.len() <= 1;
+                failed_budget -= 1;
+                if range.len() <= 1 {
                     for i in range {
                         out.poison.push(Poison {
                             index: i as u32,
                             error: e.clone(),
-                            isolated,
+                            isolated: true,
                         });
                     }
-                    continue;
+                } else {
+                    split(&mut stack, range);
                 }
-                failed_budget -= 1;
-                let mid = range.start + range.len() / 2;
-                // Pushed in reverse so the left half runs first.
-                stack.push(mid..range.end);
-                stack.push(range.start..mid);
+                last = e;
             }
         }
     }

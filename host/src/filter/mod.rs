@@ -13,7 +13,7 @@ mod registry;
 mod runtime;
 
 pub use error::{Cause, JobError, LoadError};
-pub use isolate::{Isolation, OwnedLine, Poison, is_line_dependent, isolate};
+pub use isolate::{Isolation, OwnedLine, Poison, is_line_dependent, isolate, isolate_failed};
 pub use job::{Input, OutLine, Output};
 pub use limits::{EngineSettings, Limits};
 pub use module::{FilterInfo, LOGS_PER_SECOND, LoadedFilter, LogStats, Params, WarmInstance};
