@@ -183,3 +183,55 @@ fn reload_reports_what_changed() {
     assert_eq!(r.unchanged, ["a"]);
     assert!(r.loaded.is_empty());
 }
+
+/// A watch follows the directory it was armed on: a filters directory
+/// swapped in by renames, or a symlinked module whose target changes,
+/// sends it nothing. The registry notices anyway (it rescans every few
+/// seconds, and re-arms its watch on the new directory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swapped_directory_and_a_changed_symlink_target_are_noticed() {
+    let base = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = base.path().join("filters");
+    std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+    copy(filters::GREP, &dir.join("f.wasm"));
+    let reg = Arc::new(Registry::new(runtime().clone(), &dir));
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(Arc::clone(&reg).watch(Duration::from_millis(50), cancel.clone()));
+    eventually(&reg, "f is loaded", |r| r.get("f").is_some()).await;
+
+    // Swap the whole directory by renames, then add a module to the new one.
+    let fresh = base.path().join("filters.new");
+    std::fs::create_dir(&fresh).unwrap_or_else(|e| panic!("{e}"));
+    copy(filters::GREP, &fresh.join("f.wasm"));
+    std::fs::rename(&dir, base.path().join("filters.old")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&fresh, &dir).unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    copy(filters::REDACT, &dir.join("g.wasm"));
+    eventually(
+        &reg,
+        "g, added to the swapped-in directory, is loaded",
+        |r| r.get("g").is_some(),
+    )
+    .await;
+
+    // A symlinked module whose target is replaced.
+    let target = base.path().join("module.wasm");
+    copy(filters::GREP, &target);
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(&target, dir.join("s.wasm")).unwrap_or_else(|e| panic!("{e}"));
+        let grep_sha = sha(filters::GREP);
+        eventually(&reg, "s is loaded", |r| {
+            r.get("s").is_some_and(|f| f.sha256() == grep_sha)
+        })
+        .await;
+        copy(filters::REDACT, &target);
+        let redact_sha = sha(filters::REDACT);
+        eventually(&reg, "s follows its target", |r| {
+            r.get("s").is_some_and(|f| f.sha256() == redact_sha)
+        })
+        .await;
+    }
+    cancel.cancel();
+    let _ = task.await;
+}

@@ -176,12 +176,37 @@ impl Registry {
             }
         })?;
         watcher.watch(&self.dir, notify::RecursiveMode::NonRecursive)?;
+        let mut watched = dir_identity(&self.dir);
         let me = Arc::clone(&self);
         let _ = tokio::task::spawn_blocking(move || me.reload()).await;
+        let mut seen = fingerprint(&self.dir);
         loop {
-            tokio::select! {
+            // Events, or a rescan now and then: a watch follows the
+            // directory it was armed on, so a directory swapped in by
+            // renames, or a symlinked file whose target changed, sends
+            // nothing.
+            let rescan = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                got = rx.recv() => if got.is_none() { return Ok(()) },
+                got = rx.recv() => if got.is_none() { return Ok(()) } else { false },
+                _ = tokio::time::sleep(RESCAN) => true,
+            };
+            if rescan {
+                let now = dir_identity(&self.dir);
+                if now != watched {
+                    let _ = watcher.unwatch(&self.dir);
+                    match watcher.watch(&self.dir, notify::RecursiveMode::NonRecursive) {
+                        Ok(()) => {
+                            tracing::info!(dir = %self.dir.display(), "filters directory replaced; watching the new one")
+                        }
+                        Err(e) => {
+                            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot watch the filters directory; rescanning it every few seconds")
+                        }
+                    }
+                    watched = now;
+                }
+                if fingerprint(&self.dir) == seen {
+                    continue;
+                }
             }
             // Debounce: wait for `debounce` without events.
             loop {
@@ -193,6 +218,44 @@ impl Registry {
             }
             let me = Arc::clone(&self);
             let _ = tokio::task::spawn_blocking(move || me.reload()).await;
+            seen = fingerprint(&self.dir);
         }
     }
+}
+
+/// How often the watcher also rescans the directory.
+const RESCAN: Duration = Duration::from_secs(2);
+
+/// Which directory `dir` names now (device and inode on Unix).
+fn dir_identity(dir: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        None
+    }
+}
+
+/// The `.wasm` files of `dir` with the size and modification time of what
+/// they point to (symlinks followed): a cheap test for "something changed".
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .map(|p| {
+            let m = std::fs::metadata(&p).ok();
+            let len = m.as_ref().map_or(0, std::fs::Metadata::len);
+            let modified = m.and_then(|m| m.modified().ok());
+            (p, len, modified)
+        })
+        .collect();
+    out.sort();
+    out
 }
