@@ -348,9 +348,9 @@ async fn accept<B: StreamBackend>(
         .buffer_bytes
         .set(intake.inner.budget.used_bytes() as i64);
 
-    // Partition keys: the header, else the configured JSON field, else the
-    // listener's own key with the whole request sent to the next shard.
-    let spread_key = format!("{:x}", intake.inner.listener.id());
+    // Partition keys: the header, else the configured JSON field, else a
+    // key of the listener's that hashes into the next shard in turn, where
+    // the whole request goes.
     let header_key: Option<Arc<str>> = header_key.map(Arc::from);
     let map = open
         .map
@@ -358,6 +358,7 @@ async fn accept<B: StreamBackend>(
         .map_err(|_| IntakeError::Stream("shard map lock poisoned".into()))?
         .clone();
     let turn = map.next_in_turn();
+    let spread_key = map.spread_key(turn, &format!("{:x}", intake.inner.listener.id()));
     let mut groups: Vec<Vec<(usize, Arc<str>)>> = vec![Vec::new(); map.len()];
     let mut place = Vec::with_capacity(n);
     for (i, line) in events.iter().enumerate() {
@@ -373,7 +374,7 @@ async fn accept<B: StreamBackend>(
             let shard = map.index_of(hash_key_of(k));
             (Arc::from(k), shard)
         } else {
-            (map.spread_key(turn, &spread_key), turn)
+            (Arc::clone(&spread_key), turn)
         };
         place.push((shard, groups[shard].len()));
         groups[shard].push((i, key));

@@ -1641,6 +1641,25 @@ mod fsync_failure_tests {
         }
     }
 
+    fn block_on(f: impl std::future::Future<Output = ()>) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .block_on(f);
+    }
+
+    /// Bytes of the segment files of a shard directory.
+    fn bytes_in(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.metadata().map_or(0, |m| m.len()))
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
     async fn read(log: &LocalLog, shard: u32) -> Result<Vec<String>, StreamError> {
         let it = log
             .shard_iterator("s", &shard_id(shard), &StartPosition::TrimHorizon)
@@ -1657,18 +1676,16 @@ mod fsync_failure_tests {
     /// removed, and nothing of the failed put comes back on reopening.
     #[test]
     fn a_failed_fsync_after_a_roll_leaves_nothing_behind() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
-        rt.block_on(async {
+        block_on(async {
             let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
             let options = || LocalOptions {
                 segment_bytes: 1,
                 ..LocalOptions::default()
             };
             let log = LocalLog::open(dir.path(), options()).unwrap_or_else(|e| panic!("{e}"));
-            log.create_stream("s", 1).await.unwrap_or_else(|e| panic!("{e}"));
+            log.create_stream("s", 1)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
             for d in ["a", "b"] {
                 log.put_records("s", &[entry(d, 0)])
                     .await
@@ -1691,14 +1708,10 @@ mod fsync_failure_tests {
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
             assert!(
-                matches!(&out[0], PutOutcome::Written { sequence, .. } if *sequence == sequence_of(0, 2)),
+                matches!(&out[0], PutOutcome::Written { sequence: seq, .. } if *seq == sequence(0, 2)),
                 "{out:?}"
             );
         });
-    }
-
-    fn sequence_of(shard: u32, offset: u64) -> SequenceNumber {
-        sequence(shard, offset)
     }
 
     /// A failed fsync: the shard's frames of that cycle are cut back and
@@ -1706,22 +1719,18 @@ mod fsync_failure_tests {
     /// the log is reopened; other shards go on.
     #[test]
     fn a_failed_fsync_stops_the_shard_and_publishes_nothing_of_it() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
-        rt.block_on(async {
+        block_on(async {
             let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-            let log =
-                LocalLog::open(dir.path(), LocalOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-            log.create_stream("s", 2).await.unwrap_or_else(|e| panic!("{e}"));
+            let log = LocalLog::open(dir.path(), LocalOptions::default())
+                .unwrap_or_else(|e| panic!("{e}"));
+            log.create_stream("s", 2)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
             log.put_records("s", &[entry("a", 0), entry("b", 1)])
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
             let shard0 = shard_dir(&dir.path().join("s"), 0);
-            let before = std::fs::read_dir(&shard0)
-                .map(|rd| rd.flatten().map(|e| e.metadata().map_or(0, |m| m.len())).sum::<u64>())
-                .unwrap_or(0);
+            let before = bytes_in(&shard0);
             if let Ok(mut f) = FAIL_FSYNC_IN.lock() {
                 f.push(shard0.clone());
             }
@@ -1731,9 +1740,7 @@ mod fsync_failure_tests {
                 "{failed:?}"
             );
             assert_eq!(read(&log, 0).await.ok(), Some(vec!["a".to_owned()]));
-            let after = std::fs::read_dir(&shard0)
-                .map(|rd| rd.flatten().map(|e| e.metadata().map_or(0, |m| m.len())).sum::<u64>())
-                .unwrap_or(0);
+            let after = bytes_in(&shard0);
             assert_eq!(after, before, "the failed frame was not cut back");
             let refused = log.put_records("s", &[entry("d", 0)]).await;
             assert!(
@@ -1749,8 +1756,8 @@ mod fsync_failure_tests {
             );
             drop(log);
             // Reopened: the shard takes writes again, after `a`.
-            let log =
-                LocalLog::open(dir.path(), LocalOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+            let log = LocalLog::open(dir.path(), LocalOptions::default())
+                .unwrap_or_else(|e| panic!("{e}"));
             log.put_records("s", &[entry("f", 0)])
                 .await
                 .unwrap_or_else(|e| panic!("after reopening: {e}"));
