@@ -10,6 +10,7 @@ mod filters {
 mod harness;
 mod services;
 
+mod config_cli;
 mod filter_bad_input;
 mod filter_cli;
 mod filter_examples;

@@ -56,6 +56,9 @@ enum Command {
     /// Develop, check, test and benchmark Wasm filters.
     #[command(subcommand)]
     Filter(filter::FilterCommand),
+    /// Check a configuration file without starting anything.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Write a seeded synthetic NDJSON log data set to stdout (≈ 700 B a
     /// line, 10 % `"level":"error"`).
     Datagen {
@@ -76,6 +79,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Stream(args) => stream::run(args),
         Command::Send(args) => send::run(args),
         Command::Filter(cmd) => filter::run(cmd),
+        Command::Config(ConfigCommand::Check { file }) => config_check(&file),
         Command::Datagen { mb, seed } => datagen(mb, seed),
     };
     match result {
@@ -95,6 +99,102 @@ pub(crate) fn main() -> ExitCode {
 fn broken_pipe(e: &anyhow::Error) -> bool {
     e.downcast_ref::<std::io::Error>()
         .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Parse and validate a configuration file as `serve` would, and print
+    /// what it sets up. On an error: exit code 1 and the file, the key and
+    /// what was expected.
+    #[command(
+        after_help = "Example:\n  kinesthetic config check kinesthetic.toml && kinesthetic serve --config kinesthetic.toml"
+    )]
+    Check {
+        /// The TOML file (every key is in kinesthetic.example.toml).
+        #[arg(env = "KINESTHETIC_CONFIG")]
+        file: std::path::PathBuf,
+    },
+}
+
+fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use kinesthetic::config::{BackendKind, Config};
+    let c = Config::load(file)?;
+    let mib = |b: u64| format!("{:.0} MiB", b as f64 / f64::from(1u32 << 20));
+    println!("{}: valid", file.display());
+    match c.stream.backend {
+        BackendKind::Local => println!(
+            "  stream backend : the local log in {} (fsync {}, segments of {}, retention {} h{})",
+            c.stream.data_dir.display(),
+            if c.stream.fsync {
+                "on"
+            } else {
+                "OFF: acknowledgements are not durable"
+            },
+            mib(c.stream.segment_bytes),
+            c.stream.retention_hours,
+            c.stream
+                .retention_bytes
+                .map(|b| format!(" or {} per shard", mib(b)))
+                .unwrap_or_default()
+        ),
+        BackendKind::Kinesis => println!(
+            "  stream backend : Kinesis (region {}, endpoint {}){}",
+            c.stream
+                .kinesis
+                .region
+                .as_deref()
+                .unwrap_or("from the AWS environment"),
+            c.stream.kinesis.endpoint.as_deref().unwrap_or("AWS's"),
+            if c.intake.spool {
+                format!(
+                    ", spooled in {} (up to {} per stream)",
+                    c.stream.data_dir.join("spool").display(),
+                    mib(c.intake.spool_max_bytes)
+                )
+            } else {
+                ", no spool: a request waits for Kinesis".to_owned()
+            }
+        ),
+    }
+    let i = &c.intake;
+    println!(
+        "  intake         : {} (admin {}), listener id {}",
+        i.listen,
+        i.admin_listen,
+        i.listener_id.as_deref().unwrap_or("random at start")
+    );
+    println!(
+        "  limits         : body {}, decoded {}, {} events a request, buffer {}, records of {} bytes, linger {} ms",
+        mib(i.max_body_bytes as u64),
+        mib(i.max_decoded_bytes as u64),
+        i.max_events_per_request,
+        mib(i.buffer_bytes as u64),
+        i.record_max_bytes,
+        i.linger_ms
+    );
+    if i.tokens.is_empty() {
+        println!("  auth           : none (any client may write to any stream)");
+    } else {
+        for (n, t) in i.tokens.iter().enumerate() {
+            // The token itself is a secret: not even part of it is printed.
+            println!(
+                "  auth           : token {} of {} may write to {}",
+                n + 1,
+                i.tokens.len(),
+                t.streams.join(", ")
+            );
+        }
+    }
+    for (name, s) in &c.streams {
+        println!(
+            "  stream {name:<8}: partition key {}",
+            s.partition_key_field
+                .as_deref()
+                .map(|f| format!("from the JSON field {f:?}"))
+                .unwrap_or_else(|| "from X-Partition-Key, else spread".to_owned())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, clap::Args)]

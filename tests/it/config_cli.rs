@@ -1,0 +1,88 @@
+//! `kinesthetic config check`: what `serve` would accept, checked without
+//! starting anything.
+
+use std::process::{Command, Output};
+
+fn check(text: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let path = dir.path().join("k.toml");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("write: {e}"));
+    Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+        .args(["config", "check"])
+        .arg(&path)
+        .env_remove("KINESTHETIC_CONFIG")
+        .output()
+        .unwrap_or_else(|e| panic!("cli: {e}"))
+}
+
+#[track_caller]
+fn refused(text: &str, names: &[&str]) {
+    let o = check(text);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{text:?} was accepted: {err}");
+    assert!(
+        err.contains("k.toml"),
+        "the error does not name the file: {err}"
+    );
+    for n in names {
+        assert!(err.contains(n), "the error does not name {n:?}: {err}");
+    }
+}
+
+#[test]
+fn the_example_file_is_valid_and_described() {
+    let text = include_str!("../../kinesthetic.example.toml");
+    let o = check(text);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("k.toml: valid"), "{out}");
+    assert!(out.contains("the local log in kinesthetic-data"), "{out}");
+    assert!(out.contains("127.0.0.1:8080"), "{out}");
+}
+
+#[test]
+fn a_kinesis_set_up_with_tokens_is_described_without_the_secrets() {
+    let secret = "s3cr3t-t0ken-0123456789";
+    let o = check(&format!(
+        "[stream]\nbackend = \"kinesis\"\n[stream.kinesis]\nendpoint = \"http://127.0.0.1:4568\"\n\
+         [[intake.tokens]]\ntoken = \"{secret}\"\nstreams = [\"logs\"]\n\
+         [streams.logs]\npartition_key_field = \"user\"\n"
+    ));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("Kinesis") && out.contains("http://127.0.0.1:4568"),
+        "{out}"
+    );
+    assert!(out.contains("spool"), "{out}");
+    assert!(out.contains("token 1 of 1 may write to logs"), "{out}");
+    assert!(out.contains("\"user\""), "{out}");
+    assert!(!out.contains(&secret[..4]), "a token leaked: {out}");
+}
+
+#[test]
+fn bad_files_are_refused_naming_the_key() {
+    refused("[intake]\nlisten_adr = \"1.2.3.4:1\"\n", &["listen_adr"]);
+    refused(
+        "[intake]\nrecord_max_bytes = 2000000\n",
+        &["intake.record_max_bytes"],
+    );
+    refused("[stream]\nbackend = \"s3\"\n", &["s3"]);
+    refused("[intake]\nlisten = \"nowhere\"\n", &["listen"]);
+    refused(
+        "[[intake.tokens]]\ntoken = \"short\"\nstreams = [\"*\"]\n",
+        &["intake.tokens[0].token"],
+    );
+    refused("[intake\n", &["line 1"]);
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let o = Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+        .args(["config", "check", "/nonexistent/k.toml"])
+        .output()
+        .unwrap_or_else(|e| panic!("cli: {e}"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err.contains("cannot read /nonexistent/k.toml"), "{err}");
+}
