@@ -1652,3 +1652,141 @@ fn send_reports_every_line_range_after_a_refusal() {
         r.stop().await.unwrap_or_else(|e| panic!("{e}"));
     });
 }
+
+/// The local log refusing every entry for the upper half of the hash space
+/// (shard 1 of 2), the way Kinesis refuses entries whose KMS key it cannot
+/// use; its first put waits for the gate.
+#[derive(Clone)]
+struct HalfRefusing {
+    inner: LocalLog,
+    gate: tokio::sync::watch::Receiver<bool>,
+    puts: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
+}
+
+impl StreamBackend for HalfRefusing {
+    delegate_to_inner!();
+    async fn put_records(&self, s: &str, e: &[PutEntry]) -> Result<Vec<PutOutcome>, StreamError> {
+        if self.puts.fetch_add(1, Ordering::SeqCst) == 0 {
+            let mut gate = self.gate.clone();
+            let _ = gate.wait_for(|open| *open).await;
+        }
+        let upper = |x: &PutEntry| x.hash_key() >= 1u128 << 127;
+        let taken: Vec<PutEntry> = e.iter().filter(|x| !upper(x)).cloned().collect();
+        let mut written = if taken.is_empty() {
+            Vec::new()
+        } else {
+            self.inner.put_records(s, &taken).await?
+        }
+        .into_iter();
+        let mut out = Vec::with_capacity(e.len());
+        for x in e {
+            if upper(x) {
+                self.refused.fetch_add(1, Ordering::SeqCst);
+                out.push(PutOutcome::Failed {
+                    code: "KMSAccessDeniedException".into(),
+                    message: "the stream cannot use its key".into(),
+                });
+            } else if let Some(o) = written.next() {
+                out.push(o);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Without a spool, a write refused for one shard fails the requests that
+/// had events for that shard, and only those: a request written whole in
+/// the same cycle is told so (before, it got the error, and its retry
+/// doubled its events).
+#[test]
+fn a_refused_shard_fails_only_the_requests_that_wrote_to_it() {
+    use kinesthetic::stream::hash::hash_key_of;
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = local(dir.path(), &[("s", 2)]).await;
+        let (open, gate) = tokio::sync::watch::channel(false);
+        let backend = HalfRefusing {
+            inner: log.clone(),
+            gate,
+            puts: Arc::default(),
+            refused: Arc::default(),
+        };
+        let r = start_intake(backend.clone(), &config())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let key = |upper: bool| {
+            (0..)
+                .map(|i| format!("k{i}"))
+                .find(|k| (hash_key_of(k) >= 1u128 << 127) == upper)
+                .unwrap_or_default()
+        };
+        let (low, high) = (key(false), key(true));
+        let send = |name: &'static str, key: String| {
+            let target = url(&r, "s");
+            tokio::spawn(async move {
+                let body: String = (0..5).map(|i| format!("{name}-{i}\n")).collect();
+                let resp = reqwest::Client::new()
+                    .post(&target)
+                    .header("x-partition-key", key)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                resp.status().as_u16()
+            })
+        };
+        let wait_buffered = |requests: usize| {
+            let admin = r.admin_addr;
+            async move {
+                let start = std::time::Instant::now();
+                // Each 5-event request holds at least 1 KiB of the buffer.
+                while (metric(&scrape(admin).await, "kinesthetic_intake_buffer_bytes ") as usize)
+                    < requests * 1024
+                {
+                    assert!(start.elapsed().as_secs() < 20, "requests never arrived");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                // Past decoding and the producer's linger.
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+        };
+        // `a` is held in the first write; `x` is packed behind it; `b` (to
+        // shard 0) and `c` (to shard 1) then wait together: one cycle.
+        let a = send("a", low.clone());
+        wait_buffered(1).await;
+        let x = send("x", low.clone());
+        wait_buffered(2).await;
+        let b = send("b", low);
+        let c = send("c", high);
+        wait_buffered(4).await;
+        let _ = open.send(true);
+        let status = |h: tokio::task::JoinHandle<u16>| async move {
+            h.await.unwrap_or_else(|e| panic!("{e}"))
+        };
+        let (a, x, b, c) = (
+            status(a).await,
+            status(x).await,
+            status(b).await,
+            status(c).await,
+        );
+        assert!(
+            backend.refused.load(Ordering::SeqCst) > 0,
+            "nothing was refused: the test proves nothing"
+        );
+        assert_eq!((a, x), (200, 200));
+        assert_eq!(b, 200, "a request written whole was told it failed");
+        assert_eq!(c, 500, "a refused request was told it succeeded");
+        let got: Vec<String> = read_all(&log, "s")
+            .await
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.data).into_owned())
+            .collect();
+        for name in ["a", "x", "b"] {
+            let n = got.iter().filter(|l| l.starts_with(name)).count();
+            assert_eq!(n, 5, "{name}: {n} events of 5 in {got:?}");
+        }
+        assert!(!got.iter().any(|l| l.starts_with('c')), "{got:?}");
+        r.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+}

@@ -245,7 +245,10 @@ impl<B: StreamBackend> Producer<B> {
             }
             // MD5s run on the blocking pool, in parallel with each other
             // and with the previous cycle's write.
-            let sealing = this.pack(&mut cycle);
+            let (sealing, needs) = match this.pack(&mut cycle) {
+                Ok((s, n)) => (Ok(s), n),
+                Err(e) => (Err(e), Vec::new()),
+            };
             if let Some(previous) = writing.take() {
                 let _ = previous.await;
             }
@@ -257,7 +260,8 @@ impl<B: StreamBackend> Producer<B> {
                 };
                 let result = match packed {
                     Ok(queues) => {
-                        write_records(
+                        let cut = queues.iter().map(|(k, q)| (*k, q.len())).collect();
+                        write_queues(
                             &p.backend,
                             &p.stream,
                             &p.config,
@@ -266,14 +270,37 @@ impl<B: StreamBackend> Producer<B> {
                             Some(p.config.put_timeout),
                         )
                         .await
+                        .map_err(|u| (u, cut))
                     }
-                    Err(e) => Err(e),
+                    Err(e) => Err((
+                        Unwritten {
+                            error: e,
+                            queues: Queues::new(),
+                        },
+                        BTreeMap::new(),
+                    )),
                 };
-                if let Err(e) = &result {
-                    tracing::warn!(stream = %p.stream, error = %e, "events not written");
-                }
-                for s in cycle {
-                    let _ = s.done.send(result.clone());
+                match result {
+                    Ok(()) => {
+                        for s in cycle {
+                            let _ = s.done.send(Ok(()));
+                        }
+                    }
+                    Err((unwritten, cut)) => {
+                        let e = unwritten.error.clone();
+                        // A request all of whose records were written
+                        // succeeded, whatever became of the others; the rest
+                        // get the error (some of their events may be in the
+                        // stream: at least once).
+                        let answered = answer(cycle, &needs, &cut, &unwritten);
+                        tracing::warn!(
+                            stream = %p.stream,
+                            error = %e,
+                            requests_failed = answered.failed,
+                            requests_written = answered.written,
+                            "events not written"
+                        );
+                    }
                 }
             }));
         }
@@ -283,15 +310,27 @@ impl<B: StreamBackend> Producer<B> {
     }
 
     /// Packs the cycle's events into records per explicit hash key, in order,
-    /// and starts sealing each record as soon as it is full.
-    fn pack(&self, cycle: &mut [Submission]) -> Result<BTreeMap<u128, Vec<Sealing>>, ProduceError> {
+    /// and starts sealing each record as soon as it is full. Also returns,
+    /// per submission, the records it needs: for each destination, the
+    /// position (in that destination's queue) of the record holding its last
+    /// event there.
+    #[allow(clippy::type_complexity)]
+    fn pack(
+        &self,
+        cycle: &mut [Submission],
+    ) -> Result<(BTreeMap<u128, Vec<Sealing>>, Vec<Needs>), ProduceError> {
         let mut aggs: BTreeMap<u128, Aggregator> = BTreeMap::new();
         let mut queues: BTreeMap<u128, Vec<Sealing>> = BTreeMap::new();
+        let mut needs = Vec::with_capacity(cycle.len());
         for s in cycle.iter_mut() {
+            let mut n = Needs::new();
             for g in std::mem::take(&mut s.groups) {
                 let a = aggs
                     .entry(g.explicit_hash_key)
                     .or_insert_with(|| Aggregator::new(self.config.record_max_bytes));
+                if !g.events.is_empty() {
+                    n.push((g.explicit_hash_key, usize::MAX));
+                }
                 for e in &g.events {
                     if a.try_push(&e.key, &e.data, e.stamp) {
                         continue;
@@ -309,7 +348,12 @@ impl<B: StreamBackend> Producer<B> {
                         )));
                     }
                 }
+                if let Some(last) = n.last_mut().filter(|l| l.1 == usize::MAX) {
+                    // The record filling now: the next in its queue.
+                    last.1 = queues.get(&g.explicit_hash_key).map_or(0, Vec::len);
+                }
             }
+            needs.push(n);
         }
         for (k, mut a) in aggs {
             if !a.is_empty() {
@@ -319,8 +363,51 @@ impl<B: StreamBackend> Producer<B> {
                     .push(Sealing::start(a.finish_unsealed()));
             }
         }
-        Ok(queues)
+        Ok((queues, needs))
     }
+}
+
+/// What one submission of a cycle needs written: per destination it wrote
+/// to, the position of the record holding its last event there.
+type Needs = Vec<(u128, usize)>;
+
+/// How a failed cycle's submissions were answered.
+struct Answered {
+    written: usize,
+    failed: usize,
+}
+
+/// Answers the submissions of a cycle whose write stopped with `unwritten`:
+/// a submission all of whose records were written gets `Ok`, the others the
+/// error. `cut`: records per destination in the cycle; the unwritten ones
+/// are the last of each queue. Without `needs` (packing failed), all fail.
+fn answer(
+    cycle: Vec<Submission>,
+    needs: &[Needs],
+    cut: &BTreeMap<u128, usize>,
+    unwritten: &Unwritten,
+) -> Answered {
+    let written_through = |k: &u128| {
+        let total = cut.get(k).copied().unwrap_or(0);
+        total - unwritten.queues.get(k).map_or(0, VecDeque::len).min(total)
+    };
+    let mut a = Answered {
+        written: 0,
+        failed: 0,
+    };
+    for (i, s) in cycle.into_iter().enumerate() {
+        let all_written = needs
+            .get(i)
+            .is_some_and(|n| n.iter().all(|(k, pos)| *pos < written_through(k)));
+        if all_written {
+            a.written += 1;
+            let _ = s.done.send(Ok(()));
+        } else {
+            a.failed += 1;
+            let _ = s.done.send(Err(unwritten.error.clone()));
+        }
+    }
+    a
 }
 
 /// Records below this size are sealed in place: a blocking task costs
@@ -376,22 +463,9 @@ pub(crate) struct Unwritten {
 }
 
 /// Writes queued records, one per destination per PutRecords call, in
-/// order per destination, re-sending only failed entries with backoff.
-/// Gives up after `timeout` (`None`: never, for the spool's shipper).
-pub(crate) async fn write_records<B: StreamBackend>(
-    backend: &B,
-    stream: &str,
-    config: &ProducerConfig,
-    metrics: &Metrics,
-    queues: Queues,
-    timeout: Option<Duration>,
-) -> Result<(), ProduceError> {
-    write_queues(backend, stream, config, metrics, queues, timeout)
-        .await
-        .map_err(|u| u.error)
-}
-
-/// [`write_records`], returning on failure what was not written. Retryable
+/// order per destination, re-sending only failed entries with backoff, and
+/// gives up after `timeout` (`None`: never, for the spool's shipper);
+/// returns on failure what was not written. Retryable
 /// failures (throttling, internal errors, I/O) are retried here; a refusal
 /// (a call or an entry failing for a reason retrying will not fix soon, such
 /// as a KMS key the stream cannot use) ends the call, after every entry the
