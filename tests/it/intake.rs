@@ -1790,3 +1790,76 @@ fn a_refused_shard_fails_only_the_requests_that_wrote_to_it() {
         r.stop().await.unwrap_or_else(|e| panic!("{e}"));
     });
 }
+
+/// `send` sends every line the intake would take as an event (whitespace
+/// is an event; only blank lines are skipped, as the intake skips them),
+/// and a stream name that is not one reaches the intake as a name.
+#[test]
+fn send_skips_exactly_the_lines_the_intake_skips_and_escapes_the_name() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = local(dir.path().join("data").as_path(), &[("s", 1)]).await;
+        let r = start_intake(log.clone(), &config())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = b"a\n   \n\tb\t\n\r\n\nc\r\n".to_vec();
+        let file = dir.path().join("ws.txt");
+        std::fs::write(&file, &text).unwrap_or_else(|e| panic!("{e}"));
+        let base = format!("http://{}/", r.intake_addr);
+        let run = move |file: std::path::PathBuf, stream: &'static str, base: String| {
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+                    .arg("send")
+                    .arg(&file)
+                    .args(["--url", &base, "--stream", stream, "--quiet"])
+                    .output()
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
+        };
+        let o = run(file.clone(), "s", base.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let sent: Vec<Vec<u8>> = read_all(&log, "s")
+            .await
+            .into_iter()
+            .map(|e| e.data.to_vec())
+            .collect();
+        // The same bytes posted directly: what the intake makes of them.
+        let (status, v, _) = post(&r, "s", &[], text).await;
+        assert_eq!(status, 200, "{v}");
+        let all: Vec<Vec<u8>> = read_all(&log, "s")
+            .await
+            .into_iter()
+            .map(|e| e.data.to_vec())
+            .collect();
+        assert_eq!(sent.len() * 2, all.len(), "send: {sent:?}, all: {all:?}");
+        assert_eq!(sent[..], all[sent.len()..]);
+        assert_eq!(
+            sent,
+            vec![
+                b"a".to_vec(),
+                b"   ".to_vec(),
+                b"\tb\t".to_vec(),
+                b"c".to_vec()
+            ]
+        );
+        for bad in ["s?x=1", "a/b", "s#f"] {
+            let o = run(file.clone(), bad, base.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success(), "{bad}: {err}");
+            assert!(
+                err.contains("400") && err.contains("is not a stream name"),
+                "{bad}: {err}"
+            );
+        }
+        assert_eq!(
+            read_all(&log, "s").await.len(),
+            all.len(),
+            "a bad name wrote somewhere"
+        );
+        r.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+}

@@ -119,7 +119,9 @@ fn spawn_reader(
             };
             n += 1;
             cur.raw_bytes += line.len() as u64 + 1;
-            if line.iter().all(u8::is_ascii_whitespace) {
+            // Exactly the lines the intake skips: blank (empty, or only
+            // `\r`). Whitespace is an event like any other bytes.
+            if line.is_empty() || line == b"\r" {
                 continue;
             }
             if cur.lines == 0 {
@@ -148,11 +150,15 @@ fn spawn_reader(
 async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let concurrency = args.concurrency.max(1);
     let mut batches = spawn_reader(&args, concurrency * 2)?;
-    let url = format!(
-        "{}/v1/streams/{}/events",
-        args.url.trim_end_matches('/'),
-        args.stream
-    );
+    // The name is one path segment, escaped: `a/b` or `x?y` reaches the
+    // intake as a name, which then says what is wrong with it.
+    let mut url =
+        reqwest::Url::parse(&args.url).map_err(|e| anyhow::anyhow!("--url {}: {e}", args.url))?;
+    url.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!("--url {}: not an http(s) URL", args.url))?
+        .pop_if_empty()
+        .extend(["v1", "streams", &args.stream, "events"]);
+    let url = url.to_string();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;
