@@ -61,12 +61,18 @@ fn run_grep_over_a_file_with_stats() {
         None,
     );
     assert_eq!(code, 0, "{err}");
-    // Bytes in, bytes out: the file's CRLF line ends stay.
+    // The file's CRLF ends lines, as it does in a body the intake takes:
+    // the CR is no part of the event, and output lines end in LF.
     let want: String = String::from_utf8_lossy(&data)
         .split_terminator('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
         .filter(|l| l.contains("session opened"))
         .map(|l| format!("{l}\n"))
         .collect();
+    assert!(
+        data.windows(2).any(|w| w == b"\r\n"),
+        "the data set has no CRLF"
+    );
     assert!(!want.is_empty());
     assert_eq!(out, want);
     assert!(
@@ -110,6 +116,49 @@ fn run_reports_poison_lines_with_line_numbers() {
     assert_eq!(out, "a\nb\nd\ne\n");
     assert!(err.contains("line 3: filter `chaos`"), "{err}");
     assert!(err.contains("line 6: filter `chaos`"), "{err}");
+}
+
+/// Input is split as the intake splits a body: `\r\n` ends a line too and
+/// blank lines are no events, so a filter sees in `run` and `test` what it
+/// sees in production; line numbers still count every line of the file.
+#[test]
+fn run_and_test_split_lines_as_the_intake_does() {
+    let (code, out, err) = run(
+        kinesthetic().args([
+            "filter",
+            "run",
+            filters::CHAOS,
+            "-p",
+            "mode=poison",
+            "--batch-lines",
+            "2",
+            "--stats",
+        ]),
+        Some(b"a\r\n\r\n\nPOISON c\r\nd\n"),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(out, "a\nd\n", "the filter saw a CR or a blank line");
+    assert!(err.contains("line 4: filter `chaos`"), "{err}");
+    assert!(err.contains("lines in: 3 "), "{err}");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let input = write(dir.path(), "in.txt", b"keep 1\r\n\r\ndrop\r\nkeep 2\r\n");
+    let expect = write(dir.path(), "want.txt", b"keep 1\r\nkeep 2\r\n");
+    let (code, _, err) = run(
+        kinesthetic()
+            .args([
+                "filter",
+                "test",
+                filters::GREP,
+                "-p",
+                "pattern=keep",
+                "--input",
+            ])
+            .arg(&input)
+            .arg("--expect")
+            .arg(&expect),
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
 }
 
 #[test]

@@ -17,8 +17,10 @@ use kinesthetic::filter::{
 pub(crate) enum FilterCommand {
     /// Run a filter over lines from a file or stdin; kept lines go to stdout.
     ///
-    /// Lines are batched (`--batch-lines`), each batch on a fresh instance,
-    /// exactly as the pipeline runs them. When a batch fails, it is bisected
+    /// Lines are split as the intake splits a body (`\n` or `\r\n` ends a
+    /// line and is not part of it; blank lines are skipped, but counted in
+    /// line numbers) and batched (`--batch-lines`), each batch on a fresh
+    /// instance, exactly as the pipeline runs them. When a batch fails, it is bisected
     /// to find the failing line(s): the other lines' output is still
     /// written, and each poison line is reported on stderr with its line
     /// number. The exit code is 1 if any line or batch failed.
@@ -233,7 +235,11 @@ pub(crate) fn run(cmd: FilterCommand) -> anyhow::Result<ExitCode> {
             })?;
             let expected = std::fs::read(&expect)
                 .with_context(|| format!("cannot read expected output {}", expect.display()))?;
-            let want: Vec<&[u8]> = split_lines(&expected).collect();
+            // One line per output line, LF or CRLF (the filter's own output
+            // never ends in the CR of its input: the input is split first).
+            let want: Vec<&[u8]> = split_lines(&expected)
+                .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+                .collect();
             let got_refs: Vec<&[u8]> = got.iter().map(Vec::as_slice).collect();
             let diff = line_diff(&want, &got_refs);
             if diff.is_empty() && summary.failures == 0 {
@@ -370,10 +376,15 @@ fn run_stream(
     let mut s = Summary::default();
     let mut buf = Vec::new();
     let mut eof = false;
+    // Line numbers in the input (blank lines count, as in an editor).
+    let mut file_line = 0u64;
+    let mut numbers: Vec<u64> = Vec::with_capacity(batch_lines);
     while !eof {
-        // Read up to `batch_lines` lines.
+        // Read up to `batch_lines` lines, split as the intake splits a
+        // body: the terminator (`\n` or `\r\n`) is not part of the event,
+        // and blank lines are skipped.
         let mut batch = Batch::default();
-        let first_line = s.lines_in + 1;
+        numbers.clear();
         while batch.len() < batch_lines {
             buf.clear();
             let n = reader
@@ -383,7 +394,13 @@ fn run_stream(
                 eof = true;
                 break;
             }
+            file_line += 1;
             let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                continue;
+            }
+            numbers.push(file_line);
             let stamp = kinesthetic::event::Stamp {
                 id: kinesthetic::event::EventId {
                     listener: 0,
@@ -418,8 +435,8 @@ fn run_stream(
             Err(e) => {
                 eprintln!(
                     "lines {}-{}: {e}; isolating the failing line(s)…",
-                    first_line,
-                    first_line + input.len() as u64 - 1
+                    numbers.first().copied().unwrap_or(0),
+                    numbers.last().copied().unwrap_or(0)
                 );
                 // The batch is not run again; isolation's time counts too.
                 let t = Instant::now();
@@ -441,7 +458,8 @@ fn run_stream(
                     } else {
                         " (not isolated: bisection budget spent)"
                     };
-                    eprintln!("line {}: {}{note}", first_line + p.index as u64, p.error);
+                    let line = numbers.get(p.index as usize).copied().unwrap_or(0);
+                    eprintln!("line {line}: {}{note}", p.error);
                 }
             }
         }
