@@ -344,6 +344,20 @@ fn bench_prints_fresh_warm_and_overhead() {
     ] {
         assert!(out.contains(needle), "missing {needle}: {out}");
     }
+    // Nothing to measure: an error, not figures of nothing.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let empty = write(dir.path(), "empty.txt", b"\n\r\n");
+    let (code, out, err) = run(
+        kinesthetic()
+            .args(["filter", "bench", filters::ERRORS_ONLY])
+            .arg(&empty),
+        None,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        err.contains("no lines to measure in") && err.contains("empty.txt"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -359,13 +373,6 @@ fn help_teaches() {
 #[test]
 fn new_scaffolds_a_filter_that_tests_builds_and_runs() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let (code, _, err) = run(
-        kinesthetic()
-            .args(["filter", "new", "my-filter", "--dir"])
-            .arg(dir.path()),
-        None,
-    );
-    assert_eq!(code, 0, "{err}");
     let root = dir.path().join("my-filter");
     // Share a build cache between runs of this test.
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -378,6 +385,20 @@ fn new_scaffolds_a_filter_that_tests_builds_and_runs() {
             .join("../target")
         })
         .join("scaffold");
+    let (code, _, err) = run(
+        kinesthetic()
+            .args(["filter", "new", "my-filter", "--dir"])
+            .arg(dir.path())
+            .env("CARGO_TARGET_DIR", &target),
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let wasm = target.join("wasm32-wasip2/release/my_filter.wasm");
+    // The printed run command names where the module will be.
+    assert!(
+        err.contains(&format!("kinesthetic filter run {} ", wasm.display())),
+        "{err}"
+    );
     let cargo = || {
         let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         c.current_dir(&root)
@@ -393,7 +414,6 @@ fn new_scaffolds_a_filter_that_tests_builds_and_runs() {
         None,
     );
     assert_eq!(code, 0, "scaffold builds: {err}");
-    let wasm = target.join("wasm32-wasip2/release/my_filter.wasm");
     let (code, out, err) = run(
         kinesthetic()
             .args(["filter", "run", "-p", "needle=error"])
@@ -412,7 +432,17 @@ fn new_scaffolds_a_filter_that_tests_builds_and_runs() {
     assert_eq!(code, 1);
     assert!(err.contains("already exists"), "{err}");
     // Names that would not build are refused before anything is written.
-    for bad in ["_", "-x", "9lives", "a b", ""] {
+    for bad in [
+        "_",
+        "-x",
+        "9lives",
+        "a b",
+        "",
+        "core",
+        "std",
+        "fn",
+        "kinesthetic-filter",
+    ] {
         let (code, _, err) = run(
             kinesthetic()
                 .args(["filter", "new", "--dir"])

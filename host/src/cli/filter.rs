@@ -269,9 +269,19 @@ pub(crate) fn run(cmd: FilterCommand) -> anyhow::Result<ExitCode> {
                 "  build: cd {} && cargo build --release --target wasm32-wasip2",
                 path.display()
             );
+            // Where cargo will put the module: under CARGO_TARGET_DIR when
+            // it is set (relative to the crate, as cargo reads it), else in
+            // the crate's own target/.
+            let target = match std::env::var_os("CARGO_TARGET_DIR") {
+                Some(t) if !t.is_empty() => path.join(t),
+                _ => path.join("target"),
+            };
             eprintln!(
-                "  run:   kinesthetic filter run target/wasm32-wasip2/release/{}.wasm --param needle=error INPUT",
-                name.replace('-', "_")
+                "  run:   kinesthetic filter run {} --param needle=error INPUT",
+                target
+                    .join("wasm32-wasip2/release")
+                    .join(format!("{}.wasm", name.replace('-', "_")))
+                    .display()
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -537,11 +547,25 @@ fn bench_cmd(
         Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
         None => kinesthetic::datagen::ndjson_logs(1, mb * 1_000_000),
     };
-    let inputs: Vec<Input> = batches_of(split_lines(&data), opts.batch_lines, 1, 0, 0)?
+    // Lines as the intake (and `run`) splits them.
+    let events = || {
+        split_lines(&data)
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .filter(|l| !l.is_empty())
+    };
+    if events().next().is_none() {
+        bail!(
+            "no lines to measure in {}",
+            input.map_or("the generated data (--mb 0)".to_owned(), |p| p
+                .display()
+                .to_string())
+        );
+    }
+    let inputs: Vec<Input> = batches_of(events(), opts.batch_lines, 1, 0, 0)?
         .into_iter()
         .map(Input::from)
         .collect();
-    let tiny: Input = batches_of(split_lines(&data).take(1), 1, 1, 0, 0)?
+    let tiny: Input = batches_of(events().take(1), 1, 1, 0, 0)?
         .into_iter()
         .next()
         .map(Input::from)
@@ -629,6 +653,76 @@ fn scaffold(name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Result<Path
             "invalid crate name `{name}`: use letters, digits, `-` and `_`, starting with a letter"
         );
     }
+    // Names cargo refuses too: a keyword is no crate name, and a crate named
+    // like a crate it depends on shadows it (`export_filter!` expands to
+    // `::core::…` and `::kinesthetic_filter::…` paths).
+    const RESERVED: &[&str] = &[
+        "core",
+        "std",
+        "alloc",
+        "test",
+        "proc_macro",
+        "kinesthetic_filter",
+        "wit_bindgen",
+        "as",
+        "async",
+        "await",
+        "break",
+        "const",
+        "continue",
+        "crate",
+        "dyn",
+        "else",
+        "enum",
+        "extern",
+        "false",
+        "fn",
+        "for",
+        "gen",
+        "if",
+        "impl",
+        "in",
+        "let",
+        "loop",
+        "match",
+        "mod",
+        "move",
+        "mut",
+        "pub",
+        "ref",
+        "return",
+        "self",
+        "static",
+        "struct",
+        "super",
+        "trait",
+        "true",
+        "try",
+        "type",
+        "unsafe",
+        "use",
+        "where",
+        "while",
+        "yield",
+        "abstract",
+        "become",
+        "box",
+        "do",
+        "final",
+        "macro",
+        "override",
+        "priv",
+        "typeof",
+        "unsized",
+        "virtual",
+    ];
+    let ident = name.replace('-', "_");
+    if RESERVED.contains(&ident.as_str()) {
+        bail!(
+            "invalid crate name `{name}`: it is a Rust keyword or the name of a crate the filter \
+             uses; choose another"
+        );
+    }
     let root = dir.join(name);
     if root.exists() {
         bail!(
@@ -643,7 +737,6 @@ fn scaffold(name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Result<Path
     let sdk = sdk
         .canonicalize()
         .with_context(|| format!("SDK not found at {} (pass --sdk PATH)", sdk.display()))?;
-    let ident = name.replace('-', "_");
     let ty: String = ident
         .split('_')
         .map(|w| {
@@ -704,6 +797,7 @@ strip = true
 //! Test natively:  cargo test
 //! Build:          cargo build --release --target wasm32-wasip2
 //! Run:            kinesthetic filter run target/wasm32-wasip2/release/{ident}.wasm --param needle=error INPUT
+//!                 (with CARGO_TARGET_DIR set, the module is in $CARGO_TARGET_DIR/wasm32-wasip2/release/)
 
 use kinesthetic_filter::{{Emit, Filter, Line, Params, export_filter}};
 
