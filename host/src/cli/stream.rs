@@ -247,6 +247,23 @@ async fn run_async(args: StreamArgs) -> anyhow::Result<ExitCode> {
 /// milliseconds, or an age such as `10m`.
 pub(crate) fn parse_from(s: &str) -> anyhow::Result<StartPosition> {
     let s = s.trim();
+    let from = parse_from_any(s)?;
+    // Kinesis refuses a future time, and on the local log it would just
+    // wait: one answer for both, naming the option.
+    if let StartPosition::AtTimestamp(ms) = from {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        if ms > now + 1_000 {
+            anyhow::bail!(
+                "--from {s:?} is in the future; to wait for new events, use --from latest --follow"
+            );
+        }
+    }
+    Ok(from)
+}
+
+fn parse_from_any(s: &str) -> anyhow::Result<StartPosition> {
     Ok(match s {
         "trim-horizon" | "TRIM_HORIZON" => StartPosition::TrimHorizon,
         "latest" | "LATEST" => StartPosition::Latest,

@@ -35,6 +35,10 @@ impl StreamBackend for AnyBackend {
         delegate!(self, b => b.create_stream(name, shards))
     }
 
+    async fn max_open_shards(&self, stream: &str) -> Result<Option<u32>, StreamError> {
+        delegate!(self, b => b.max_open_shards(stream))
+    }
+
     async fn delete_stream(&self, name: &str) -> Result<(), StreamError> {
         delegate!(self, b => b.delete_stream(name))
     }

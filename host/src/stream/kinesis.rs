@@ -270,7 +270,30 @@ impl KinesisBackend {
     }
 }
 
+/// Whether a LimitExceeded message is about a shard count (over the
+/// account's quota, or outside what a stream may have), not about
+/// concurrent requests.
+fn over_shard_limit(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("shard count") || m.contains("shard limit") || m.contains("must be between")
+}
+
 impl StreamBackend for KinesisBackend {
+    async fn max_open_shards(&self, stream: &str) -> Result<Option<u32>, StreamError> {
+        // The account's quota, less what other streams hold open. A
+        // backend without DescribeLimits answers nothing to check against.
+        let limits = match self.client.describe_limits().send().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %aws_error_chain(&e), "DescribeLimits failed; no shard quota to check");
+                return Ok(None);
+            }
+        };
+        let mine = self.describe(stream).await?.open_shards().count() as i64;
+        let left = i64::from(limits.shard_limit()) - i64::from(limits.open_shard_count()) + mine;
+        Ok(Some(u32::try_from(left.max(0)).unwrap_or(u32::MAX)))
+    }
+
     async fn create_stream(&self, name: &str, shards: u32) -> Result<(), StreamError> {
         // Refused here: the stand-in answers LimitExceeded to 0, which the
         // retry below would take for contention and retry for seconds.
@@ -295,6 +318,17 @@ impl StreamBackend for KinesisBackend {
                 Ok(_) => return Ok(()),
                 Err(e) if e.code() == Some("ResourceInUseException") => {
                     return Err(StreamError::StreamExists(name.to_owned()));
+                }
+                // A shard count over a limit is no contention: retrying
+                // cannot help.
+                Err(e)
+                    if e.code() == Some("LimitExceededException")
+                        && e.message().is_some_and(over_shard_limit) =>
+                {
+                    return Err(StreamError::BadInput(format!(
+                        "stream {name:?} with {shards} shards: {}",
+                        e.message().unwrap_or_default()
+                    )));
                 }
                 Err(e) if e.code() == Some("LimitExceededException") && attempt < 8 => {
                     tokio::time::sleep(delay).await;

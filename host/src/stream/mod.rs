@@ -303,6 +303,16 @@ pub trait StreamBackend: Clone + Send + Sync + 'static {
         false
     }
 
+    /// The most open shards `stream` may have, when the backend knows: the
+    /// local log's own limit, or what the account's shard quota leaves it.
+    /// A reshard checks its target against it before its first step.
+    fn max_open_shards(
+        &self,
+        _stream: &str,
+    ) -> impl Future<Output = Result<Option<u32>, StreamError>> + Send {
+        async { Ok(None) }
+    }
+
     /// Where a put lands, for the writers' metrics: `"stream"`, or
     /// `"spool"` for the intake's spool in front of a stream.
     fn put_target(&self) -> &'static str {

@@ -125,6 +125,17 @@ pub async fn reshard<B: StreamBackend>(
         ));
     }
     wait_active(backend, stream, timeout_per_step).await?;
+    // Checked before the first step: a limit met halfway would leave the
+    // stream with uneven shards.
+    if let Some(max) = backend.max_open_shards(stream).await?
+        && target > max
+    {
+        return Err(StreamError::BadInput(format!(
+            "{target} shards: stream {stream:?} can have at most {max} open shards here \
+             (the local log's limit, or the Kinesis account's shard quota less the other streams' \
+             open shards)"
+        )));
+    }
     let d = backend.describe(stream).await?;
     let open: Vec<HashRange> = d.open_shards().map(|s| s.hash_range).collect();
     let steps = plan(&open, target);

@@ -105,21 +105,46 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Kinesis's rule for stream names.
+/// Kinesis's rule for stream names, and not starting with `.`: the log's
+/// own files (`.lock`, `.deleted-…`) do.
 fn check_name(name: &str) -> Result<(), StreamError> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-        && name != "."
-        && name != "..";
+        && !name.starts_with('.');
     if ok {
         Ok(())
     } else {
         Err(StreamError::BadInput(format!(
-            "{name:?} is not a stream name: 1 to 128 of A-Z a-z 0-9 _ . -"
+            "{name:?} is not a stream name: 1 to 128 of A-Z a-z 0-9 _ . -, not starting with `.` \
+             in the local log"
         )))
+    }
+}
+
+/// Prefix of a stream directory being deleted (renamed first, so that
+/// nobody opens it meanwhile).
+const DELETED_PREFIX: &str = ".deleted-";
+
+/// Removes what deletes cut short by a crash left behind.
+fn finish_deletes(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if name.to_str().is_some_and(|n| n.starts_with(DELETED_PREFIX)) {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => {
+                    tracing::info!(dir = %e.path().display(), "removed a stream whose delete was cut short")
+                }
+                Err(error) => {
+                    tracing::warn!(dir = %e.path().display(), %error, "cannot remove a stream whose delete was cut short")
+                }
+            }
+        }
     }
 }
 
@@ -150,6 +175,7 @@ impl LocalLog {
             let _ = l.set_len(0);
             let _ = write!(l, "pid {}", std::process::id());
         }
+        finish_deletes(dir);
         let ends = Arc::new(RwLock::new(HashMap::new()));
         let entry_overhead = options.entry_overhead;
         let mut w = Writer {
@@ -462,17 +488,24 @@ impl LocalLog {
     }
 }
 
+/// Open shards a local stream may have.
+const MAX_SHARDS: u32 = 10_000;
+
 impl StreamBackend for LocalLog {
     fn keeps_order_within_put(&self) -> bool {
         // One write per shard per put; a failed put is failed whole.
         true
     }
 
+    async fn max_open_shards(&self, _stream: &str) -> Result<Option<u32>, StreamError> {
+        Ok(Some(MAX_SHARDS))
+    }
+
     async fn create_stream(&self, name: &str, shards: u32) -> Result<(), StreamError> {
         check_name(name)?;
-        if shards == 0 || shards > 10_000 {
+        if shards == 0 || shards > MAX_SHARDS {
             return Err(StreamError::BadInput(format!(
-                "{shards} shards: a stream has 1 to 10000"
+                "{shards} shards: a stream has 1 to {MAX_SHARDS}"
             )));
         }
         let name = name.to_owned();
@@ -1284,7 +1317,9 @@ impl Writer {
             .remove(name)
             .ok_or_else(|| StreamError::NoSuchStream(name.to_owned()))?;
         // Rename first so readers never see half a stream.
-        let gone = self.dir.join(format!(".deleted-{name}-{}", now_ms()));
+        let gone = self
+            .dir
+            .join(format!("{DELETED_PREFIX}{name}-{}", now_ms()));
         std::fs::rename(&st.dir, &gone).map_err(io_err(&st.dir))?;
         if let Ok(mut ends) = self.ends.write() {
             ends.retain(|(s, _), _| s != name);
