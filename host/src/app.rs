@@ -31,7 +31,7 @@ pub enum AppError {
         addr: SocketAddr,
         error: std::io::Error,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Stream(#[from] crate::stream::StreamError),
     #[error("server error: {0}")]
     Serve(String),

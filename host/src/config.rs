@@ -213,7 +213,10 @@ impl Config {
             i.max_events_per_request
                 .saturating_mul(crate::intake::server::EVENT_OVERHEAD_BYTES),
         );
-        if i.buffer_bytes < largest {
+        // In the budget's own units: it counts whole KiB, rounding a
+        // request up and the buffer down.
+        let unit = crate::intake::producer::BUDGET_UNIT;
+        if i.buffer_bytes / unit < largest.div_ceil(unit) {
             return Err(bad(
                 "intake.buffer_bytes",
                 format!(
@@ -226,12 +229,32 @@ impl Config {
                 ),
             ));
         }
+        if i.linger_ms > MAX_LINGER_MS {
+            return Err(bad(
+                "intake.linger_ms",
+                format!(
+                    "{} ms: at most {MAX_LINGER_MS} (a write cycle waits this long for requests still being decoded)",
+                    i.linger_ms
+                ),
+            ));
+        }
         for (n, t) in i.tokens.iter().enumerate() {
-            if t.token.len() < 16 {
+            let key = format!("intake.tokens[{n}].token");
+            if t.token.chars().count() < 16 {
+                return Err(bad(&key, "tokens must be at least 16 characters".into()));
+            }
+            // What a client can present in `Authorization: Bearer …`.
+            if let Some(c) = t.token.chars().find(|c| !c.is_ascii_graphic()) {
                 return Err(bad(
-                    &format!("intake.tokens[{n}].token"),
-                    "tokens must be at least 16 characters".into(),
+                    &key,
+                    format!(
+                        "{c:?} cannot be sent in an Authorization header: use visible ASCII \
+                         without spaces"
+                    ),
                 ));
+            }
+            if let Some(m) = i.tokens[..n].iter().position(|o| o.token == t.token) {
+                return Err(bad(&key, format!("the same token as intake.tokens[{m}]")));
             }
             if t.streams.is_empty() {
                 return Err(bad(
@@ -239,8 +262,24 @@ impl Config {
                     "list the streams this token may write to, or [\"*\"]".into(),
                 ));
             }
+            for s in &t.streams {
+                if s != "*" && !is_stream_name(s) {
+                    return Err(bad(
+                        &format!("intake.tokens[{n}].streams"),
+                        format!(
+                            "{s:?} is not a stream name (1 to 128 of A-Z a-z 0-9 _ . -), nor \"*\" for all"
+                        ),
+                    ));
+                }
+            }
         }
         for (name, s) in &self.streams {
+            if !is_stream_name(name) {
+                return Err(bad(
+                    &format!("streams.{name}"),
+                    format!("{name:?} is not a stream name (1 to 128 of A-Z a-z 0-9 _ . -)"),
+                ));
+            }
             if s.partition_key_field.as_deref() == Some("") {
                 return Err(bad(
                     &format!("streams.{name}.partition_key_field"),
@@ -250,6 +289,16 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Longest `intake.linger_ms`.
+const MAX_LINGER_MS: u64 = 10_000;
+
+/// Kinesis's rule for stream names.
+fn is_stream_name(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Parses a listener id: decimal, or hex with a `0x` prefix.
@@ -354,6 +403,40 @@ mod tests {
             (
                 "[streams.logs]\npartition_key_field = \"\"\n",
                 &["streams.logs.partition_key_field"],
+            ),
+            // The budget counts whole KiB: a largest request of 1,128 bytes
+            // takes 2 units, and a buffer of 1,128 bytes holds 1.
+            (
+                "[intake]\nmax_body_bytes = 1000\nmax_decoded_bytes = 1000\n\
+                 max_events_per_request = 1\nbuffer_bytes = 1128\n",
+                &["intake.buffer_bytes", "cannot hold one request"],
+            ),
+            (
+                "[intake]\nlinger_ms = 60000\n",
+                &["intake.linger_ms", "at most"],
+            ),
+            // Tokens a client could never present, or listed twice.
+            (
+                "[[intake.tokens]]\ntoken = \"trailing-space-token \"\nstreams = [\"*\"]\n",
+                &["intake.tokens[0].token", "' '", "visible ASCII"],
+            ),
+            (
+                "[[intake.tokens]]\ntoken = \"ééééééééé\"\nstreams = [\"*\"]\n",
+                &["intake.tokens[0].token", "16 characters"],
+            ),
+            (
+                "[[intake.tokens]]\ntoken = \"same-token-1234567\"\nstreams = [\"a\"]\n\
+                 [[intake.tokens]]\ntoken = \"same-token-1234567\"\nstreams = [\"b\"]\n",
+                &["intake.tokens[1].token", "intake.tokens[0]"],
+            ),
+            (
+                "[[intake.tokens]]\ntoken = \"long-enough-token-123\"\nstreams = [\"logs*\"]\n",
+                &["intake.tokens[0].streams", "\"logs*\"", "not a stream name"],
+            ),
+            // A stream section whose name can never match a stream.
+            (
+                "[streams.\"bad name!\"]\npartition_key_field = \"u\"\n",
+                &["streams.bad name!", "not a stream name"],
             ),
         ];
         for (text, wants) in cases {

@@ -1863,3 +1863,271 @@ fn send_skips_exactly_the_lines_the_intake_skips_and_escapes_the_name() {
         r.stop().await.unwrap_or_else(|e| panic!("{e}"));
     });
 }
+
+/// A body that sends one chunk and then never ends: a client still
+/// uploading.
+fn endless_body() -> reqwest::Body {
+    let first =
+        futures::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x\n")) });
+    reqwest::Body::wrap_stream(futures::StreamExt::chain(first, futures::stream::pending()))
+}
+
+/// What the headers decide is answered before the body is read: a client
+/// without a valid token, or for a stream that does not exist, or with a
+/// declared length over the limit, never gets its upload buffered (and is
+/// not held until it ends).
+#[test]
+fn refusals_the_headers_decide_come_before_the_body_is_read() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = local(dir.path(), &[("logs", 1)]).await;
+        let mut c = config();
+        c.intake.tokens = vec![TokenConfig {
+            token: "logs-only-token-1234".into(),
+            streams: vec!["logs".into()],
+        }];
+        let r = start_intake(log.clone(), &c)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let cases: [(&str, Option<&str>, u16); 3] = [
+            ("logs", None, 401),
+            ("nope", Some("Bearer logs-only-token-1234"), 403),
+            ("logs", Some("bearer wrong-token-123456789"), 401),
+        ];
+        for (stream, auth, want) in cases {
+            let mut req = client.post(url(&r, stream)).body(endless_body());
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            let resp = req
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{stream} {auth:?}: no answer while uploading: {e}"));
+            assert_eq!(resp.status().as_u16(), want, "{stream} {auth:?}");
+        }
+        // Over the limit by its declared length: 413 before any byte.
+        let resp = client
+            .post(url(&r, "logs"))
+            .header("authorization", "Bearer logs-only-token-1234")
+            .header("content-length", (c.intake.max_body_bytes + 1).to_string())
+            .body(endless_body())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("no answer to an oversized upload: {e}"));
+        assert_eq!(resp.status().as_u16(), 413);
+        // A wrong path is answered in JSON too.
+        let resp = client
+            .post(format!("http://{}/v1/streams/logs", r.intake_addr))
+            .body("x\n")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status().as_u16(), 404);
+        let v: Value =
+            serde_json::from_slice(&resp.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("/v1/streams/{stream}/events")),
+            "{v}"
+        );
+        r.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+}
+
+/// The request's event ids are one block: first_id and last_id bracket
+/// every event of the request, whichever shards its keys go to; and the
+/// buffer gauge is back at 0 after a refusal past the reservation.
+#[test]
+fn a_request_gets_one_block_of_ids_and_the_gauge_follows_refusals() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = local(dir.path(), &[("s", 4)]).await;
+        let mut c = config();
+        c.streams.insert(
+            "s".into(),
+            StreamSettings {
+                partition_key_field: Some("user".into()),
+            },
+        );
+        let r = start_intake(log.clone(), &c)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let body: String = (0..40)
+            .map(|i| format!("{{\"user\":\"u{}\",\"n\":{i}}}\n", i % 13))
+            .collect();
+        let (status, v, _) = post(&r, "s", &[], body.into_bytes()).await;
+        assert_eq!(status, 200, "{v}");
+        let counter = |id: &str| {
+            u64::from_str_radix(id.rsplit('-').next().unwrap_or_default(), 16)
+                .unwrap_or_else(|e| panic!("{id}: {e}"))
+        };
+        let (first, last) = (
+            counter(v["first_id"].as_str().unwrap_or_default()),
+            counter(v["last_id"].as_str().unwrap_or_default()),
+        );
+        assert_eq!(last - first + 1, 40, "{v}");
+        let got = read_all(&log, "s").await;
+        let shards: HashSet<u128> = got
+            .iter()
+            .map(|e| kinesthetic::stream::hash::hash_key_of(&e.key) >> 126)
+            .collect();
+        assert!(
+            shards.len() > 1,
+            "all keys in one shard: the test proves nothing"
+        );
+        for e in &got {
+            let id = e.stamp.map(|s| s.id.counter).unwrap_or_default();
+            assert!(
+                (first..=last).contains(&id),
+                "{id} outside {first}..={last}"
+            );
+        }
+        // A refusal after the reservation (a key field too long).
+        let long = format!("{{\"user\":\"{}\"}}\n", "k".repeat(300));
+        let (status, v, _) = post(&r, "s", &[], long.into_bytes()).await;
+        assert_eq!(status, 400, "{v}");
+        let m = scrape(r.admin_addr).await;
+        assert_eq!(metric(&m, "kinesthetic_intake_buffer_bytes "), 0.0, "{m}");
+        r.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+}
+
+/// A write cycle lingers for requests still being decoded; when one of
+/// them is refused instead (here a large gzip'd JSON array, malformed at its
+/// end), the cycle goes on at once rather than waiting out its linger.
+#[test]
+fn a_request_refused_while_decoding_does_not_hold_the_cycle() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = local(dir.path(), &[("s", 1)]).await;
+        let mut c = config();
+        c.intake.linger_ms = 10_000;
+        let r = start_intake(log.clone(), &c)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut text = String::from("[");
+        for i in 0..400_000 {
+            text.push_str(&format!("{{\"i\":{i}}},"));
+        }
+        text.push(']'); // `,]`: malformed at the very end
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let bad_body = gz.finish().unwrap_or_else(|e| panic!("{e}"));
+        let target = url(&r, "s");
+        let started = std::time::Instant::now();
+        let bad = tokio::spawn(async move {
+            let resp = reqwest::Client::new()
+                .post(&target)
+                .header("content-type", "application/json")
+                .header("content-encoding", "gzip")
+                .body(bad_body)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            (resp.status().as_u16(), started.elapsed())
+        });
+        // The bad one is being decoded (it takes a while) when the good one
+        // comes; checked below.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let t = std::time::Instant::now();
+        let good_sent = started.elapsed();
+        let (status, v, _) = post(&r, "s", &[], b"good\n".to_vec()).await;
+        let good_took = t.elapsed();
+        assert_eq!(status, 200, "{v}");
+        let (bad_status, bad_took) = bad.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(bad_status, 400);
+        assert!(
+            bad_took > good_sent,
+            "the bad request was refused ({bad_took:?}) before the good one came ({good_sent:?}): \
+             the test proves nothing"
+        );
+        // Answered about when the bad one was refused, not after 10 s.
+        assert!(
+            good_took.as_secs_f64() < bad_took.as_secs_f64() + 3.0 && good_took.as_secs() < 8,
+            "the good request took {good_took:?}; the bad one was refused after {bad_took:?}"
+        );
+        r.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+}
+
+/// A client that never finishes its upload holds a graceful stop; a second
+/// SIGTERM stops the process at once (exit code 130), as service managers
+/// expect.
+#[cfg(unix)]
+#[test]
+fn a_second_signal_stops_serve_at_once() {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--create-stream",
+            "s",
+            "--data",
+        ])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("serve: {e}"));
+    let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("serve exited before listening"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        if let Some(rest) = line.split("intake on http://").nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    // An upload that has begun and will never end.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("{e}"));
+    write!(
+        slow,
+        "POST /v1/streams/s/events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nabc"
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = child.id();
+    let term = || {
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("kill: {e}"));
+    };
+    term();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert!(
+        child.try_wait().unwrap_or_else(|e| panic!("{e}")).is_none(),
+        "the first signal did not wait for the request in flight"
+    );
+    term();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+            break s;
+        }
+        if start.elapsed().as_secs() > 20 {
+            let _ = child.kill();
+            panic!("a second SIGTERM did not stop serve");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    drop(slow);
+}

@@ -30,7 +30,8 @@ Examples:
   kinesthetic serve --config kinesthetic.toml   # stream.backend = \"kinesis\"
 
 Ctrl-C or SIGTERM stops it gracefully: requests in flight are answered and
-every accepted event is written first.";
+every accepted event is written first. A second Ctrl-C or SIGTERM stops it at
+once (a client that never finishes its upload would otherwise hold it).";
 
 const SEND_EXAMPLES: &str = "\
 Examples:
@@ -283,6 +284,22 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// Ctrl-C (SIGINT) or SIGTERM, what service managers and Kubernetes send:
 /// either starts a graceful shutdown.
 async fn shutdown_signal() {
+    first_signal().await;
+    tracing::info!(
+        "shutting down: finishing requests in flight and writing what is buffered \
+         (a second Ctrl-C or SIGTERM stops at once)"
+    );
+    // A client that never finishes its upload would hold the drain for
+    // ever: a second signal ends the process, as service managers expect.
+    tokio::spawn(async {
+        first_signal().await;
+        tracing::warn!("second signal: stopping now; requests still in flight get no answer");
+        std::process::exit(130);
+    });
+}
+
+/// Ctrl-C or (on Unix) SIGTERM.
+async fn first_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -292,9 +309,6 @@ async fn shutdown_signal() {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}
                 }
-                tracing::info!(
-                    "shutting down: finishing requests in flight and writing what is buffered"
-                );
                 return;
             }
             Err(e) => {
@@ -303,7 +317,6 @@ async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
-    tracing::info!("shutting down: finishing requests in flight and writing what is buffered");
 }
 
 fn datagen(mb: usize, seed: u64) -> anyhow::Result<ExitCode> {

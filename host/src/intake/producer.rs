@@ -101,7 +101,9 @@ pub struct Reservation {
     bytes: usize,
 }
 
-const UNIT: usize = 1024;
+/// The buffer budget counts in units of this many bytes.
+pub const BUDGET_UNIT: usize = 1024;
+const UNIT: usize = BUDGET_UNIT;
 
 impl Budget {
     pub fn new(max_bytes: usize) -> Self {
@@ -145,22 +147,28 @@ struct Submission {
 pub struct ProducerHandle {
     tx: mpsc::Sender<Submission>,
     decoding: Arc<AtomicUsize>,
+    decoded: Arc<tokio::sync::Notify>,
 }
 
 /// Marks a request as being decoded, so the producer lingers for it.
 #[derive(Debug)]
-pub struct Decoding(Arc<AtomicUsize>);
+pub struct Decoding(Arc<AtomicUsize>, Arc<tokio::sync::Notify>);
 
 impl Drop for Decoding {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        // The last one out wakes a lingering cycle: a request refused while
+        // decoding submits nothing, and the cycle must not wait out its
+        // linger for it.
+        if self.0.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.1.notify_one();
+        }
     }
 }
 
 impl ProducerHandle {
     pub fn decoding(&self) -> Decoding {
         self.decoding.fetch_add(1, Ordering::Relaxed);
-        Decoding(Arc::clone(&self.decoding))
+        Decoding(Arc::clone(&self.decoding), Arc::clone(&self.decoded))
     }
 
     /// Hands events over and waits until they are written (durable).
@@ -196,15 +204,24 @@ pub fn spawn<B: StreamBackend>(
 ) -> (ProducerHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(1024);
     let decoding = Arc::new(AtomicUsize::new(0));
+    let decoded = Arc::new(tokio::sync::Notify::new());
     let p = Producer {
         backend,
         stream,
         config,
         metrics,
         decoding: Arc::clone(&decoding),
+        decoded: Arc::clone(&decoded),
     };
     let task = tokio::spawn(p.run(rx));
-    (ProducerHandle { tx, decoding }, task)
+    (
+        ProducerHandle {
+            tx,
+            decoding,
+            decoded,
+        },
+        task,
+    )
 }
 
 struct Producer<B> {
@@ -213,6 +230,8 @@ struct Producer<B> {
     config: ProducerConfig,
     metrics: Metrics,
     decoding: Arc<AtomicUsize>,
+    /// Woken when no request is being decoded any more.
+    decoded: Arc<tokio::sync::Notify>,
 }
 
 impl<B: StreamBackend> Producer<B> {
@@ -234,12 +253,16 @@ impl<B: StreamBackend> Producer<B> {
                 while bytes < this.config.record_max_bytes
                     && this.decoding.load(Ordering::Relaxed) > 0
                 {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(s)) => {
-                            bytes += s.bytes;
-                            cycle.push(s);
-                        }
-                        Ok(None) | Err(_) => break,
+                    tokio::select! {
+                        r = tokio::time::timeout_at(deadline, rx.recv()) => match r {
+                            Ok(Some(s)) => {
+                                bytes += s.bytes;
+                                cycle.push(s);
+                            }
+                            Ok(None) | Err(_) => break,
+                        },
+                        // Decoding ended without a submission: look again.
+                        () = this.decoded.notified() => {}
                     }
                 }
             }

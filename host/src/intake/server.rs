@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -121,7 +120,14 @@ impl<B: StreamBackend> Intake<B> {
         Router::new()
             .route("/v1/streams/{stream}/events", post(post_events::<B>))
             .route("/healthz", get(|| async { "ok" }))
-            .layer(DefaultBodyLimit::max(self.inner.config.max_body_bytes))
+            .fallback(|| async {
+                (
+                    StatusCode::NOT_FOUND,
+                    Json(serde_json::json!({
+                        "error": "no such endpoint: events go to POST /v1/streams/{stream}/events"
+                    })),
+                )
+            })
             .with_state(self.clone())
     }
 
@@ -242,6 +248,34 @@ impl<B: StreamBackend> Intake<B> {
     }
 }
 
+/// Reads a body of at most `max` bytes: refused at once when its declared
+/// length is over, or as soon as what arrives is.
+async fn read_body(
+    body: axum::body::Body,
+    headers: &HeaderMap,
+    max: usize,
+) -> Result<Bytes, IntakeError> {
+    use futures::StreamExt;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(IntakeError::BodyTooLarge(max));
+    }
+    let mut buf = bytes::BytesMut::with_capacity(declared.map_or(0, |n| n as usize));
+    let mut frames = body.into_data_stream();
+    while let Some(chunk) = frames.next().await {
+        let chunk =
+            chunk.map_err(|e| IntakeError::BadRequest(format!("cannot read the body: {e}")))?;
+        if buf.len() + chunk.len() > max {
+            return Err(IntakeError::BodyTooLarge(max));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -258,7 +292,7 @@ async fn post_events<B: StreamBackend>(
     State(intake): State<Intake<B>>,
     Path(stream): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Json<Accepted>, IntakeError> {
     let m = intake.inner.metrics.clone();
     let start = std::time::Instant::now();
@@ -281,7 +315,7 @@ async fn accept<B: StreamBackend>(
     intake: &Intake<B>,
     stream: &str,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<Accepted, IntakeError> {
     let received_ms = now_ms();
     intake.authorize(headers, stream)?;
@@ -305,13 +339,9 @@ async fn accept<B: StreamBackend>(
         )?),
     };
     let open = intake.open(stream).await?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            IntakeError::BodyTooLarge(intake.inner.config.max_body_bytes)
-        } else {
-            IntakeError::BadRequest(format!("cannot read the body: {e}"))
-        }
-    })?;
+    // The body is read only now, after everything the headers decide (auth,
+    // formats, the stream): a refused client's upload is never buffered.
+    let body = read_body(body, headers, intake.inner.config.max_body_bytes).await?;
     let decoding = open.handle.decoding();
     let max_event =
         Aggregator::max_event_len(intake.inner.config.record_max_bytes, MAX_KEY_CHARS * 4);
@@ -337,6 +367,16 @@ async fn accept<B: StreamBackend>(
     // An event costs its bytes and its bookkeeping (span, group, stamp):
     // a body of tiny lines is not cheap.
     let cost = events.buffer_len() + n * EVENT_OVERHEAD_BYTES;
+    // The gauge follows the budget on every way out of here, refusals
+    // after the reservation included (declared first, dropped last).
+    struct Gauge<'a, B: StreamBackend>(&'a Intake<B>);
+    impl<B: StreamBackend> Drop for Gauge<'_, B> {
+        fn drop(&mut self) {
+            let i = &self.0.inner;
+            i.metrics.buffer_bytes.set(i.budget.used_bytes() as i64);
+        }
+    }
+    let _gauge = Gauge(intake);
     let reservation = intake
         .inner
         .budget
@@ -360,7 +400,6 @@ async fn accept<B: StreamBackend>(
     let turn = map.next_in_turn();
     let spread_key = map.spread_key(turn, &format!("{:x}", intake.inner.listener.id()));
     let mut groups: Vec<Vec<(usize, Arc<str>)>> = vec![Vec::new(); map.len()];
-    let mut place = Vec::with_capacity(n);
     for (i, line) in events.iter().enumerate() {
         let (key, shard) = if let Some(k) = &header_key {
             (Arc::clone(k), map.index_of(hash_key_of(k)))
@@ -376,20 +415,25 @@ async fn accept<B: StreamBackend>(
         } else {
             (Arc::clone(&spread_key), turn)
         };
-        place.push((shard, groups[shard].len()));
         groups[shard].push((i, key));
     }
-    // Stamp: consecutive counters per shard group, so a KPL record carries
-    // one stamp tag per run instead of one per event.
+    // Stamp: one block of counters for the whole request (so first_id and
+    // last_id bracket exactly its events), handed out in consecutive runs
+    // per shard group, so a KPL record carries one stamp tag per run
+    // instead of one per event.
     let mut bytes = 0usize;
-    let mut firsts = vec![EventId::default(); map.len()];
+    let block = intake.inner.listener.reserve(n as u64);
+    let mut next = block.counter;
     let mut out = Vec::new();
     for (shard, members) in groups.into_iter().enumerate() {
         if members.is_empty() {
             continue;
         }
-        let first = intake.inner.listener.reserve(members.len() as u64);
-        firsts[shard] = first;
+        let first = EventId {
+            listener: block.listener,
+            counter: next,
+        };
+        next += members.len() as u64;
         let evs = members
             .into_iter()
             .enumerate()
@@ -414,14 +458,13 @@ async fn accept<B: StreamBackend>(
             events: evs,
         });
     }
-    let id_of = |i: usize| {
-        let (shard, j) = place[i];
+    let (first_id, last_id) = (
+        block,
         EventId {
-            listener: firsts[shard].listener,
-            counter: firsts[shard].counter + j as u64,
-        }
-    };
-    let (first_id, last_id) = (id_of(0), id_of(n - 1));
+            listener: block.listener,
+            counter: block.counter + n as u64 - 1,
+        },
+    );
     let r = open.handle.submit(out, reservation, decoding).await;
     intake
         .inner
