@@ -812,22 +812,15 @@ fn shutdown_drains_every_acknowledged_event_into_the_stream() {
     });
 }
 
-#[test]
-fn kill_9_mid_load_loses_no_acknowledged_event() {
+/// Starts `kinesthetic serve` on the local log in `data` with the stream
+/// `create` (NAME or NAME:SHARDS), on ports of its own; returns the process
+/// and the intake's address, once it listens.
+fn spawn_serve(data: &std::path::Path, create: &str) -> (std::process::Child, String) {
     use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--create-stream",
-            "s:2",
-            "--data",
-        ])
-        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(["--create-stream", create, "--data"])
+        .arg(data)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("serve: {e}"));
@@ -846,7 +839,15 @@ fn kill_9_mid_load_loses_no_acknowledged_event() {
                 .to_owned();
         }
     };
+    // Keep reading its log, so that it never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+#[test]
+fn kill_9_mid_load_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (mut child, addr) = spawn_serve(dir.path(), "s:2");
     let url = format!("http://{addr}/v1/streams/s/events");
     let acked: Vec<String> = rt().block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
@@ -2062,39 +2063,9 @@ fn a_request_refused_while_decoding_does_not_hold_the_cycle() {
 #[cfg(unix)]
 #[test]
 fn a_second_signal_stops_serve_at_once() {
-    use std::io::{BufRead, Write};
+    use std::io::Write;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--create-stream",
-            "s",
-            "--data",
-        ])
-        .arg(dir.path())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("serve: {e}"));
-    let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("serve exited before listening"))
-            .unwrap_or_else(|e| panic!("{e}"));
-        if let Some(rest) = line.split("intake on http://").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, addr) = spawn_serve(dir.path(), "s");
     // An upload that has begun and will never end.
     let mut slow = std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("{e}"));
     write!(
