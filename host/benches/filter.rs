@@ -200,5 +200,60 @@ fn main() -> anyhow::Result<()> {
          at most {:.3}",
         warm_us / (warm_us + floor_us + fixed_us)
     );
+
+    // The lever the floor points at: no memory growth at all. When the
+    // module's initial memory already holds a 1,000-line job, wasmtime never
+    // opens pages at `memory.grow` and never closes them again (mprotect) at
+    // the next instantiation. But then every job, a 1-line one too, resets
+    // all of that memory. `BENCH_PRESIZED=0` skips this part.
+    if std::env::var("BENCH_PRESIZED").as_deref() != Ok("0") {
+        let page = 64usize << 10;
+        let bytes = used.div_ceil(page) * page;
+        let flag = format!("link-arg=--initial-memory={bytes}");
+        eprintln!("building errors-only with -C {flag} …");
+        let path =
+            xtask::build_rust_variant("errors-only", "presized", &["-C".into(), flag.clone()])
+                .map_err(anyhow::Error::msg)?;
+        let variant = runtime.load_file(&path)?;
+        let mut vfresh: Option<bench::Throughput> = None;
+        let mut vwarm: Option<bench::Throughput> = None;
+        for _ in 0..rounds {
+            let f = bench::fresh(&variant, &inputs, &params, &limits)?;
+            if vfresh.is_none_or(|b| f.elapsed < b.elapsed) {
+                vfresh = Some(f);
+            }
+            let w = bench::warm(&variant, &inputs, &params, &limits)?;
+            if vwarm.is_none_or(|b| w.elapsed < b.elapsed) {
+                vwarm = Some(w);
+            }
+        }
+        let (vfresh, vwarm) = (
+            vfresh.ok_or_else(|| anyhow::anyhow!("no rounds"))?,
+            vwarm.ok_or_else(|| anyhow::anyhow!("no rounds"))?,
+        );
+        if vfresh.lines_out != fresh.lines_out {
+            anyhow::bail!(
+                "the presized build kept {} lines, the regular one {}",
+                vfresh.lines_out,
+                fresh.lines_out
+            );
+        }
+        let vover = bench::overhead(&variant, &tiny, &params, &limits, jobs)?;
+        let vbig = bench::phases(&variant, &inputs[0], &params, &limits, 300)?;
+        println!(
+            "  lever, measured     : initial memory presized to {} KiB at link time (-C {flag}); a 1,000-line job then uses {} KiB",
+            bytes >> 10,
+            vbig.memory_bytes >> 10
+        );
+        println!(
+            "                        fresh {:.1} MB/s, warm {:.1} MB/s, fresh ÷ warm {:.3}; \
+             but per-job overhead median {:.2} µs: every job, a 1-line one too, resets all {} KiB",
+            vfresh.mb_per_s(),
+            vwarm.mb_per_s(),
+            vfresh.mb_per_s() / vwarm.mb_per_s(),
+            vover.median.as_secs_f64() * 1e6,
+            bytes >> 10
+        );
+    }
     Ok(())
 }

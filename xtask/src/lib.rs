@@ -310,6 +310,45 @@ fn build_rust(out_dir: &Path) -> Result<Vec<BuiltFilter>, String> {
     Ok(built)
 }
 
+/// Builds one Rust example filter with extra `rustflags` (after the example
+/// workspace's own), for a bench that compares a build setting. It builds in
+/// a target directory of its own, `example-filters-TAG`, so the regular
+/// build's cache is untouched, and returns the component's path.
+pub fn build_rust_variant(name: &str, tag: &str, rustflags: &[String]) -> Result<PathBuf, String> {
+    if !rust_members()?.iter().any(|m| m == name) {
+        return Err(format!("`{name}` is not a Rust example filter"));
+    }
+    let examples = root().join("example-filters");
+    let target = target_dir().join(format!("example-filters-{tag}"));
+    let cargo: OsString = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // Arrays given with `--config` are appended to the config files' arrays,
+    // so simd128 and the stack size still apply.
+    let quoted: Vec<String> = rustflags.iter().map(|f| format!("{f:?}")).collect();
+    let config = format!("target.{RUST_TARGET}.rustflags=[{}]", quoted.join(","));
+    let out = clean_command(&cargo)
+        .current_dir(&examples)
+        .args(["build", "--release", "--target", RUST_TARGET, "-p", name])
+        .arg("--config")
+        .arg(&config)
+        .arg("--manifest-path")
+        .arg(examples.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo ({}): {e}", cargo.to_string_lossy()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building `{name}` with {config} failed ({}); cargo's messages are above",
+            out.status
+        ));
+    }
+    Ok(target
+        .join(RUST_TARGET)
+        .join("release")
+        .join(format!("{}.wasm", name.replace('-', "_"))))
+}
+
 /// Crate names (= directories) in the example workspace's `members = [...]`.
 fn rust_members() -> Result<Vec<String>, String> {
     let manifest = root().join("example-filters/Cargo.toml");
@@ -499,6 +538,17 @@ mod tests {
             "HOME",
         ] {
             assert!(!is_outer_build_var(k), "{k} should be kept");
+        }
+    }
+
+    #[test]
+    fn a_variant_of_an_unknown_filter_is_refused_before_building() {
+        match build_rust_variant("no-such-filter", "t", &[]) {
+            Err(err) => assert!(
+                err.contains("`no-such-filter` is not a Rust example filter"),
+                "{err}"
+            ),
+            Ok(path) => panic!("built {}", path.display()),
         }
     }
 
