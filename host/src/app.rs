@@ -133,6 +133,56 @@ impl Default for Telemetry {
     }
 }
 
+/// What the configuration names that `backend` does not have: a
+/// `[streams.NAME]` section or a token's stream that does not exist. Requests
+/// to such a stream get 404 until it is created, so `serve` says so at start
+/// (a stream may be created later, so it is not an error). A near miss in
+/// letter case is named.
+pub async fn unknown_stream_warnings<B: StreamBackend>(
+    backend: &B,
+    config: &Config,
+) -> Vec<String> {
+    let mut named: Vec<(String, String)> = config
+        .streams
+        .keys()
+        .map(|name| (name.clone(), format!("[streams.{name}]")))
+        .collect();
+    for (i, token) in config.intake.tokens.iter().enumerate() {
+        for name in token.streams.iter().filter(|s| s.as_str() != "*") {
+            named.push((
+                name.clone(),
+                format!("intake.tokens[{i}].streams ({name:?})"),
+            ));
+        }
+    }
+    if named.is_empty() {
+        return Vec::new();
+    }
+    let existing = match backend.list_streams().await {
+        Ok(existing) => existing,
+        Err(e) => {
+            return vec![format!(
+                "cannot list the streams to check the configuration's stream names: {e}"
+            )];
+        }
+    };
+    named
+        .into_iter()
+        .filter(|(name, _)| !existing.contains(name))
+        .map(|(name, place)| {
+            let hint = existing
+                .iter()
+                .find(|e| e.eq_ignore_ascii_case(&name))
+                .map(|e| format!("; did you mean {e:?}? (names are case-sensitive)"))
+                .unwrap_or_default();
+            format!(
+                "{place} names stream {name:?}, which does not exist: its requests get 404 \
+                 until it is created{hint}"
+            )
+        })
+        .collect()
+}
+
 /// Starts the intake (and its admin endpoint) on `backend`.
 pub async fn start_intake<B: StreamBackend>(
     backend: B,
@@ -162,6 +212,10 @@ pub async fn start_intake_with<B: StreamBackend>(
         addr: config.intake.admin_listen,
         error,
     })?;
+
+    for warning in unknown_stream_warnings(&backend, config).await {
+        tracing::warn!("{warning}");
+    }
 
     let Telemetry { registry, metrics } = telemetry;
     let registry = Arc::new(registry);

@@ -1936,6 +1936,36 @@ fn refusals_the_headers_decide_come_before_the_body_is_read() {
                 .is_some_and(|e| e.contains("/v1/streams/{stream}/events")),
             "{v}"
         );
+        // Another method on the events path: 405 with `Allow: POST`, in JSON.
+        let resp = client
+            .put(url(&r, "logs"))
+            .body("x\n")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status().as_u16(), 405);
+        assert_eq!(
+            resp.headers().get("allow").and_then(|v| v.to_str().ok()),
+            Some("POST")
+        );
+        let v: Value =
+            serde_json::from_slice(&resp.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("PUT is not allowed")),
+            "{v}"
+        );
+        // Both are counted as rejections.
+        let metrics = scrape(r.admin_addr).await;
+        for reason in ["no_such_endpoint", "method_not_allowed"] {
+            assert!(
+                metrics.contains(&format!(
+                    "kinesthetic_intake_rejections_total{{reason=\"{reason}\"}} 1"
+                )),
+                "{reason}: {metrics}"
+            );
+        }
         r.stop().await.unwrap_or_else(|e| panic!("{e}"));
     });
 }
@@ -2101,4 +2131,33 @@ fn a_second_signal_stops_serve_at_once() {
     };
     assert_eq!(status.code(), Some(130), "{status:?}");
     drop(slow);
+}
+
+#[test]
+fn serve_names_configured_streams_that_do_not_exist() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let log = LocalLog::open(dir.path(), LocalOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let text = "[[intake.tokens]]\ntoken = \"t0ken-0123456789abcdef\"\n\
+                streams = [\"logs\", \"metrics\", \"*\"]\n\
+                [streams.Logs]\npartition_key_field = \"user\"\n\
+                [streams.logs]\npartition_key_field = \"user\"\n";
+    let config =
+        kinesthetic::config::Config::parse(text, "k.toml").unwrap_or_else(|e| panic!("{e}"));
+    let warnings = rt().block_on(async {
+        log.create_stream("logs", 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        kinesthetic::app::unknown_stream_warnings(&log, &config).await
+    });
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
+    assert!(
+        warnings[0].starts_with("[streams.Logs] names stream \"Logs\", which does not exist")
+            && warnings[0].contains("did you mean \"logs\"?"),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings[1].starts_with("intake.tokens[0].streams (\"metrics\")")
+            && !warnings[1].contains("did you mean"),
+        "{warnings:#?}"
+    );
 }

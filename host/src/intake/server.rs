@@ -118,9 +118,24 @@ impl<B: StreamBackend> Intake<B> {
     /// The router of the intake API.
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/v1/streams/{stream}/events", post(post_events::<B>))
+            .route(
+                "/v1/streams/{stream}/events",
+                post(post_events::<B>).fallback(
+                    |State(intake): State<Intake<B>>, method: axum::http::Method| async move {
+                        intake.inner.metrics.reject("method_not_allowed");
+                        (
+                            StatusCode::METHOD_NOT_ALLOWED,
+                            [(axum::http::header::ALLOW, "POST")],
+                            Json(serde_json::json!({
+                                "error": format!("{method} is not allowed here: events are sent with POST")
+                            })),
+                        )
+                    },
+                ),
+            )
             .route("/healthz", get(|| async { "ok" }))
-            .fallback(|| async {
+            .fallback(|State(intake): State<Intake<B>>| async move {
+                intake.inner.metrics.reject("no_such_endpoint");
                 (
                     StatusCode::NOT_FOUND,
                     Json(serde_json::json!({
