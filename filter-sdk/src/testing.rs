@@ -171,8 +171,6 @@ pub(crate) fn record_log(level: Level, message: &str) {
 /// which would be an SDK bug); a panic in the filter propagates.
 pub fn run_input<F: Filter>(params: &[(&str, &str)], input: &Input) -> Result<Run, String> {
     let params: Params = params.iter().copied().collect();
-    let mut filter = F::init(&params)?;
-    let batch = input.to_batch();
     /// Stops capturing logs, even when the filter panics.
     struct Capture;
     impl Drop for Capture {
@@ -183,6 +181,9 @@ pub fn run_input<F: Filter>(params: &[(&str, &str)], input: &Input) -> Result<Ru
     LOGS.with(|l| l.borrow_mut().clear());
     CAPTURING.with(|c| c.set(true));
     let capture = Capture;
+    // `init`'s log calls are captured too, as the host receives them.
+    let mut filter = F::init(&params)?;
+    let batch = input.to_batch();
     let out = crate::emit::process(&mut filter, &batch);
     drop(capture);
     let logs = LOGS.with(|l| std::mem::take(&mut *l.borrow_mut()));
@@ -298,6 +299,7 @@ mod tests {
 
     impl Filter for Script {
         fn init(params: &Params) -> Result<Self, String> {
+            log(Level::Debug, "init");
             params.parse("batches").map(|b| Script {
                 batches: b.unwrap_or(0),
             })
@@ -357,7 +359,13 @@ mod tests {
             (8, b"(1, 8)", None, None),
         ];
         assert_eq!(got, want);
-        assert_eq!(r.logs, [(Level::Info, "test 5".to_owned())]);
+        assert_eq!(
+            r.logs,
+            [
+                (Level::Debug, "init".to_owned()),
+                (Level::Info, "test 5".to_owned())
+            ]
+        );
         let e = run::<Script>(&[("batches", "x")], &[]).err();
         assert!(e.is_some_and(|e| e.contains("`batches`")));
     }

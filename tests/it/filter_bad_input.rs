@@ -45,6 +45,12 @@ fn a_truncated_component() {
     let e = load_err("cut", &bytes[..bytes.len() / 2]);
     assert!(matches!(e, LoadError::Compile { .. }), "{e}");
     assert!(e.to_string().contains("`cut` does not compile"), "{e}");
+    // Cut inside the header: truncated, not "no magic".
+    for n in [3, 6] {
+        let e = load_err("short", &bytes[..n]);
+        assert!(matches!(e, LoadError::Truncated { .. }), "{n}: {e}");
+        assert!(e.to_string().contains("`short` is truncated"), "{e}");
+    }
     host_still_serves();
 }
 
@@ -342,4 +348,46 @@ fn a_fuel_budget_stops_a_loop_deterministically() {
         .err()
         .unwrap_or_else(|| panic!("out of fuel expected"));
     assert_eq!(e.cause, Cause::OutOfFuel { fuel: 5_000_000 }, "{e}");
+}
+
+/// A warm instance (the benches') gets the whole fuel budget for every
+/// batch, as a fresh one does; it used to spend one budget over all batches.
+#[test]
+fn a_warm_instance_gets_the_fuel_budget_per_batch() {
+    let rt = kinesthetic::filter::Runtime::new(kinesthetic::filter::EngineSettings {
+        fuel: true,
+        max_instances: 4,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let f = rt
+        .load_file(std::path::Path::new(filters::GREP))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let lines: Vec<Vec<u8>> = (0..200)
+        .map(|i| format!("line {i} with some words and an error here").into_bytes())
+        .collect();
+    let inp = input(&lines);
+    let p = params(&[("pattern", "error")]);
+    // Find a budget one batch fits in with room to spare, but not ten batches.
+    let mut budget = 10_000u64;
+    let limits = loop {
+        let limits = Limits {
+            fuel: Some(budget),
+            ..Limits::default()
+        };
+        if f.run(&inp, &p, &limits).is_ok() {
+            break limits;
+        }
+        budget *= 2;
+        assert!(budget < 1 << 40, "no budget fits one batch");
+    };
+    let limits = Limits {
+        fuel: limits.fuel.map(|b| b * 2),
+        ..limits
+    };
+    let mut warm = f.warm(&p, &limits).unwrap_or_else(|e| panic!("{e}"));
+    for batch in 0..10 {
+        warm.run(&inp)
+            .unwrap_or_else(|e| panic!("batch {batch} of a warm instance: {e}"));
+    }
 }

@@ -118,6 +118,41 @@ fn run_reports_poison_lines_with_line_numbers() {
     assert!(err.contains("line 6: filter `chaos`"), "{err}");
 }
 
+/// A batch that fails only whole (here: over the memory cap, while each
+/// half fits) has no poison line, but it failed: `run` exits 1 and says
+/// why, and `test` does not say "ok".
+#[test]
+fn a_batch_that_fails_only_whole_is_a_failure() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let line = "x".repeat(300_000);
+    let text = format!("{line}\n{line}\n{line}\n{line}\n");
+    let input = write(dir.path(), "in.txt", text.as_bytes());
+    let (code, out, err) = run(
+        kinesthetic()
+            .args(["filter", "run", filters::GREP, "-p", "pattern=x"])
+            .args(["--memory-mib", "1"])
+            .arg(&input),
+        None,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(out, text, "the parts' output is written");
+    assert!(
+        err.contains("lines 1-4: the batch failed, but every part of it passed on its own"),
+        "{err}"
+    );
+    let (code, _, err) = run(
+        kinesthetic()
+            .args(["filter", "test", filters::GREP, "-p", "pattern=x"])
+            .args(["--memory-mib", "1", "--input"])
+            .arg(&input)
+            .arg("--expect")
+            .arg(&input),
+        None,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("ok:"), "{err}");
+}
+
 /// Input is split as the intake splits a body: `\r\n` ends a line too and
 /// blank lines are no events, so a filter sees in `run` and `test` what it
 /// sees in production; line numbers still count every line of the file.

@@ -184,6 +184,37 @@ fn reload_reports_what_changed() {
     assert!(r.loaded.is_empty());
 }
 
+/// A module file that cannot be read (here: a read that fails with EIO,
+/// which works as root too) is a failed load, not a removal: the previous
+/// version keeps serving.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_unreadable_module_keeps_the_previous_version() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("a.wasm");
+    copy(filters::GREP, &path);
+    let reg = Registry::new(runtime().clone(), dir.path());
+    assert_eq!(reg.reload().loaded, ["a"]);
+    std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    std::os::unix::fs::symlink("/proc/self/mem", &path).unwrap_or_else(|e| panic!("{e}"));
+    let r = reg.reload();
+    assert!(r.removed.is_empty(), "unloaded: {:?}", r.removed);
+    assert_eq!(r.failed.len(), 1);
+    assert!(
+        r.failed[0].1.to_string().contains("cannot read"),
+        "{}",
+        r.failed[0].1
+    );
+    assert_eq!(
+        reg.get("a").map(|f| f.sha256().to_owned()),
+        Some(sha(filters::GREP))
+    );
+    // Really gone: unloaded.
+    std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reg.reload().removed, ["a"]);
+    assert!(reg.get("a").is_none());
+}
+
 /// A watch follows the directory it was armed on: a filters directory
 /// swapped in by renames, or a symlinked module whose target changes,
 /// sends it nothing. The registry notices anyway (it rescans every few

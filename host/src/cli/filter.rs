@@ -461,6 +461,18 @@ fn run_stream(
                         route: l.route.as_deref(),
                     })?;
                 }
+                if iso.poison.is_empty() {
+                    // Every part passed alone: the failure needs several
+                    // lines together, or the batch's size (deadline, memory).
+                    s.failures += 1;
+                    eprintln!(
+                        "lines {}-{}: the batch failed, but every part of it passed on its own: \
+                         the failure depends on several lines together or on the batch's size \
+                         (deadline, memory cap); the parts' output was written",
+                        numbers.first().copied().unwrap_or(0),
+                        numbers.last().copied().unwrap_or(0)
+                    );
+                }
                 for p in &iso.poison {
                     s.failures += 1;
                     let note = if p.isolated {

@@ -68,6 +68,11 @@ pub enum LoadError {
     #[error("filter `{name}` is not a WebAssembly file (no `\\0asm` magic)")]
     NotWasm { name: String },
     #[error(
+        "filter `{name}` is truncated: {len} bytes, shorter than a WebAssembly header (8 bytes); \
+         a file still being written?"
+    )]
+    Truncated { name: String, len: usize },
+    #[error(
         "filter `{name}` is a core WebAssembly module, not a component; build it for \
          wasm32-wasip2 or wrap it with `wasm-tools component new`"
     )]

@@ -24,7 +24,8 @@ pub struct Poison {
     pub index: u32,
     pub error: JobError,
     /// `false` when the job budget ran out before this line was isolated:
-    /// the error belongs to a group of lines that includes this one.
+    /// the error is that of a group of lines, run together, that includes
+    /// this one.
     pub isolated: bool,
 }
 
@@ -45,10 +46,12 @@ pub fn is_line_dependent(cause: &Cause) -> bool {
 
 /// Runs `input` through `filter`, bisecting on failure with fresh instances.
 ///
-/// At most `max_failed_jobs` failing jobs are spent on bisection (a deadline
-/// costs a whole deadline each); past that, the lines of every group still
-/// failing are reported as poison with `isolated: false`. If the failure does
-/// not depend on the lines (see [`is_line_dependent`]), the error is returned.
+/// At most `max_failed_jobs` failing jobs are split further (a deadline
+/// costs a whole deadline each); past that, each range still to try is run
+/// once more, whole: its output is kept if it passes, and if it fails its
+/// lines are reported as poison with `isolated: false` and that range's
+/// error. If the failure does not depend on the lines (see
+/// [`is_line_dependent`]), the error is returned.
 pub fn isolate(
     filter: &LoadedFilter,
     input: &Input,
@@ -80,10 +83,10 @@ pub fn isolate(
 }
 
 /// [`isolate`] for a batch that has just failed with `failure`: the batch
-/// is not run again. Every failing job, the first included, is charged to
-/// `max_failed_jobs`; once it is spent, the ranges not yet run are reported
-/// as not isolated, without running them (a deadline costs a whole
-/// deadline per job).
+/// is not run again. Every failing job that is split, the first included,
+/// is charged to `max_failed_jobs`; once it is spent, the ranges not yet run
+/// are run once each and not split (so at most about twice
+/// `max_failed_jobs` jobs fail; a deadline costs a whole deadline per job).
 pub fn isolate_failed(
     filter: &LoadedFilter,
     input: &Input,
@@ -94,15 +97,17 @@ pub fn isolate_failed(
 ) -> Result<Isolation, JobError> {
     let mut out = Isolation::default();
     let mut failed_budget = max_failed_jobs.saturating_sub(1);
-    let mut last = failure;
-    // Ranges of the original batch, processed in order so that the output
-    // stays in input order.
-    let mut stack: Vec<std::ops::Range<usize>> = Vec::new();
-    let split = |stack: &mut Vec<std::ops::Range<usize>>, range: std::ops::Range<usize>| {
+    let last = failure;
+    // Ranges of the original batch, tried level by level (breadth first),
+    // so that a spent budget leaves small ranges all over the batch rather
+    // than the whole right half; the output is put back in input order at
+    // the end.
+    let mut queue: std::collections::VecDeque<std::ops::Range<usize>> = Default::default();
+    let split = |queue: &mut std::collections::VecDeque<std::ops::Range<usize>>,
+                 range: std::ops::Range<usize>| {
         let mid = range.start + range.len() / 2;
-        // Pushed in reverse so the left half runs first.
-        stack.push(mid..range.end);
-        stack.push(range.start..mid);
+        queue.push_back(range.start..mid);
+        queue.push_back(mid..range.end);
     };
     if input.len() <= 1 || max_failed_jobs == 0 {
         for i in 0..input.len() {
@@ -114,18 +119,10 @@ pub fn isolate_failed(
         }
         return Ok(out);
     }
-    split(&mut stack, 0..input.len());
-    while let Some(range) = stack.pop() {
-        if failed_budget == 0 {
-            for i in range {
-                out.poison.push(Poison {
-                    index: i as u32,
-                    error: last.clone(),
-                    isolated: false,
-                });
-            }
-            continue;
-        }
+    split(&mut queue, 0..input.len());
+    while let Some(range) = queue.pop_front() {
+        // Every range is run once, even with the budget spent, so that no
+        // good line is lost; the budget only stops the splitting.
         let part = input.slice(range.clone());
         out.jobs += 1;
         match filter.run(&part, params, limits) {
@@ -141,21 +138,24 @@ pub fn isolate_failed(
             }
             Err(e) if !is_line_dependent(&e.cause) => return Err(e),
             Err(e) => {
-                failed_budget -= 1;
-                if range.len() <= 1 {
+                if range.len() > 1 && failed_budget > 0 {
+                    failed_budget -= 1;
+                    split(&mut queue, range);
+                } else {
+                    let isolated = range.len() <= 1;
                     for i in range {
                         out.poison.push(Poison {
                             index: i as u32,
                             error: e.clone(),
-                            isolated: true,
+                            isolated,
                         });
                     }
-                } else {
-                    split(&mut stack, range);
                 }
-                last = e;
             }
         }
     }
+    // Each line has at most one output: a stable sort restores input order.
+    out.lines.sort_by_key(|l| l.index);
+    out.poison.sort_by_key(|p| p.index);
     Ok(out)
 }

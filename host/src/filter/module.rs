@@ -426,6 +426,12 @@ impl WarmInstance<'_> {
     pub fn run(&mut self, input: &Input) -> Result<Output, JobError> {
         self.store
             .set_epoch_deadline(self.limits.deadline_ms.max(1));
+        // Each batch gets the whole budget, as a fresh instance would.
+        if self.filter.runtime.settings().fuel {
+            self.store
+                .set_fuel(self.limits.fuel.unwrap_or(u64::MAX))
+                .map_err(|e| self.filter.error(Cause::Instantiate(chain(&e))))?;
+        }
         self.filter
             .call_filter(&mut self.store, &self.instance, input, &self.limits)
     }

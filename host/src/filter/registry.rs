@@ -110,13 +110,24 @@ impl Registry {
             .collect();
         files.sort();
         for path in files {
-            let Some(name) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+            // A filter's name is its file stem; one that is not UTF-8 could
+            // not be named in a pipeline, and two such would collide.
+            let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+                tracing::warn!(file = %path.display(), "filter file name is not UTF-8; ignored");
                 continue;
             };
             let bytes = match std::fs::read(&path) {
                 Ok(b) => b,
                 Err(error) => {
-                    // Vanished between listing and reading: treat as removed.
+                    // Vanished between listing and reading: removed. Any
+                    // other error (permissions, I/O) is a failed load: the
+                    // previous version keeps serving.
+                    if error.kind() != std::io::ErrorKind::NotFound
+                        && let Some(prev) = old.filters.get(&name)
+                    {
+                        tracing::error!(filter = %name, file = %path.display(), error = %error, keeping = %prev.sha256(), "cannot read the filter file; the previous version keeps serving");
+                        next.insert(name.clone(), Arc::clone(prev));
+                    }
                     report.failed.push((name, LoadError::Read { path, error }));
                     continue;
                 }

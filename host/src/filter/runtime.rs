@@ -116,9 +116,15 @@ impl Runtime {
     /// Compiles (or fetches from the cache), validates and links a filter.
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<LoadedFilter, LoadError> {
         let sha256 = hex::encode(Sha256::digest(bytes));
-        if !bytes.starts_with(b"\0asm") || bytes.len() < 8 {
+        if !b"\0asm".starts_with(&bytes[..bytes.len().min(4)]) || bytes.is_empty() {
             return Err(LoadError::NotWasm {
                 name: name.to_owned(),
+            });
+        }
+        if bytes.len() < 8 {
+            return Err(LoadError::Truncated {
+                name: name.to_owned(),
+                len: bytes.len(),
             });
         }
         // Bytes 4..8: version (1 for core modules) and layer (1 for components).
