@@ -620,3 +620,35 @@ fn run_ends_quietly_when_its_reader_goes_away() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(!err.contains("error"), "{err}");
 }
+
+/// The log rate limit limits the host's log: past the budget, suppressed
+/// lines are reported at most once a second (and once at the end), not
+/// once per job.
+#[test]
+fn suppressed_filter_logs_are_reported_once_a_second_at_most() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let text: String = (1..=1000).map(|i| format!("{i}\n")).collect();
+    let input = write(dir.path(), "in.txt", text.as_bytes());
+    let t = std::time::Instant::now();
+    let (code, _, err) = run(
+        kinesthetic()
+            .args(["filter", "run", filters::CHAOS, "-p", "mode=std"])
+            .args(["--batch-lines", "1"])
+            .arg(&input),
+        None,
+    );
+    let secs = t.elapsed().as_secs();
+    assert_eq!(code, 0, "{err}");
+    let reports: Vec<u64> = err
+        .lines()
+        .filter(|l| l.contains("log lines suppressed"))
+        .filter_map(|l| l.split("suppressed=").nth(1)?.trim().parse().ok())
+        .collect();
+    assert!(
+        !reports.is_empty() && reports.len() as u64 <= secs + 3,
+        "{} reports in {secs} s",
+        reports.len()
+    );
+    // The reports carry the counts of many jobs, not one job's each.
+    assert!(reports.iter().sum::<u64>() > 1000, "{reports:?}");
+}

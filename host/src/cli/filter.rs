@@ -486,6 +486,14 @@ fn run_stream(
             }
         }
     }
+    let unreported = f.log_stats().take_unreported();
+    if unreported > 0 {
+        tracing::warn!(
+            filter = %f.name(),
+            suppressed = unreported,
+            "filter log lines suppressed since the last report"
+        );
+    }
     s.wall = start.elapsed();
     Ok(s)
 }

@@ -60,6 +60,17 @@ pub struct LogStats {
     /// `println!` cannot hide the message of a panic.
     window: [AtomicU64; 2],
     in_window: [AtomicU64; 2],
+    /// Suppressed lines not yet reported, and the second of the last report:
+    /// the report is rate-limited too (one a second per filter at most).
+    unreported: AtomicU64,
+    reported_at: AtomicU64,
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Log lines one filter may send per second, across all its jobs.
@@ -70,14 +81,28 @@ impl LogStats {
     /// the other levels).
     fn admit(&self, error: bool) -> bool {
         let k = usize::from(error);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = unix_secs();
         if self.window[k].swap(now, Ordering::Relaxed) != now {
             self.in_window[k].store(0, Ordering::Relaxed);
         }
         self.in_window[k].fetch_add(1, Ordering::Relaxed) < LOGS_PER_SECOND
+    }
+
+    /// Suppressed lines not reported yet (to report them at the end of a run).
+    pub fn take_unreported(&self) -> u64 {
+        self.unreported.swap(0, Ordering::Relaxed)
+    }
+
+    /// Counts a job's suppressed lines; returns how many to report now, at
+    /// most once a second (the rest wait for a later report).
+    fn suppress(&self, n: u64) -> Option<u64> {
+        self.suppressed.fetch_add(n, Ordering::Relaxed);
+        self.unreported.fetch_add(n, Ordering::Relaxed);
+        let now = unix_secs();
+        if self.reported_at.swap(now, Ordering::Relaxed) == now {
+            return None;
+        }
+        Some(self.unreported.swap(0, Ordering::Relaxed)).filter(|&n| n > 0)
     }
 }
 
@@ -452,14 +477,13 @@ pub(crate) struct HostState {
 
 impl HostState {
     fn finish_logs(&self) {
-        if self.logs_suppressed > 0 {
-            self.stats
-                .suppressed
-                .fetch_add(self.logs_suppressed, Ordering::Relaxed);
+        if self.logs_suppressed > 0
+            && let Some(n) = self.stats.suppress(self.logs_suppressed)
+        {
             tracing::warn!(
                 filter = %self.filter,
-                suppressed = self.logs_suppressed,
-                "filter log lines suppressed in one job (limits: logs_per_job, and LOGS_PER_SECOND per filter)"
+                suppressed = n,
+                "filter log lines suppressed since the last report (limits: logs_per_job, and LOGS_PER_SECOND per filter; reported once a second at most)"
             );
         }
     }
