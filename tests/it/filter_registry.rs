@@ -184,6 +184,56 @@ fn reload_reports_what_changed() {
     assert!(r.loaded.is_empty());
 }
 
+/// A file that keeps changing (a slow copy straight into `slow.wasm`) does
+/// not hold back the reload of another filter for longer than a second
+/// or so; it used to, for as long as the writes went on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_keeps_changing_does_not_hold_back_a_swap() {
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let target = dir.path().join("f.wasm");
+    copy(filters::GREP, &target);
+    let reg = Arc::new(Registry::new(runtime().clone(), dir.path()));
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(Arc::clone(&reg).watch(Duration::from_millis(300), cancel.clone()));
+    let grep_sha = sha(filters::GREP);
+    eventually(&reg, "grep is loaded", |r| {
+        r.get("f").is_some_and(|f| f.sha256() == grep_sha)
+    })
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        let path = dir.path().join("slow.wasm");
+        std::thread::spawn(move || {
+            let mut f = std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}"));
+            let t = std::time::Instant::now();
+            while !stop.load(Ordering::Relaxed) && t.elapsed() < Duration::from_secs(15) {
+                f.write_all(&[0u8; 4096]).unwrap_or_else(|e| panic!("{e}"));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = std::time::Instant::now();
+    copy(filters::REDACT, &target);
+    let redact_sha = sha(filters::REDACT);
+    eventually(
+        &reg,
+        "redact replaces grep while slow.wasm is written",
+        |r| r.get("f").is_some_and(|f| f.sha256() == redact_sha),
+    )
+    .await;
+    let took = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let _ = writer.join();
+    assert!(took < Duration::from_secs(5), "the swap took {took:?}");
+    cancel.cancel();
+    let _ = task.await;
+}
+
 /// A module file that cannot be read (here: a read that fails with EIO,
 /// which works as root too) is a failed load, not a removal: the previous
 /// version keeps serving.

@@ -171,9 +171,10 @@ impl Registry {
         report
     }
 
-    /// Loads the directory, then watches it until `cancel`: changes are
-    /// debounced (`debounce` of quiet) and applied by [`Registry::reload`] on
-    /// a blocking thread.
+    /// Loads the directory, then watches it until `cancel`: changes to
+    /// `.wasm` files are debounced (`debounce` of quiet, or one second after
+    /// the first change if changes keep coming) and applied by
+    /// [`Registry::reload`] on a blocking thread.
     pub async fn watch(
         self: Arc<Self>,
         debounce: Duration,
@@ -182,7 +183,16 @@ impl Registry {
         use notify::Watcher;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if ev.is_ok_and(|ev| !ev.kind.is_access()) {
+            // Only `.wasm` files are filters: a log or a `.part` file being
+            // written beside them must not hold the reload back.
+            if ev.is_ok_and(|ev| {
+                !ev.kind.is_access()
+                    && (ev.paths.is_empty()
+                        || ev
+                            .paths
+                            .iter()
+                            .any(|p| p.extension().is_some_and(|x| x == "wasm")))
+            }) {
                 let _ = tx.send(());
             }
         })?;
@@ -219,11 +229,15 @@ impl Registry {
                     continue;
                 }
             }
-            // Debounce: wait for `debounce` without events.
+            // Debounce: wait for `debounce` without events, but no longer
+            // than `MAX_DEBOUNCE` in all: a file that keeps changing (a slow
+            // copy) must not hold back the others' reload.
+            let give_up = tokio::time::Instant::now() + debounce.max(MAX_DEBOUNCE);
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(debounce) => break,
+                    _ = tokio::time::sleep_until(give_up) => break,
                     got = rx.recv() => if got.is_none() { return Ok(()) },
                 }
             }
@@ -233,6 +247,9 @@ impl Registry {
         }
     }
 }
+
+/// Longest a burst of changes puts a reload off (unless `debounce` is longer).
+const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
 
 /// How often the watcher also rescans the directory.
 const RESCAN: Duration = Duration::from_secs(2);
