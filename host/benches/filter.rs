@@ -85,22 +85,7 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no data"))?;
     let limits = Limits::default();
     let params = Vec::new();
-    let mut fresh: Option<bench::Throughput> = None;
-    let mut warm: Option<bench::Throughput> = None;
-    for _ in 0..rounds {
-        let f = bench::fresh(&filter, &inputs, &params, &limits)?;
-        if fresh.is_none_or(|b| f.elapsed < b.elapsed) {
-            fresh = Some(f);
-        }
-        let w = bench::warm(&filter, &inputs, &params, &limits)?;
-        if warm.is_none_or(|b| w.elapsed < b.elapsed) {
-            warm = Some(w);
-        }
-    }
-    let (fresh, warm) = (
-        fresh.ok_or_else(|| anyhow::anyhow!("no rounds"))?,
-        warm.ok_or_else(|| anyhow::anyhow!("no rounds"))?,
-    );
+    let (fresh, warm) = fresh_and_warm(&filter, &inputs, &params, &limits, rounds)?;
     if fresh.lines_out != native_kept as u64 {
         anyhow::bail!(
             "Wasm kept {} lines but native kept {native_kept}: not the same code?",
@@ -215,22 +200,7 @@ fn main() -> anyhow::Result<()> {
             xtask::build_rust_variant("errors-only", "presized", &["-C".into(), flag.clone()])
                 .map_err(anyhow::Error::msg)?;
         let variant = runtime.load_file(&path)?;
-        let mut vfresh: Option<bench::Throughput> = None;
-        let mut vwarm: Option<bench::Throughput> = None;
-        for _ in 0..rounds {
-            let f = bench::fresh(&variant, &inputs, &params, &limits)?;
-            if vfresh.is_none_or(|b| f.elapsed < b.elapsed) {
-                vfresh = Some(f);
-            }
-            let w = bench::warm(&variant, &inputs, &params, &limits)?;
-            if vwarm.is_none_or(|b| w.elapsed < b.elapsed) {
-                vwarm = Some(w);
-            }
-        }
-        let (vfresh, vwarm) = (
-            vfresh.ok_or_else(|| anyhow::anyhow!("no rounds"))?,
-            vwarm.ok_or_else(|| anyhow::anyhow!("no rounds"))?,
-        );
+        let (vfresh, vwarm) = fresh_and_warm(&variant, &inputs, &params, &limits, rounds)?;
         if vfresh.lines_out != fresh.lines_out {
             anyhow::bail!(
                 "the presized build kept {} lines, the regular one {}",
@@ -256,4 +226,31 @@ fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The best of `rounds` runs over `inputs`, fresh instances and one warm
+/// instance alternating (so that both see the machine in the same state).
+fn fresh_and_warm(
+    filter: &kinesthetic::filter::LoadedFilter,
+    inputs: &[Input],
+    params: &kinesthetic::filter::Params,
+    limits: &Limits,
+    rounds: usize,
+) -> anyhow::Result<(bench::Throughput, bench::Throughput)> {
+    let mut fresh: Option<bench::Throughput> = None;
+    let mut warm: Option<bench::Throughput> = None;
+    for _ in 0..rounds {
+        let f = bench::fresh(filter, inputs, params, limits)?;
+        if fresh.is_none_or(|b| f.elapsed < b.elapsed) {
+            fresh = Some(f);
+        }
+        let w = bench::warm(filter, inputs, params, limits)?;
+        if warm.is_none_or(|b| w.elapsed < b.elapsed) {
+            warm = Some(w);
+        }
+    }
+    match (fresh, warm) {
+        (Some(f), Some(w)) => Ok((f, w)),
+        _ => anyhow::bail!("no rounds"),
+    }
 }

@@ -329,12 +329,7 @@ fn fuel_needs_an_engine_that_counts_it() {
 
 #[test]
 fn a_fuel_budget_stops_a_loop_deterministically() {
-    let rt = kinesthetic::filter::Runtime::new(kinesthetic::filter::EngineSettings {
-        fuel: true,
-        max_instances: 4,
-        ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let rt = fuel_runtime();
     let f = rt
         .load_file(std::path::Path::new(filters::CHAOS))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -354,12 +349,7 @@ fn a_fuel_budget_stops_a_loop_deterministically() {
 /// batch, as a fresh one does; it used to spend one budget over all batches.
 #[test]
 fn a_warm_instance_gets_the_fuel_budget_per_batch() {
-    let rt = kinesthetic::filter::Runtime::new(kinesthetic::filter::EngineSettings {
-        fuel: true,
-        max_instances: 4,
-        ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let rt = fuel_runtime();
     let f = rt
         .load_file(std::path::Path::new(filters::GREP))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -390,4 +380,14 @@ fn a_warm_instance_gets_the_fuel_budget_per_batch() {
         warm.run(&inp)
             .unwrap_or_else(|e| panic!("batch {batch} of a warm instance: {e}"));
     }
+}
+
+/// An engine that counts fuel (the shared test runtime does not).
+fn fuel_runtime() -> kinesthetic::filter::Runtime {
+    kinesthetic::filter::Runtime::new(kinesthetic::filter::EngineSettings {
+        fuel: true,
+        max_instances: 4,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
 }
