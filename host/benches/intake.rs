@@ -209,7 +209,7 @@ fn main() -> anyhow::Result<()> {
         log.create_stream("bench", 1).await?;
         let mut c = Config::default();
         c.intake.listen = "127.0.0.1:0".parse()?;
-        c.intake.admin_listen = c.intake.listen;
+        c.admin.listen = c.intake.listen;
         let running = start_intake(log.clone(), &c).await?;
         let url = format!("http://{}/v1/streams/bench/events", running.intake_addr);
         let intake = load(url, conns, secs).await?;
@@ -335,7 +335,7 @@ async fn kinesis(endpoint: &str, conns: usize, secs: u64) -> anyhow::Result<()> 
     // Packed, through the intake.
     let mut c = Config::default();
     c.intake.listen = "127.0.0.1:0".parse()?;
-    c.intake.admin_listen = c.intake.listen;
+    c.admin.listen = c.intake.listen;
     let running = start_intake(k.clone(), &c).await?;
     let url = format!("http://{}/v1/streams/{name}/events", running.intake_addr);
     let packed = load(url, conns, secs).await?;

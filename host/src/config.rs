@@ -14,8 +14,14 @@ use crate::stream::kinesis::KinesisSettings;
 pub struct Config {
     pub stream: StreamConfig,
     pub intake: IntakeConfig,
+    pub admin: AdminConfig,
+    pub consumer: ConsumerConfig,
+    pub filters: FiltersConfig,
     /// Per-stream settings, by stream name.
     pub streams: BTreeMap<String, StreamSettings>,
+    /// Named sinks, for `pipelines` to write to.
+    pub sinks: BTreeMap<String, SinkConfig>,
+    pub pipelines: Vec<PipelineConfig>,
 }
 
 /// Which stream implementation to use.
@@ -66,14 +72,15 @@ pub struct StreamSettings {
     /// Top-level JSON field whose value is an event's partition key (when the
     /// request has no `X-Partition-Key`); events without it are spread.
     pub partition_key_field: Option<String>,
+    /// Create the stream with this many shards at start when it does not
+    /// exist (a stream that exists is left as it is, whatever its shards).
+    pub shards: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IntakeConfig {
     pub listen: SocketAddr,
-    /// Prometheus metrics and health checks.
-    pub admin_listen: SocketAddr,
     /// This listener's unique id (decimal or `0x…` hex); random when unset.
     pub listener_id: Option<String>,
     /// Largest request body as sent (compressed or not).
@@ -107,7 +114,6 @@ impl Default for IntakeConfig {
         let p = crate::intake::producer::ProducerConfig::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             listener_id: None,
             max_body_bytes: 16 << 20,
             max_decoded_bytes: 64 << 20,
@@ -129,6 +135,320 @@ pub struct TokenConfig {
     pub token: String,
     /// Streams this token may write to; `["*"]` for all.
     pub streams: Vec<String>,
+}
+
+/// The admin listener: metrics, health, status, filters.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `/metrics`, `/healthz`, `/readyz`, `/v1/status`, `/v1/filters`.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+/// Where a consumer starts in a shard it has no checkpoint for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitialPosition {
+    /// The oldest record still in the stream: nothing is missed.
+    #[default]
+    TrimHorizon,
+    /// Only records written after the consumer starts.
+    Latest,
+}
+
+/// Which checkpoint store the consumer uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckpointStoreKind {
+    /// JSON files under `dir` (atomic rename): one consumer host per directory.
+    #[default]
+    Local,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    pub store: CheckpointStoreKind,
+    /// Directory of the local store (default: `DATA_DIR/checkpoints`).
+    pub dir: Option<PathBuf>,
+}
+
+/// The consumer: how shards are read and when it gives up on a stop.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsumerConfig {
+    /// How long a reader that has caught up with its shard waits before
+    /// reading again. Kinesis allows 5 reads a second per shard, shared by
+    /// every pipeline reading it.
+    pub poll_interval_ms: u64,
+    /// Most records per read (Kinesis: 1 to 10,000).
+    pub max_records: u32,
+    /// Most lines per filter job (a batch never splits a stream record).
+    pub batch_lines: usize,
+    /// Where a pipeline starts in a shard it has no checkpoint for.
+    pub initial_position: InitialPosition,
+    /// How often the stream's shards are listed, to follow a reshard.
+    pub shard_refresh_ms: u64,
+    /// On SIGTERM: longest wait for in-flight batches and writes before
+    /// the process exits anyway (what was not checkpointed is read again).
+    pub shutdown_timeout_ms: u64,
+    pub checkpoints: CheckpointConfig,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 200,
+            max_records: 1000,
+            batch_lines: 1000,
+            initial_position: InitialPosition::TrimHorizon,
+            shard_refresh_ms: 5000,
+            shutdown_timeout_ms: 10_000,
+            checkpoints: CheckpointConfig::default(),
+        }
+    }
+}
+
+/// Every filter module dropped into the filters directory that no
+/// `[[pipelines]]` entry names becomes a pipeline of its own (named after
+/// the module) over `stream`, writing to `sinks`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoPipelines {
+    pub stream: String,
+    pub sinks: Vec<String>,
+    #[serde(default)]
+    pub on_error: ErrorPolicy,
+    #[serde(default)]
+    pub limits: FilterLimits,
+}
+
+/// The filters directory, watched for modules (`NAME.wasm`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FiltersConfig {
+    pub dir: PathBuf,
+    /// Directory of precompiled modules (default:
+    /// `~/.cache/kinesthetic/modules`; `""` for none).
+    pub cache_dir: Option<PathBuf>,
+    pub auto: Option<AutoPipelines>,
+}
+
+impl Default for FiltersConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("filters"),
+            cache_dir: None,
+            auto: None,
+        }
+    }
+}
+
+/// What a pipeline does with a batch its filter fails on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorPolicy {
+    /// Isolate the poison lines, deliver the rest, and write each poison
+    /// line with its error to the dead-letter sink.
+    #[default]
+    DeadLetter,
+    /// Retry the whole batch (with backoff) until it passes, holding the
+    /// shard's checkpoint: a new filter version is picked up on a retry.
+    Retry,
+    /// Isolate the poison lines, deliver the rest, and count and log the
+    /// poison lines without keeping them.
+    Skip,
+}
+
+/// Limits of every filter job of a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterLimits {
+    pub memory_mib: u64,
+    pub deadline_ms: u64,
+    /// A deterministic instruction budget per job (costs 20–30 % of
+    /// throughput for every filter of the process).
+    pub fuel: Option<u64>,
+}
+
+impl Default for FilterLimits {
+    fn default() -> Self {
+        Self {
+            memory_mib: 64,
+            deadline_ms: 1000,
+            fuel: None,
+        }
+    }
+}
+
+impl FilterLimits {
+    pub fn to_limits(self) -> crate::filter::Limits {
+        crate::filter::Limits {
+            memory_bytes: self.memory_mib << 20,
+            deadline_ms: self.deadline_ms,
+            fuel: self.fuel,
+            ..crate::filter::Limits::default()
+        }
+    }
+}
+
+/// A stream → (filter) → sinks flow, with its own checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub name: String,
+    pub stream: String,
+    /// A module in the filters directory (`NAME.wasm`); none: a raw pipeline.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Parameters for the filter's `init`.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limits: FilterLimits,
+    #[serde(default)]
+    pub on_error: ErrorPolicy,
+    /// Where lines go (those without a route, or with a route not listed).
+    pub sinks: Vec<String>,
+    /// Lines the filter routed to a name listed here go to these sinks.
+    #[serde(default)]
+    pub routes: BTreeMap<String, Vec<String>>,
+    /// The sink for `on_error = "dead-letter"` (default: a directory sink
+    /// in `DATA_DIR/dead-letter`).
+    #[serde(default)]
+    pub dead_letter: Option<String>,
+}
+
+/// What a sink is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// Files on a local disk, laid out like the S3 keys.
+    Dir,
+    /// An S3 bucket (or a stand-in at `endpoint`).
+    S3,
+}
+
+/// How archive objects are compressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+    None,
+}
+
+impl Compression {
+    /// The file name extension the default key template ends in.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::Gzip => ".ndjson.gz",
+            Compression::Zstd => ".ndjson.zst",
+            Compression::None => ".ndjson",
+        }
+    }
+}
+
+/// A named sink: an archive of time-stamped objects in a directory or S3.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    #[serde(rename = "type")]
+    pub kind: SinkKind,
+    /// dir: the root directory.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// dir: fsync every object and its directory before it counts as written.
+    #[serde(default = "yes")]
+    pub fsync: bool,
+    /// s3: the bucket.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// s3: the region (default: the AWS environment, else us-east-1).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// s3: an endpoint override (a stand-in; also AWS_ENDPOINT_URL_S3).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// s3: objects larger than this go up in parts (multipart upload).
+    #[serde(default = "default_multipart")]
+    pub multipart_threshold_bytes: u64,
+    /// `{prefix}` in the key template; may use `{pipeline}` and `{filter}`.
+    #[serde(default)]
+    pub prefix: String,
+    /// Default: `{prefix}/{stream}/{yyyy}/{MM}/{dd}/{HH}/{stream}-{shard}-{first_seq}-{last_seq}`
+    /// and the compression's extension (`.ndjson.gz`).
+    #[serde(default)]
+    pub key_template: Option<String>,
+    #[serde(default)]
+    pub compression: Compression,
+    /// An object is closed before it would grow past this many bytes of lines.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// An object holds records that reached the stream within this long of
+    /// its first one.
+    #[serde(default = "default_max_age")]
+    pub max_age_ms: u64,
+    /// Longest wait between two attempts of a failing write (writes are
+    /// retried until they succeed, holding the checkpoint).
+    #[serde(default = "default_retry_max")]
+    pub retry_max_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_multipart() -> u64 {
+    16 << 20
+}
+fn default_max_bytes() -> u64 {
+    64 << 20
+}
+fn default_max_age() -> u64 {
+    60_000
+}
+fn default_retry_max() -> u64 {
+    30_000
+}
+
+impl SinkConfig {
+    /// A directory sink with the defaults.
+    pub fn dir(path: impl Into<PathBuf>) -> Self {
+        Self {
+            kind: SinkKind::Dir,
+            path: Some(path.into()),
+            fsync: true,
+            bucket: None,
+            region: None,
+            endpoint: None,
+            multipart_threshold_bytes: default_multipart(),
+            prefix: String::new(),
+            key_template: None,
+            compression: Compression::Gzip,
+            max_bytes: default_max_bytes(),
+            max_age_ms: default_max_age(),
+            retry_max_ms: default_retry_max(),
+        }
+    }
+
+    /// The key template in force.
+    pub fn template(&self) -> String {
+        self.key_template.clone().unwrap_or_else(|| {
+            format!(
+                "{{prefix}}/{{stream}}/{{yyyy}}/{{MM}}/{{dd}}/{{HH}}/{{stream}}-{{shard}}-{{first_seq}}-{{last_seq}}{}",
+                self.compression.extension()
+            )
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +502,14 @@ impl Config {
         }
         let i = &self.intake;
         if let Some(id) = &i.listener_id {
-            parse_listener_id(id).map_err(|m| bad("intake.listener_id", m))?;
+            let n = parse_listener_id(id).map_err(|m| bad("intake.listener_id", m))?;
+            if n == crate::event::UNSTAMPED_LISTENER {
+                return Err(bad(
+                    "intake.listener_id",
+                    "0 is reserved for events no intake stamped (records of other producers)"
+                        .into(),
+                ));
+            }
         }
         if !(1024..=crate::stream::kpl::KINESIS_RECORD_MAX).contains(&i.record_max_bytes) {
             return Err(bad(
@@ -286,16 +613,359 @@ impl Config {
                     "must not be empty".into(),
                 ));
             }
+            if let Some(n) = s.shards
+                && !(1..=crate::stream::local::MAX_SHARDS).contains(&n)
+            {
+                return Err(bad(
+                    &format!("streams.{name}.shards"),
+                    format!(
+                        "{n}: a stream has 1 to {} shards",
+                        crate::stream::local::MAX_SHARDS
+                    ),
+                ));
+            }
+        }
+        self.validate_consumer(origin)
+    }
+
+    fn validate_consumer(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Invalid {
+            path: origin.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        let c = &self.consumer;
+        if !(10..=60_000).contains(&c.poll_interval_ms) {
+            return Err(bad(
+                "consumer.poll_interval_ms",
+                format!("{} ms: expected 10 to 60000", c.poll_interval_ms),
+            ));
+        }
+        if !(1..=10_000).contains(&c.max_records) {
+            return Err(bad(
+                "consumer.max_records",
+                format!(
+                    "{}: expected 1 to 10000 (Kinesis's limit per read)",
+                    c.max_records
+                ),
+            ));
+        }
+        if !(1..=1_000_000).contains(&c.batch_lines) {
+            return Err(bad(
+                "consumer.batch_lines",
+                format!("{}: expected 1 to 1000000", c.batch_lines),
+            ));
+        }
+        if c.shard_refresh_ms < 100 {
+            return Err(bad(
+                "consumer.shard_refresh_ms",
+                format!("{} ms: at least 100", c.shard_refresh_ms),
+            ));
+        }
+        if c.shutdown_timeout_ms == 0 {
+            return Err(bad(
+                "consumer.shutdown_timeout_ms",
+                "must be at least 1 ms".into(),
+            ));
+        }
+        for (name, k) in &self.sinks {
+            let key = |f: &str| format!("sinks.{name}.{f}");
+            if !is_name(name) {
+                return Err(bad(
+                    &format!("sinks.{name}"),
+                    format!("{name:?} is not a sink name (1 to 64 of A-Z a-z 0-9 _ . -)"),
+                ));
+            }
+            match k.kind {
+                SinkKind::Dir => {
+                    if k.path.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
+                        return Err(bad(&key("path"), "a dir sink needs a path".into()));
+                    }
+                    for (f, set) in [
+                        ("bucket", k.bucket.is_some()),
+                        ("region", k.region.is_some()),
+                        ("endpoint", k.endpoint.is_some()),
+                    ] {
+                        if set {
+                            return Err(bad(&key(f), "only for type = \"s3\"".into()));
+                        }
+                    }
+                }
+                SinkKind::S3 => {
+                    match k.bucket.as_deref() {
+                        None | Some("") => {
+                            return Err(bad(&key("bucket"), "an s3 sink needs a bucket".into()));
+                        }
+                        Some(b) if !is_bucket_name(b) => {
+                            return Err(bad(
+                                &key("bucket"),
+                                format!("{b:?} is not an S3 bucket name (3 to 63 of a-z 0-9 . -)"),
+                            ));
+                        }
+                        Some(_) => {}
+                    }
+                    if k.path.is_some() {
+                        return Err(bad(&key("path"), "only for type = \"dir\"".into()));
+                    }
+                    if k.multipart_threshold_bytes < 5 << 20 {
+                        return Err(bad(
+                            &key("multipart_threshold_bytes"),
+                            format!(
+                                "{}: at least 5242880 (S3's smallest part)",
+                                k.multipart_threshold_bytes
+                            ),
+                        ));
+                    }
+                }
+            }
+            let template = k.template();
+            crate::sink::util::template::KeyTemplate::parse(&template)
+                .map_err(|m| bad(&key("key_template"), m))?;
+            if k.key_template.is_some() {
+                let ext = k.compression.extension();
+                let ends_like = [".gz", ".zst", ".ndjson"]
+                    .iter()
+                    .find(|e| template.ends_with(*e));
+                if let Some(e) = ends_like
+                    && !ext.ends_with(e)
+                {
+                    return Err(bad(
+                        &key("key_template"),
+                        format!(
+                            "ends in {e:?} but compression is {:?}: end it in {ext:?}",
+                            k.compression
+                        ),
+                    ));
+                }
+            }
+            if k.max_bytes < 1024 || k.max_bytes > 5 << 30 {
+                return Err(bad(
+                    &key("max_bytes"),
+                    format!("{}: expected 1024 to 5 GiB", k.max_bytes),
+                ));
+            }
+            if !(100..=86_400_000).contains(&k.max_age_ms) {
+                return Err(bad(
+                    &key("max_age_ms"),
+                    format!("{} ms: expected 100 to 86400000 (a day)", k.max_age_ms),
+                ));
+            }
+            if k.retry_max_ms < 100 {
+                return Err(bad(&key("retry_max_ms"), "at least 100 ms".into()));
+            }
+            if let Some(bad_char) = k.prefix.chars().find(|c| c.is_control()) {
+                return Err(bad(
+                    &key("prefix"),
+                    format!("{bad_char:?} cannot be part of a key"),
+                ));
+            }
+        }
+        let sink_exists = |key: String, name: &str| {
+            if self.sinks.contains_key(name) {
+                Ok(())
+            } else {
+                let known: Vec<&str> = self.sinks.keys().map(String::as_str).collect();
+                Err(bad(
+                    &key,
+                    format!(
+                        "names sink {name:?}, which is not defined (defined: {})",
+                        if known.is_empty() {
+                            "none; add a [sinks.NAME] section".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ))
+            }
+        };
+        for (i, p) in self.pipelines.iter().enumerate() {
+            let key = |f: &str| format!("pipelines[{i}].{f}");
+            if !is_name(&p.name) {
+                return Err(bad(
+                    &key("name"),
+                    format!(
+                        "{:?} is not a pipeline name (1 to 64 of A-Z a-z 0-9 _ . -)",
+                        p.name
+                    ),
+                ));
+            }
+            if let Some(j) = self.pipelines[..i].iter().position(|o| o.name == p.name) {
+                return Err(bad(
+                    &key("name"),
+                    format!("{:?} is also the name of pipelines[{j}]", p.name),
+                ));
+            }
+            if !is_stream_name(&p.stream) {
+                return Err(bad(
+                    &key("stream"),
+                    format!(
+                        "{:?} is not a stream name (1 to 128 of A-Z a-z 0-9 _ . -)",
+                        p.stream
+                    ),
+                ));
+            }
+            if let Some(f) = &p.filter
+                && !is_name(f)
+            {
+                return Err(bad(
+                    &key("filter"),
+                    format!(
+                        "{f:?} is not a filter name: the file stem of a module in the filters \
+                         directory (1 to 64 of A-Z a-z 0-9 _ . -), without .wasm"
+                    ),
+                ));
+            }
+            if p.filter.is_none() && !p.params.is_empty() {
+                return Err(bad(
+                    &key("params"),
+                    "a pipeline without a filter takes no params".into(),
+                ));
+            }
+            if p.sinks.is_empty() {
+                return Err(bad(&key("sinks"), "name at least one sink".into()));
+            }
+            for s in &p.sinks {
+                sink_exists(key("sinks"), s)?;
+            }
+            for (route, sinks) in &p.routes {
+                if route.is_empty() || route.len() > 256 {
+                    return Err(bad(
+                        &key("routes"),
+                        format!("route name {route:?}: 1 to 256 bytes"),
+                    ));
+                }
+                for s in sinks {
+                    sink_exists(key(&format!("routes.{route}")), s)?;
+                }
+            }
+            if let Some(d) = &p.dead_letter {
+                sink_exists(key("dead_letter"), d)?;
+            }
+            validate_limits(&p.limits).map_err(|(f, m)| bad(&key(&format!("limits.{f}")), m))?;
+        }
+        if let Some(a) = &self.filters.auto {
+            if !is_stream_name(&a.stream) {
+                return Err(bad(
+                    "filters.auto.stream",
+                    format!("{:?} is not a stream name", a.stream),
+                ));
+            }
+            if a.sinks.is_empty() {
+                return Err(bad("filters.auto.sinks", "name at least one sink".into()));
+            }
+            for s in &a.sinks {
+                sink_exists("filters.auto.sinks".to_owned(), s)?;
+            }
+            validate_limits(&a.limits)
+                .map_err(|(f, m)| bad(&format!("filters.auto.limits.{f}"), m))?;
         }
         Ok(())
     }
+
+    /// What `kinesthetic serve` runs with no configuration file: the local
+    /// log in `data_dir` with a stream `events` of 4 shards, a raw archive
+    /// of every batch under `data_dir/archive/raw`, and every module dropped
+    /// into `./filters` a pipeline over `events` writing to
+    /// `data_dir/archive/filtered/FILTER/`.
+    pub fn embedded(data_dir: &Path) -> Config {
+        let mut c = Config::default();
+        c.stream.data_dir = data_dir.to_owned();
+        c.streams.insert(
+            EMBEDDED_STREAM.to_owned(),
+            StreamSettings {
+                shards: Some(4),
+                ..StreamSettings::default()
+            },
+        );
+        let archive = data_dir.join("archive");
+        let mut raw = SinkConfig::dir(archive.join("raw"));
+        raw.max_age_ms = EMBEDDED_MAX_AGE_MS;
+        let mut filtered = SinkConfig::dir(archive.join("filtered"));
+        filtered.prefix = "{filter}".to_owned();
+        filtered.max_age_ms = EMBEDDED_MAX_AGE_MS;
+        c.sinks.insert("raw".to_owned(), raw);
+        c.sinks.insert("filtered".to_owned(), filtered);
+        c.pipelines.push(PipelineConfig {
+            name: "raw".to_owned(),
+            stream: EMBEDDED_STREAM.to_owned(),
+            filter: None,
+            params: BTreeMap::new(),
+            limits: FilterLimits::default(),
+            on_error: ErrorPolicy::default(),
+            sinks: vec!["raw".to_owned()],
+            routes: BTreeMap::new(),
+            dead_letter: None,
+        });
+        c.filters.auto = Some(AutoPipelines {
+            stream: EMBEDDED_STREAM.to_owned(),
+            sinks: vec!["filtered".to_owned()],
+            on_error: ErrorPolicy::default(),
+            limits: FilterLimits::default(),
+        });
+        c
+    }
+
+    /// The checkpoint directory of the local store.
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.consumer
+            .checkpoints
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.stream.data_dir.join("checkpoints"))
+    }
+}
+
+/// The stream of the embedded default.
+pub const EMBEDDED_STREAM: &str = "events";
+
+/// The embedded default's archives close an object every 5 s (a config
+/// file's default is 60 s).
+pub const EMBEDDED_MAX_AGE_MS: u64 = 5_000;
+
+fn validate_limits(l: &FilterLimits) -> Result<(), (&'static str, String)> {
+    if !(1..=4096).contains(&l.memory_mib) {
+        return Err((
+            "memory_mib",
+            format!(
+                "{}: expected 1 to 4096 (a Wasm memory is at most 4 GiB)",
+                l.memory_mib
+            ),
+        ));
+    }
+    if !(1..=600_000).contains(&l.deadline_ms) {
+        return Err((
+            "deadline_ms",
+            format!("{}: expected 1 to 600000", l.deadline_ms),
+        ));
+    }
+    if l.fuel == Some(0) {
+        return Err(("fuel", "must be at least 1 (or left out)".into()));
+    }
+    Ok(())
+}
+
+/// Sink, pipeline and filter names: they become file and metric names.
+pub fn is_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && !s.starts_with('.')
+}
+
+/// S3's bucket naming rule (the common subset).
+fn is_bucket_name(s: &str) -> bool {
+    (3..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-'))
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 /// Longest `intake.linger_ms`.
 const MAX_LINGER_MS: u64 = 10_000;
 
 /// Kinesis's rule for stream names.
-fn is_stream_name(s: &str) -> bool {
+pub fn is_stream_name(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
@@ -352,6 +1022,137 @@ mod tests {
         assert_eq!(c.stream.segment_bytes, d.stream.segment_bytes);
         assert_eq!(c.stream.retention_hours, d.stream.retention_hours);
         assert_eq!(c.intake.listen, d.intake.listen);
+        assert_eq!(c.admin, d.admin);
+        assert_eq!(c.consumer, d.consumer);
+        assert_eq!(c.filters, d.filters);
+        // The embedded default, as the file writes it out, is what `serve`
+        // runs with no file.
+        let block = text
+            .split("# The embedded default, written out:\n")
+            .nth(1)
+            .unwrap_or_default();
+        let uncommented: String = block
+            .lines()
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let e = Config::parse(&uncommented, "the embedded block").unwrap_or_else(|e| panic!("{e}"));
+        let want = Config::embedded(std::path::Path::new("kinesthetic-data"));
+        assert_eq!(e.sinks, want.sinks);
+        assert_eq!(e.pipelines, want.pipelines);
+        assert_eq!(e.filters.auto, want.filters.auto);
+        assert_eq!(e.streams, want.streams);
+    }
+
+    #[test]
+    fn pipelines_and_sinks_are_checked() {
+        let sinks = "[sinks.a]\ntype = \"dir\"\npath = \"/tmp/x\"\n";
+        let ok = format!("{sinks}[[pipelines]]\nname = \"p\"\nstream = \"s\"\nsinks = [\"a\"]\n");
+        assert!(Config::parse(&ok, "t.toml").is_ok());
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "[[pipelines]]\nname = \"p\"\nstream = \"s\"\nsinks = [\"nope\"]\n",
+                &["pipelines[0].sinks", "\"nope\"", "not defined"],
+            ),
+            (
+                "[[pipelines]]\nname = \"p\"\nstream = \"s\"\nsinks = [\"a\"]\n\
+                 [[pipelines]]\nname = \"p\"\nstream = \"s\"\nsinks = [\"a\"]\n",
+                &["pipelines[1].name", "pipelines[0]"],
+            ),
+            (
+                "[[pipelines]]\nname = \"p\"\nstream = \"s\"\nsinks = []\n",
+                &["pipelines[0].sinks", "at least one"],
+            ),
+            (
+                "[[pipelines]]\nname = \"p\"\nstream = \"s\"\nsinks = [\"a\"]\nfilter = \"x.wasm/\"\n",
+                &["pipelines[0].filter", "without .wasm"],
+            ),
+            (
+                "[[pipelines]]\nname = \"p\"\nstream = \"s\"\nsinks = [\"a\"]\non_error = \"explode\"\n",
+                &["explode"],
+            ),
+            (
+                "[[pipelines]]\nname = \"p\"\nstream = \"s\"\nsinks = [\"a\"]\nlimits = { memory_mib = 0 }\n",
+                &["pipelines[0].limits.memory_mib"],
+            ),
+            (
+                "[[pipelines]]\nname = \"p\"\nstream = \"s\"\nsinks = [\"a\"]\nroutes = { hot = [\"b\"] }\n",
+                &["pipelines[0].routes.hot", "\"b\""],
+            ),
+            (
+                "[[pipelines]]\nname = \"p\"\nstream = \"s\"\nsinks = [\"a\"]\nparams = { k = \"v\" }\n",
+                &["pipelines[0].params", "without a filter"],
+            ),
+        ];
+        for (text, wants) in cases {
+            let text = format!("{sinks}{text}");
+            let e = match Config::parse(&text, "t.toml") {
+                Ok(_) => panic!("accepted: {text:?}"),
+                Err(e) => e.to_string(),
+            };
+            for w in *wants {
+                assert!(e.contains(w), "{text:?}: {w:?} not in {e:?}");
+            }
+        }
+        let sink_cases: &[(&str, &[&str])] = &[
+            ("[sinks.a]\ntype = \"dir\"\n", &["sinks.a.path"]),
+            ("[sinks.a]\ntype = \"s3\"\n", &["sinks.a.bucket"]),
+            (
+                "[sinks.a]\ntype = \"s3\"\nbucket = \"Bad_Bucket\"\n",
+                &["sinks.a.bucket", "Bad_Bucket"],
+            ),
+            ("[sinks.a]\ntype = \"ftp\"\n", &["ftp"]),
+            (
+                "[sinks.a]\ntype = \"dir\"\npath = \"x\"\nkey_template = \"{stream}/{first_seq}\"\n",
+                &["sinks.a.key_template", "{shard}"],
+            ),
+            (
+                "[sinks.a]\ntype = \"dir\"\npath = \"x\"\nkey_template = \"{shard}/{first_seq}/{day}\"\n",
+                &["sinks.a.key_template", "{day}"],
+            ),
+            (
+                "[sinks.a]\ntype = \"dir\"\npath = \"x\"\ncompression = \"zstd\"\nkey_template = \"{shard}-{first_seq}.ndjson.gz\"\n",
+                &["sinks.a.key_template", ".ndjson.zst"],
+            ),
+            (
+                "[sinks.a]\ntype = \"dir\"\npath = \"x\"\nmax_age_ms = 5\n",
+                &["sinks.a.max_age_ms"],
+            ),
+            (
+                "[sinks.a]\ntype = \"dir\"\npath = \"x\"\nbucket = \"b\"\n",
+                &["sinks.a.bucket", "s3"],
+            ),
+            (
+                "[sinks.a]\ntype = \"dir\"\npath = \"x\"\ncolour = 1\n",
+                &["colour"],
+            ),
+            (
+                "[consumer]\nmax_records = 20000\n",
+                &["consumer.max_records", "10000"],
+            ),
+            (
+                "[consumer]\npoll_interval_ms = 0\n",
+                &["consumer.poll_interval_ms"],
+            ),
+            (
+                "[filters.auto]\nstream = \"s\"\nsinks = [\"zz\"]\n",
+                &["filters.auto.sinks", "\"zz\""],
+            ),
+            (
+                "[intake]\nlistener_id = \"0\"\n",
+                &["intake.listener_id", "reserved"],
+            ),
+            ("[streams.s]\nshards = 0\n", &["streams.s.shards"]),
+        ];
+        for (text, wants) in sink_cases {
+            let e = match Config::parse(text, "t.toml") {
+                Ok(_) => panic!("accepted: {text:?}"),
+                Err(e) => e.to_string(),
+            };
+            for w in *wants {
+                assert!(e.contains(w), "{text:?}: {w:?} not in {e:?}");
+            }
+        }
     }
 
     /// Every malformed case names the file and what is wrong with it.

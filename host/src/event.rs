@@ -28,16 +28,202 @@ pub struct Stamp {
     pub received_ms: i64,
 }
 
-/// Where a batch was read from.
+/// A shard's id, as the stream names it (`shardId-000000000003`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ShardId(String);
+
+impl ShardId {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ShardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for ShardId {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl From<String> for ShardId {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl PartialEq<str> for ShardId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for ShardId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// A record's position in a shard: a decimal number, as Kinesis writes
+/// them (56 digits today, up to 129 by the API's rule; the local log's fit
+/// in 128 bits). Ordered numerically.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SequenceNumber(String);
+
+/// A string that is not a sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a sequence number (1 to {max} decimal digits)", max = SequenceNumber::MAX_DIGITS)]
+pub struct BadSequenceNumber(pub String);
+
+impl SequenceNumber {
+    /// Most digits Kinesis allows (`0|([1-9]\d{0,128})`).
+    pub const MAX_DIGITS: usize = 129;
+
+    /// Accepts a decimal string of 1 to [`Self::MAX_DIGITS`] digits (no
+    /// sign, no spaces).
+    pub fn parse(s: &str) -> Result<Self, BadSequenceNumber> {
+        let ok =
+            !s.is_empty() && s.len() <= Self::MAX_DIGITS && s.bytes().all(|b| b.is_ascii_digit());
+        if !ok {
+            return Err(BadSequenceNumber(s.chars().take(160).collect()));
+        }
+        let trimmed = s.trim_start_matches('0');
+        Ok(Self(
+            if trimmed.is_empty() { "0" } else { trimmed }.to_owned(),
+        ))
+    }
+
+    pub fn from_u128(n: u128) -> Self {
+        Self(n.to_string())
+    }
+
+    /// The number, when it fits in 128 bits (every local one does; Kinesis's
+    /// 56-digit ones do not).
+    pub fn as_u128(&self) -> Option<u128> {
+        self.0.parse().ok()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for SequenceNumber {
+    fn default() -> Self {
+        Self("0".to_owned())
+    }
+}
+
+impl Ord for SequenceNumber {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // Canonical (no leading zeros): longer is larger, else compare digits.
+        self.0
+            .len()
+            .cmp(&other.0.len())
+            .then_with(|| self.0.cmp(&other.0))
+    }
+}
+
+impl PartialOrd for SequenceNumber {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for SequenceNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl serde::Serialize for SequenceNumber {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SequenceNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for ShardId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ShardId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self)
+    }
+}
+
+/// Where a batch was read from: the stream, the shard, and the sequence
+/// numbers of its first and last records.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BatchContext {
     pub stream: String,
-    pub shard: String,
-    pub first_sequence: String,
-    pub last_sequence: String,
+    pub shard: ShardId,
+    pub first_sequence: SequenceNumber,
+    pub last_sequence: SequenceNumber,
 }
 
-/// A batch of events (lines) with their stamps and partition keys.
+/// One stream record of a batch: its sequence number, when the stream took
+/// it, and where its events end among the batch's lines (a KPL aggregated
+/// record holds many events; a plain record one). Sinks cut objects and
+/// checkpoints move only at record boundaries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordSpan {
+    pub sequence: SequenceNumber,
+    /// The stream's arrival time of the record, ms since the Unix epoch.
+    pub arrival_ms: i64,
+    /// One past the index of the record's last line in the batch.
+    pub end_line: u32,
+}
+
+/// The listener id of events no Kinesthetic intake stamped (records of
+/// other producers). No intake uses it: a random id is odd, a configured
+/// one may not be 0.
+pub const UNSTAMPED_LISTENER: u64 = 0;
+
+/// The stamp of an event that arrived without one (a record of another
+/// producer): listener [`UNSTAMPED_LISTENER`], a counter hashed from the
+/// shard, the record's sequence number and the event's index in it (so the
+/// id is the same on every read of that record), and the stream's arrival
+/// time as the receive time.
+pub fn unstamped(shard: &ShardId, sequence: &SequenceNumber, sub: u32, arrival_ms: i64) -> Stamp {
+    use md5::Digest;
+    let mut h = md5::Md5::new();
+    h.update(shard.as_str().as_bytes());
+    h.update(b"/");
+    h.update(sequence.as_str().as_bytes());
+    h.update(b"/");
+    h.update(sub.to_le_bytes());
+    let d = h.finalize();
+    let mut c = [0u8; 8];
+    c.copy_from_slice(&d[..8]);
+    Stamp {
+        id: EventId {
+            listener: UNSTAMPED_LISTENER,
+            counter: u64::from_le_bytes(c),
+        },
+        received_ms: arrival_ms,
+    }
+}
+
+/// A batch of events (lines) with their stamps and partition keys, and the
+/// stream records they came from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
     pub context: BatchContext,
@@ -48,6 +234,9 @@ pub struct Batch {
     pub(crate) received_ms: Vec<i64>,
     pub(crate) keys: Vec<u8>,
     pub(crate) key_ends: Vec<u32>,
+    /// The stream records the lines came from, in order (empty for a batch
+    /// made from a file).
+    pub(crate) records: Vec<RecordSpan>,
 }
 
 /// A batch cannot hold more than 4 GiB of lines (offsets are `u32`).
@@ -108,11 +297,29 @@ impl Batch {
         }
     }
 
+    /// Ends the current stream record: the lines pushed since the last call
+    /// (none, for an empty aggregated record) are its events.
+    pub fn end_record(&mut self, sequence: SequenceNumber, arrival_ms: i64) {
+        // `push` bounds the line count by the 4 GiB of data offsets.
+        let end_line = u32::try_from(self.len()).unwrap_or(u32::MAX);
+        self.records.push(RecordSpan {
+            sequence,
+            arrival_ms,
+            end_line,
+        });
+    }
+
+    /// The stream records of this batch, in order.
+    pub fn records(&self) -> &[RecordSpan] {
+        &self.records
+    }
+
     pub fn lines(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
         (0..self.len()).map(|i| self.line(i))
     }
 
-    /// A new batch holding the lines `range` of this one (same context).
+    /// A new batch holding the lines `range` of this one (same context, no
+    /// record spans).
     pub fn slice(&self, range: std::ops::Range<usize>) -> Batch {
         let mut out = Batch::new(self.context.clone());
         for i in range {

@@ -1,10 +1,15 @@
 //! Kinesthetic: event streams through Amazon Kinesis, filtered by sandboxed
 //! WebAssembly. See `DESIGN.md` for the shape of the code.
+pub mod admin;
 pub mod app;
 pub mod config;
+pub mod consumer;
 pub mod datagen;
 pub mod event;
 pub mod filter;
 pub mod intake;
+pub mod pipeline;
+pub mod retry;
+pub mod sink;
 pub mod stream;
 pub mod telemetry;

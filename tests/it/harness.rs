@@ -13,6 +13,23 @@ pub(crate) fn runtime() -> &'static Runtime {
     })
 }
 
+/// The path of an example filter, or `None` (printing why; in CI a
+/// failure) when it was not built here: the C filter needs the C
+/// toolchain (`cargo xtask install-tools`).
+#[track_caller]
+pub(crate) fn built(path: &'static str, name: &str) -> Option<&'static str> {
+    if !path.is_empty() {
+        return Some(path);
+    }
+    let why = crate::filters::SKIPPED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or("it was not built", |(_, r)| *r);
+    crate::services::missing_tool(format!(
+        "the `{name}` example filter is not built here: {why}"
+    ))
+}
+
 #[track_caller]
 pub(crate) fn load(path: &str) -> LoadedFilter {
     runtime()
@@ -25,8 +42,8 @@ pub(crate) fn input<L: AsRef<[u8]>>(lines: &[L]) -> Input {
     let mut b = Batch::new(BatchContext {
         stream: "s".into(),
         shard: "shardId-000000000000".into(),
-        first_sequence: "1".into(),
-        last_sequence: "2".into(),
+        first_sequence: kinesthetic::event::SequenceNumber::from_u128(1),
+        last_sequence: kinesthetic::event::SequenceNumber::from_u128(2),
     });
     for (i, l) in lines.iter().enumerate() {
         let stamp = Stamp {

@@ -20,7 +20,7 @@ use crate::harness::{metric, rt, scrape};
 fn config() -> Config {
     let mut c = Config::default();
     c.intake.listen = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
-    c.intake.admin_listen = c.intake.listen;
+    c.admin.listen = c.intake.listen;
     c
 }
 
@@ -433,6 +433,7 @@ fn partition_keys_route_events_to_their_shards() {
             "s".into(),
             StreamSettings {
                 partition_key_field: Some("user".into()),
+                ..StreamSettings::default()
             },
         );
         let r = start_intake(log.clone(), &c)
@@ -667,6 +668,7 @@ fn failed_entries_alone_are_resent_and_nothing_is_lost_or_doubled() {
             "s".into(),
             StreamSettings {
                 partition_key_field: Some("user".into()),
+                ..StreamSettings::default()
             },
         );
         let r = start_intake(flaky.clone(), &c)
@@ -821,6 +823,8 @@ fn spawn_serve(data: &std::path::Path, create: &str) -> (std::process::Child, St
         .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         .args(["--create-stream", create, "--data"])
         .arg(data)
+        .arg("--filters")
+        .arg(data.join("filters"))
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("serve: {e}"));
@@ -1132,6 +1136,8 @@ fn sigterm_stops_serve_gracefully_with_every_event_written() {
             "--data",
         ])
         .arg(dir.path())
+        .arg("--filters")
+        .arg(dir.path().join("filters"))
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -1357,6 +1363,7 @@ fn after_a_refusal_the_spool_resends_only_what_the_stream_did_not_take() {
             "s".into(),
             StreamSettings {
                 partition_key_field: Some("user".into()),
+                ..StreamSettings::default()
             },
         );
         let r = start_intake_with(spooled.clone(), &c, telemetry)
@@ -1983,6 +1990,7 @@ fn a_request_gets_one_block_of_ids_and_the_gauge_follows_refusals() {
             "s".into(),
             StreamSettings {
                 partition_key_field: Some("user".into()),
+                ..StreamSettings::default()
             },
         );
         let r = start_intake(log.clone(), &c)

@@ -123,11 +123,12 @@ async fn kinesis(url: &str) -> KinesisBackend {
 fn config(stream: &str) -> Config {
     let mut c = Config::default();
     c.intake.listen = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
-    c.intake.admin_listen = c.intake.listen;
+    c.admin.listen = c.intake.listen;
     c.streams.insert(
         stream.to_owned(),
         StreamSettings {
             partition_key_field: Some("user".into()),
+            ..StreamSettings::default()
         },
     );
     c

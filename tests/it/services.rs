@@ -33,6 +33,16 @@ fn missing<T>(why: String) -> Option<T> {
     None
 }
 
+/// Skips (locally) or fails (in CI) for want of a tool.
+#[track_caller]
+pub(crate) fn missing_tool<T>(why: String) -> Option<T> {
+    if in_ci() {
+        panic!("CI=true and a tool is missing: {why}; .ci/run must install it");
+    }
+    eprintln!("skipping: {why} (`cargo xtask install-tools` installs it)");
+    None
+}
+
 /// `host:port` of an `http://host:port[/…]` URL.
 fn authority(url: &str) -> Option<&str> {
     let rest = url

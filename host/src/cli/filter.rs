@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use kinesthetic::event::{Batch, batches_of, split_lines};
 use kinesthetic::filter::{
-    EngineSettings, Input, Limits, LoadedFilter, Params, Runtime, bench, is_line_dependent,
-    isolate_failed,
+    EngineSettings, ISOLATION_BUDGET, Input, Limits, LoadedFilter, Params, Ran, Runtime, bench,
+    run_batch,
 };
 
 #[derive(Debug, Subcommand)]
@@ -427,63 +427,46 @@ fn run_stream(
         s.bytes_in += batch.byte_len() as u64;
         let input = Input::from(batch);
         let t = Instant::now();
-        let result = f.run(&input, &params, &limits);
+        let ran = run_batch(f, &input, &params, &limits, ISOLATION_BUDGET);
         s.job_time += t.elapsed();
-        s.jobs += 1;
-        match result {
-            Ok(out) => {
-                for l in out.lines(&input) {
-                    s.lines_out += 1;
-                    emit(Line {
-                        bytes: l.bytes,
-                        key: l.key,
-                        route: l.route,
-                    })?;
-                }
-            }
-            Err(e) if !is_line_dependent(&e.cause) => bail!("{e}"),
-            Err(e) => {
-                eprintln!(
-                    "lines {}-{}: {e}; isolating the failing line(s)…",
-                    numbers.first().copied().unwrap_or(0),
-                    numbers.last().copied().unwrap_or(0)
-                );
-                // The batch is not run again; isolation's time counts too.
-                let t = Instant::now();
-                let iso = isolate_failed(f, &input, &params, &limits, 64, e)?;
-                s.job_time += t.elapsed();
-                s.jobs += iso.jobs as u64;
-                for l in &iso.lines {
-                    s.lines_out += 1;
-                    emit(Line {
-                        bytes: &l.bytes,
-                        key: &l.key,
-                        route: l.route.as_deref(),
-                    })?;
-                }
-                if iso.poison.is_empty() {
-                    // Every part passed alone: the failure needs several
-                    // lines together, or the batch's size (deadline, memory).
-                    s.failures += 1;
-                    eprintln!(
-                        "lines {}-{}: the batch failed, but every part of it passed on its own: \
-                         the failure depends on several lines together or on the batch's size \
-                         (deadline, memory cap); the parts' output was written",
-                        numbers.first().copied().unwrap_or(0),
-                        numbers.last().copied().unwrap_or(0)
-                    );
-                }
-                for p in &iso.poison {
-                    s.failures += 1;
-                    let note = if p.isolated {
-                        ""
-                    } else {
-                        " (not isolated: bisection budget spent)"
-                    };
-                    let line = numbers.get(p.index as usize).copied().unwrap_or(0);
-                    eprintln!("line {line}: {}{note}", p.error);
-                }
-            }
+        let ran = ran?;
+        s.jobs += ran.jobs() as u64;
+        let (first, last) = (
+            numbers.first().copied().unwrap_or(0),
+            numbers.last().copied().unwrap_or(0),
+        );
+        if let Ran::Isolated { failure, .. } = &ran {
+            eprintln!(
+                "lines {first}-{last}: {failure}; isolated the failing line(s) with fresh instances"
+            );
+        }
+        for l in ran.lines(&input) {
+            s.lines_out += 1;
+            emit(Line {
+                bytes: l.bytes,
+                key: l.key,
+                route: l.route,
+            })?;
+        }
+        if ran.failed() && ran.poison().is_empty() {
+            // Every part passed alone: the failure needs several lines
+            // together, or the batch's size (deadline, memory).
+            s.failures += 1;
+            eprintln!(
+                "lines {first}-{last}: the batch failed, but every part of it passed on its own: \
+                 the failure depends on several lines together or on the batch's size \
+                 (deadline, memory cap); the parts' output was written"
+            );
+        }
+        for p in ran.poison() {
+            s.failures += 1;
+            let note = if p.isolated {
+                ""
+            } else {
+                " (not isolated: bisection budget spent)"
+            };
+            let line = numbers.get(p.index as usize).copied().unwrap_or(0);
+            eprintln!("line {line}: {}{note}", p.error);
         }
     }
     let unreported = f.log_stats().take_unreported();

@@ -4,6 +4,7 @@
 
 mod filter;
 mod send;
+mod serve;
 mod stream;
 
 use std::process::ExitCode;
@@ -19,20 +20,6 @@ struct Cli {
     command: Command,
 }
 
-const SERVE_EXAMPLES: &str = "\
-Examples:
-  # The embedded local log, a stream of 2 shards, on 127.0.0.1:8080:
-  kinesthetic serve --create-stream logs:2
-  curl --data-binary @events.ndjson http://127.0.0.1:8080/v1/streams/logs/events
-  kinesthetic stream tail logs
-
-  # Against Kinesis (the usual AWS environment), from a config file:
-  kinesthetic serve --config kinesthetic.toml   # stream.backend = \"kinesis\"
-
-Ctrl-C or SIGTERM stops it gracefully: requests in flight are answered and
-every accepted event is written first. A second Ctrl-C or SIGTERM stops it at
-once (a client that never finishes its upload would otherwise hold it).";
-
 const SEND_EXAMPLES: &str = "\
 Examples:
   kinesthetic send events.ndjson --stream logs
@@ -44,11 +31,20 @@ named by its line numbers in the file.";
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the intake: `POST /v1/streams/{stream}/events` on --listen,
-    /// Prometheus metrics on --admin. With no config file: the local log in
-    /// ./kinesthetic-data, no AWS account needed.
-    #[command(after_help = SERVE_EXAMPLES)]
-    Serve(ServeArgs),
+    /// Run everything in one process: the intake, the consumer (pipelines,
+    /// filters, archives) and the admin API. With no config file: the
+    /// embedded default on the local log in ./kinesthetic-data, no AWS
+    /// account needed.
+    #[command(after_help = serve::SERVE_EXAMPLES)]
+    Serve(serve::ServeArgs),
+    /// Run only the intake (and the admin API): scale listeners apart from
+    /// consumers.
+    #[command(after_help = serve::INTAKE_EXAMPLES)]
+    Intake(serve::ServeArgs),
+    /// Run only the consumer (and the admin API): pipelines over streams
+    /// another process writes.
+    #[command(after_help = serve::CONSUME_EXAMPLES)]
+    Consume(serve::ServeArgs),
     /// Create, describe, list, delete, reshard and tail streams.
     Stream(stream::StreamArgs),
     /// Post a file of events to an intake in batches.
@@ -76,7 +72,9 @@ pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     kinesthetic::telemetry::init("info");
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve::run(args, serve::Role::All),
+        Command::Intake(args) => serve::run(args, serve::Role::Intake),
+        Command::Consume(args) => serve::run(args, serve::Role::Consume),
         Command::Stream(args) => stream::run(args),
         Command::Send(args) => send::run(args),
         Command::Filter(cmd) => filter::run(cmd),
@@ -159,11 +157,11 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
     let i = &c.intake;
     println!(
-        "  intake         : {} (admin {}), listener id {}",
+        "  intake         : {}, listener id {}",
         i.listen,
-        i.admin_listen,
         i.listener_id.as_deref().unwrap_or("random at start")
     );
+    println!("  admin          : {}", c.admin.listen);
     println!(
         "  limits         : body {}, decoded {}, {} events a request, buffer {}, records of {} bytes, linger {} ms",
         mib(i.max_body_bytes as u64),
@@ -188,135 +186,86 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
     for (name, s) in &c.streams {
         println!(
-            "  stream {name:<8}: partition key {}",
+            "  stream {name:<8}: partition key {}{}",
             s.partition_key_field
                 .as_deref()
                 .map(|f| format!("from the JSON field {f:?}"))
-                .unwrap_or_else(|| "from X-Partition-Key, else spread".to_owned())
+                .unwrap_or_else(|| "from X-Partition-Key, else spread".to_owned()),
+            s.shards
+                .map(|n| format!("; created with {n} shard(s) if missing"))
+                .unwrap_or_default()
+        );
+    }
+    for (name, s) in &c.sinks {
+        let place = match s.kind {
+            kinesthetic::config::SinkKind::Dir => format!(
+                "dir {}",
+                s.path
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("?"))
+                    .display()
+            ),
+            kinesthetic::config::SinkKind::S3 => format!(
+                "s3://{}{}",
+                s.bucket.as_deref().unwrap_or("?"),
+                s.endpoint
+                    .as_deref()
+                    .map(|e| format!(" at {e}"))
+                    .unwrap_or_default()
+            ),
+        };
+        println!(
+            "  sink {name:<10}: {place}, keys {}, {:?}, objects of at most {} or {} s",
+            s.template(),
+            s.compression,
+            mib(s.max_bytes),
+            s.max_age_ms as f64 / 1000.0
+        );
+    }
+    for p in &c.pipelines {
+        println!(
+            "  pipeline {}: stream {} → {} → {} (on error: {:?}){}",
+            p.name,
+            p.stream,
+            p.filter
+                .as_deref()
+                .map(|f| format!("filter {f}"))
+                .unwrap_or_else(|| "no filter (raw)".to_owned()),
+            p.sinks.join(", "),
+            p.on_error,
+            if p.routes.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; routes: {}",
+                    p.routes
+                        .iter()
+                        .map(|(r, s)| format!("{r} → {}", s.join(", ")))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            }
+        );
+    }
+    if let Some(a) = &c.filters.auto {
+        println!(
+            "  filters        : every module in {} without a pipeline → stream {} → {}",
+            c.filters.dir.display(),
+            a.stream,
+            a.sinks.join(", ")
+        );
+    }
+    if !c.pipelines.is_empty() || c.filters.auto.is_some() {
+        println!(
+            "  consumer       : poll {} ms, {} records a read, {} lines a job, from {:?}, checkpoints in {}",
+            c.consumer.poll_interval_ms,
+            c.consumer.max_records,
+            c.consumer.batch_lines,
+            c.consumer.initial_position,
+            c.checkpoint_dir().display()
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[derive(Debug, clap::Args)]
-struct ServeArgs {
-    /// The configuration file (TOML; every key is in kinesthetic.example.toml).
-    #[arg(long, short, env = "KINESTHETIC_CONFIG")]
-    config: Option<std::path::PathBuf>,
-    /// Intake address (overrides intake.listen).
-    #[arg(long)]
-    listen: Option<std::net::SocketAddr>,
-    /// Admin address for /metrics and /healthz (overrides intake.admin_listen).
-    #[arg(long)]
-    admin: Option<std::net::SocketAddr>,
-    /// Local log directory (overrides stream.data_dir).
-    #[arg(long, env = "KINESTHETIC_DATA")]
-    data: Option<std::path::PathBuf>,
-    /// Create these streams (NAME or NAME:SHARDS) if they do not exist.
-    #[arg(long = "create-stream", value_name = "NAME[:SHARDS]")]
-    create: Vec<String>,
-}
-
-fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    use anyhow::Context;
-    use kinesthetic::stream::StreamBackend;
-    let mut config = match &args.config {
-        Some(p) => kinesthetic::config::Config::load(p)?,
-        None => kinesthetic::config::Config::default(),
-    };
-    if let Some(a) = args.listen {
-        config.intake.listen = a;
-    }
-    if let Some(a) = args.admin {
-        config.intake.admin_listen = a;
-    }
-    if let Some(d) = args.data {
-        config.stream.data_dir = d;
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let telemetry = kinesthetic::app::Telemetry::new();
-        let (backend, spooled) =
-            kinesthetic::app::intake_backend(&config, &telemetry.metrics).await?;
-        for spec in &args.create {
-            let (name, shards) = match spec.split_once(':') {
-                Some((n, s)) => (
-                    n,
-                    s.parse::<u32>()
-                        .with_context(|| format!("--create-stream {spec}: bad shard count"))?,
-                ),
-                None => (spec.as_str(), 1),
-            };
-            match backend.create_stream(name, shards).await {
-                Ok(()) | Err(kinesthetic::stream::StreamError::StreamExists(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-            kinesthetic::stream::reshard::wait_active(
-                &backend,
-                name,
-                std::time::Duration::from_secs(120),
-            )
-            .await?;
-        }
-        let running = match &spooled {
-            Some(s) => kinesthetic::app::start_intake_with(s.clone(), &config, telemetry).await?,
-            None => kinesthetic::app::start_intake_with(backend, &config, telemetry).await?,
-        };
-        eprintln!(
-            "intake on http://{} (listener {:016x}), metrics on http://{}/metrics; Ctrl-C or SIGTERM stops",
-            running.intake_addr, running.listener_id, running.admin_addr
-        );
-        let token = running.token();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            token.cancel();
-        });
-        running.wait().await?;
-        if let Some(s) = spooled {
-            s.close().await;
-        }
-        Ok(ExitCode::SUCCESS)
-    })
-}
-
-/// Ctrl-C (SIGINT) or SIGTERM, what service managers and Kubernetes send:
-/// either starts a graceful shutdown.
-async fn shutdown_signal() {
-    first_signal().await;
-    tracing::info!(
-        "shutting down: finishing requests in flight and writing what is buffered \
-         (a second Ctrl-C or SIGTERM stops at once)"
-    );
-    // A client that never finishes its upload would hold the drain for
-    // ever: a second signal ends the process, as service managers expect.
-    tokio::spawn(async {
-        first_signal().await;
-        tracing::warn!("second signal: stopping now; requests still in flight get no answer");
-        std::process::exit(130);
-    });
-}
-
-/// Ctrl-C or (on Unix) SIGTERM.
-async fn first_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops gracefully")
-            }
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn datagen(mb: usize, seed: u64) -> anyhow::Result<ExitCode> {

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
+use kinesthetic::consumer::StreamWalk;
 use kinesthetic::stream::any::AnyBackend;
 use kinesthetic::stream::kinesis::{KinesisBackend, KinesisSettings};
 use kinesthetic::stream::local::{LocalLog, LocalOptions};
-use kinesthetic::stream::{StartPosition, StreamBackend, kpl, reshard};
+use kinesthetic::stream::{StartPosition, StreamBackend, reshard};
 
 /// Which stream implementation, and where.
 #[derive(Debug, Clone, Args)]
@@ -349,99 +350,40 @@ async fn tail(
     limit: u64,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    use std::collections::{HashMap, HashSet};
     if limit == 0 {
         return Ok(());
     }
     let mut printed = 0u64;
-    let mut finished: HashSet<String> = HashSet::new();
-    let mut read: HashSet<String> = HashSet::new();
-    let mut iters: HashMap<String, kinesthetic::stream::ShardIterator> = HashMap::new();
-    loop {
-        let d = b.describe(stream).await?;
-        let mut progressed = false;
-        let mut idle = true;
-        for s in &d.shards {
-            if finished.contains(&s.id) {
-                continue;
-            }
-            // Parents first: a child starts once its parents are read.
-            let parents_done = [&s.parent, &s.adjacent_parent].iter().all(|p| {
-                p.as_ref()
-                    .is_none_or(|p| finished.contains(p) || !d.shards.iter().any(|x| &x.id == p))
-            });
-            if !parents_done {
-                continue;
-            }
-            let it = match iters.remove(&s.id) {
-                Some(it) => it,
-                None => {
-                    // At LATEST a closed shard has nothing more to give; a
-                    // time or the trim horizon applies to every shard.
-                    if *from == StartPosition::Latest && !s.is_open() {
-                        finished.insert(s.id.clone());
-                        continue;
-                    }
-                    // A child of a shard we read continues it from its
-                    // start, except that a time applies to every shard.
-                    let continues = [&s.parent, &s.adjacent_parent]
-                        .iter()
-                        .any(|p| p.as_ref().is_some_and(|p| read.contains(p)));
-                    let pos = if continues && !matches!(from, StartPosition::AtTimestamp(_)) {
-                        StartPosition::TrimHorizon
-                    } else {
-                        from.clone()
-                    };
-                    read.insert(s.id.clone());
-                    b.shard_iterator(stream, &s.id, &pos).await?
-                }
-            };
-            let mut it = Some(it);
-            while let Some(cur) = it.take() {
-                let r = b.get_records(&cur, 1000).await?;
-                for rec in &r.records {
-                    for e in kpl::events_of(&rec.data, &rec.partition_key)
-                        .with_context(|| format!("record {} of shard {}", rec.sequence, s.id))?
-                    {
-                        let (id, received) = match e.stamp {
-                            Some(st) => (st.id.to_string(), format_ms(st.received_ms)),
-                            None => ("-".to_owned(), format_ms(rec.arrival_ms)),
-                        };
-                        write!(out, "{id} {received} {}\t", e.partition_key)?;
-                        out.write_all(&e.data)?;
-                        out.write_all(b"\n")?;
-                        printed += 1;
-                        if printed >= limit {
-                            out.flush()?;
-                            return Ok(());
-                        }
-                    }
-                }
-                let caught_up = r.records.is_empty() && r.millis_behind_latest == 0;
-                if !r.records.is_empty() {
-                    progressed = true;
-                }
-                match r.next_iterator {
-                    None => {
-                        finished.insert(s.id.clone());
-                        progressed = true;
-                    }
-                    Some(next) if caught_up => {
-                        iters.insert(s.id.clone(), next);
-                    }
-                    Some(next) => {
-                        idle = false;
-                        it = Some(next);
-                    }
-                }
+    let mut walk = StreamWalk::new(b.clone(), stream, from.clone(), follow);
+    while let Some(w) = walk.next().await? {
+        for u in &w.undecodable {
+            eprintln!(
+                "record {} of shard {}: {} (not printed; {} bytes)",
+                u.sequence,
+                w.batch.context.shard,
+                u.error,
+                u.data.len()
+            );
+        }
+        let b = &w.batch;
+        for i in 0..b.len() {
+            let st = b.stamp(i);
+            write!(
+                out,
+                "{} {} {}\t",
+                st.id,
+                format_ms(st.received_ms),
+                String::from_utf8_lossy(b.key(i))
+            )?;
+            out.write_all(b.line(i))?;
+            out.write_all(b"\n")?;
+            printed += 1;
+            if printed >= limit {
+                out.flush()?;
+                return Ok(());
             }
         }
         out.flush()?;
-        if !follow && !progressed && idle {
-            return Ok(());
-        }
-        if !progressed {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
     }
+    Ok(())
 }

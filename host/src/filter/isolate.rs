@@ -2,7 +2,7 @@
 //! find the line(s) that make it fail, keeping the other lines' output.
 
 use super::error::{Cause, JobError};
-use super::job::Input;
+use super::job::{Input, OutLine, Output};
 use super::limits::Limits;
 use super::module::{LoadedFilter, Params};
 
@@ -13,8 +13,37 @@ pub struct OwnedLine {
     /// Index of the input line in the original batch.
     pub index: u32,
     pub bytes: Vec<u8>,
+    /// Whether the filter replaced the line's bytes.
+    pub replaced: bool,
     pub key: Vec<u8>,
+    /// Whether the filter set a new key.
+    pub rekeyed: bool,
     pub route: Option<String>,
+}
+
+impl OwnedLine {
+    fn of(l: OutLine<'_>, offset: usize) -> Self {
+        Self {
+            index: (offset + l.index as usize) as u32,
+            bytes: l.bytes.to_vec(),
+            replaced: l.replaced,
+            key: l.key.to_vec(),
+            rekeyed: l.rekeyed,
+            route: l.route.map(str::to_owned),
+        }
+    }
+
+    /// This line, borrowed as a job's answer lends it.
+    pub fn as_out_line(&self) -> OutLine<'_> {
+        OutLine {
+            index: self.index,
+            bytes: &self.bytes,
+            replaced: self.replaced,
+            key: &self.key,
+            rekeyed: self.rekeyed,
+            route: self.route.as_deref(),
+        }
+    }
 }
 
 /// A line that failed on its own (or could not be isolated further).
@@ -44,14 +73,91 @@ pub fn is_line_dependent(cause: &Cause) -> bool {
     !matches!(cause, Cause::Init(_) | Cause::Instantiate(_))
 }
 
-/// Runs `input` through `filter`, bisecting on failure with fresh instances.
+/// Failing jobs a batch's isolation may split further by default (the CLI
+/// and the pipelines): a deadline costs a whole deadline per failing job.
+pub const ISOLATION_BUDGET: usize = 64;
+
+/// What running one batch through a filter gave: see [`run_batch`].
+#[derive(Debug, Clone)]
+pub enum Ran {
+    /// The batch passed whole: the job's answer (kept lines are not copied).
+    Whole(Output),
+    /// The batch failed with `failure` and was bisected with fresh
+    /// instances: the good lines' output, in order, and the poison lines.
+    /// No poison at all means every part passed on its own: the failure
+    /// needs several lines together, or the batch's size.
+    Isolated {
+        failure: JobError,
+        isolation: Isolation,
+    },
+}
+
+impl Ran {
+    /// The emitted lines in input order; `input` is the batch that ran.
+    pub fn lines<'a>(&'a self, input: &'a Input) -> Box<dyn Iterator<Item = OutLine<'a>> + 'a> {
+        match self {
+            Ran::Whole(out) => Box::new(out.lines(input)),
+            Ran::Isolated { isolation, .. } => {
+                Box::new(isolation.lines.iter().map(OwnedLine::as_out_line))
+            }
+        }
+    }
+
+    /// The poison lines (none when the batch passed whole).
+    pub fn poison(&self) -> &[Poison] {
+        match self {
+            Ran::Whole(_) => &[],
+            Ran::Isolated { isolation, .. } => &isolation.poison,
+        }
+    }
+
+    /// Whether the batch failed (whole or in some lines).
+    pub fn failed(&self) -> bool {
+        matches!(self, Ran::Isolated { .. })
+    }
+
+    /// Jobs run: 1, or the batch's job plus isolation's.
+    pub fn jobs(&self) -> usize {
+        match self {
+            Ran::Whole(_) => 1,
+            Ran::Isolated { isolation, .. } => 1 + isolation.jobs,
+        }
+    }
+}
+
+/// Runs one batch through `filter` on a fresh instance; when the job fails
+/// for a reason that can depend on the lines, bisects the batch with fresh
+/// instances (at most `max_failed_jobs` failing jobs split further; see
+/// [`isolate_failed`]) so that the good lines' output is kept and the
+/// poison lines are named. The one way the CLI, the tests and the
+/// pipelines run a batch.
 ///
-/// At most `max_failed_jobs` failing jobs are split further (a deadline
-/// costs a whole deadline each); past that, each range still to try is run
-/// once more, whole: its output is kept if it passes, and if it fails its
-/// lines are reported as poison with `isolated: false` and that range's
-/// error. If the failure does not depend on the lines (see
-/// [`is_line_dependent`]), the error is returned.
+/// A failure that does not depend on the lines (`init` failed, the
+/// instance could not be created) is returned as the error: every batch
+/// would fail alike.
+pub fn run_batch(
+    filter: &LoadedFilter,
+    input: &Input,
+    params: &Params,
+    limits: &Limits,
+    max_failed_jobs: usize,
+) -> Result<Ran, JobError> {
+    match filter.run(input, params, limits) {
+        Ok(o) => Ok(Ran::Whole(o)),
+        Err(e) if !is_line_dependent(&e.cause) => Err(e),
+        Err(e) => {
+            let isolation =
+                isolate_failed(filter, input, params, limits, max_failed_jobs, e.clone())?;
+            Ok(Ran::Isolated {
+                failure: e,
+                isolation,
+            })
+        }
+    }
+}
+
+/// [`run_batch`], with the output always owned: the good lines and the
+/// poison of a batch (`jobs` counts every job run).
 pub fn isolate(
     filter: &LoadedFilter,
     input: &Input,
@@ -59,27 +165,19 @@ pub fn isolate(
     limits: &Limits,
     max_failed_jobs: usize,
 ) -> Result<Isolation, JobError> {
-    match filter.run(input, params, limits) {
-        Ok(o) => Ok(Isolation {
-            jobs: 1,
-            lines: o
-                .lines(input)
-                .map(|l| OwnedLine {
-                    index: l.index,
-                    bytes: l.bytes.to_vec(),
-                    key: l.key.to_vec(),
-                    route: l.route.map(str::to_owned),
-                })
-                .collect(),
-            ..Isolation::default()
-        }),
-        Err(e) if !is_line_dependent(&e.cause) => Err(e),
-        Err(e) => {
-            let mut out = isolate_failed(filter, input, params, limits, max_failed_jobs, e)?;
-            out.jobs += 1;
-            Ok(out)
-        }
-    }
+    Ok(
+        match run_batch(filter, input, params, limits, max_failed_jobs)? {
+            Ran::Whole(o) => Isolation {
+                jobs: 1,
+                lines: o.lines(input).map(|l| OwnedLine::of(l, 0)).collect(),
+                ..Isolation::default()
+            },
+            Ran::Isolated { mut isolation, .. } => {
+                isolation.jobs += 1;
+                isolation
+            }
+        },
+    )
 }
 
 /// [`isolate`] for a batch that has just failed with `failure`: the batch
@@ -128,12 +226,7 @@ pub fn isolate_failed(
         match filter.run(&part, params, limits) {
             Ok(o) => {
                 for l in o.lines(&part) {
-                    out.lines.push(OwnedLine {
-                        index: (range.start + l.index as usize) as u32,
-                        bytes: l.bytes.to_vec(),
-                        key: l.key.to_vec(),
-                        route: l.route.map(str::to_owned),
-                    });
+                    out.lines.push(OwnedLine::of(l, range.start));
                 }
             }
             Err(e) if !is_line_dependent(&e.cause) => return Err(e),

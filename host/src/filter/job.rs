@@ -3,13 +3,17 @@
 use std::ops::Range;
 
 use super::bindings::kinesthetic::filter::types as wit;
-use crate::event::{Batch, BatchContext, packed_item};
+use crate::event::{Batch, BatchContext, RecordSpan, packed_item};
 
 /// A batch prepared for filter jobs. Built from a [`Batch`] without copying
 /// the lines; jobs borrow it, so one input can run through several filters
 /// (or be re-run by [`isolate`](super::isolate)).
 pub struct Input {
     pub(crate) wit: wit::Batch,
+    /// The typed context the WIT strings were made from.
+    context: BatchContext,
+    /// The batch's stream records (host side only; filters see lines).
+    records: Vec<RecordSpan>,
 }
 
 impl std::fmt::Debug for Input {
@@ -23,14 +27,14 @@ impl std::fmt::Debug for Input {
 
 impl From<Batch> for Input {
     fn from(b: Batch) -> Self {
-        let c = b.context;
+        let c = &b.context;
         Self {
             wit: wit::Batch {
                 context: wit::Context {
-                    stream: c.stream,
-                    shard: c.shard,
-                    first_sequence: c.first_sequence,
-                    last_sequence: c.last_sequence,
+                    stream: c.stream.clone(),
+                    shard: c.shard.to_string(),
+                    first_sequence: c.first_sequence.to_string(),
+                    last_sequence: c.last_sequence.to_string(),
                 },
                 lines: wit::Packed {
                     data: b.data,
@@ -44,6 +48,8 @@ impl From<Batch> for Input {
                     ends: b.key_ends,
                 },
             },
+            context: b.context,
+            records: b.records,
         }
     }
 }
@@ -52,12 +58,7 @@ impl From<Input> for Batch {
     fn from(i: Input) -> Self {
         let w = i.wit;
         Batch {
-            context: BatchContext {
-                stream: w.context.stream,
-                shard: w.context.shard,
-                first_sequence: w.context.first_sequence,
-                last_sequence: w.context.last_sequence,
-            },
+            context: i.context,
             data: w.lines.data,
             ends: w.lines.ends,
             listeners: w.listeners,
@@ -65,6 +66,7 @@ impl From<Input> for Batch {
             received_ms: w.received_ms,
             keys: w.keys.data,
             key_ends: w.keys.ends,
+            records: i.records,
         }
     }
 }
@@ -90,25 +92,33 @@ impl Input {
         packed_item(&self.wit.keys.data, &self.wit.keys.ends, i)
     }
 
-    /// A new input holding lines `range` (copies them).
-    pub(crate) fn slice(&self, range: Range<usize>) -> Input {
+    /// The stamp of line `i`.
+    pub fn stamp(&self, i: usize) -> crate::event::Stamp {
         let w = &self.wit;
-        let mut b = Batch::new(BatchContext {
-            stream: w.context.stream.clone(),
-            shard: w.context.shard.clone(),
-            first_sequence: w.context.first_sequence.clone(),
-            last_sequence: w.context.last_sequence.clone(),
-        });
+        crate::event::Stamp {
+            id: crate::event::EventId {
+                listener: w.listeners[i],
+                counter: w.counters[i],
+            },
+            received_ms: w.received_ms[i],
+        }
+    }
+
+    pub fn context(&self) -> &BatchContext {
+        &self.context
+    }
+
+    /// The stream records the lines came from (see [`Batch::records`]).
+    pub fn records(&self) -> &[RecordSpan] {
+        &self.records
+    }
+
+    /// A new input holding lines `range` (copies them; no record spans).
+    pub(crate) fn slice(&self, range: Range<usize>) -> Input {
+        let mut b = Batch::new(self.context.clone());
         for i in range {
-            let stamp = crate::event::Stamp {
-                id: crate::event::EventId {
-                    listener: w.listeners[i],
-                    counter: w.counters[i],
-                },
-                received_ms: w.received_ms[i],
-            };
             // A slice is never larger than its source, so it fits.
-            let _ = b.push(self.line(i), stamp, self.key(i));
+            let _ = b.push(self.line(i), self.stamp(i), self.key(i));
         }
         Input::from(b)
     }

@@ -13,7 +13,10 @@ mod registry;
 mod runtime;
 
 pub use error::{Cause, JobError, LoadError};
-pub use isolate::{Isolation, OwnedLine, Poison, is_line_dependent, isolate, isolate_failed};
+pub use isolate::{
+    ISOLATION_BUDGET, Isolation, OwnedLine, Poison, Ran, is_line_dependent, isolate,
+    isolate_failed, run_batch,
+};
 pub use job::{Input, OutLine, Output};
 pub use limits::{EngineSettings, Limits};
 pub use module::{FilterInfo, LOGS_PER_SECOND, LoadedFilter, LogStats, Params, WarmInstance};

@@ -663,15 +663,8 @@ fn transient(e: &StreamError) -> bool {
     )
 }
 
-/// Full-jitter exponential backoff: uniform in [base, min(max, base·2^n)].
 fn backoff(c: &ProducerConfig, attempt: u32) -> Duration {
-    let base = c.retry_base.as_secs_f64();
-    let cap = c
-        .retry_max
-        .as_secs_f64()
-        .min(base * 2f64.powi(attempt.min(30) as i32));
-    let x: f64 = rand::random();
-    Duration::from_secs_f64(base + (cap - base).max(0.0) * x)
+    crate::retry::Backoff::new(c.retry_base, c.retry_max).delay(attempt)
 }
 
 #[cfg(test)]

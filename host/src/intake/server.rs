@@ -593,11 +593,29 @@ impl IntakeError {
 impl IntoResponse for IntakeError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %self, "intake request failed");
-            "internal error (see the intake's log)".to_owned()
-        } else {
-            self.to_string()
+        let message = match &self {
+            _ if status == StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(error = %self, "intake request failed");
+                "internal error (see the intake's log)".to_owned()
+            }
+            // The stream's own words can name local paths or hosts: they go
+            // to the log, and the client is told what to do.
+            Self::Unavailable(_) | Self::Produce(_) => {
+                tracing::warn!(error = %self, "intake request refused: the stream is unavailable");
+                match &self {
+                    Self::Produce(ProduceError::Timeout { secs, .. }) => format!(
+                        "the stream did not take the events within {secs} s; nothing was \
+                         accepted: retry later (the intake's log says why)"
+                    ),
+                    Self::Produce(ProduceError::Shutdown) => {
+                        "the intake is shutting down; retry on another listener".to_owned()
+                    }
+                    _ => "the stream cannot be reached now; nothing was accepted: retry later \
+                          (the intake's log says why)"
+                        .to_owned(),
+                }
+            }
+            _ => self.to_string(),
         };
         let mut r = (status, Json(serde_json::json!({ "error": message }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {

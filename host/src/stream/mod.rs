@@ -18,71 +18,8 @@ use std::future::Future;
 
 use bytes::Bytes;
 
+pub use crate::event::{BadSequenceNumber, SequenceNumber, ShardId};
 pub use hash::{HashRange, hash_key_of};
-
-/// A record's position in a shard: a decimal number, as Kinesis writes
-/// them (56 digits today, up to 129 by the API's rule; the local log's fit
-/// in 128 bits). Ordered numerically.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SequenceNumber(String);
-
-impl SequenceNumber {
-    /// Most digits Kinesis allows (`0|([1-9]\d{0,128})`).
-    pub const MAX_DIGITS: usize = 129;
-
-    /// Accepts a decimal string of 1 to [`Self::MAX_DIGITS`] digits (no
-    /// sign, no spaces).
-    pub fn parse(s: &str) -> Result<Self, StreamError> {
-        let ok =
-            !s.is_empty() && s.len() <= Self::MAX_DIGITS && s.bytes().all(|b| b.is_ascii_digit());
-        if !ok {
-            return Err(StreamError::BadInput(format!(
-                "{s:?} is not a sequence number (1 to {} decimal digits)",
-                Self::MAX_DIGITS
-            )));
-        }
-        let trimmed = s.trim_start_matches('0');
-        Ok(Self(
-            if trimmed.is_empty() { "0" } else { trimmed }.to_owned(),
-        ))
-    }
-
-    pub fn from_u128(n: u128) -> Self {
-        Self(n.to_string())
-    }
-
-    /// The number, when it fits in 128 bits (every local one does; Kinesis's
-    /// 56-digit ones do not).
-    pub fn as_u128(&self) -> Option<u128> {
-        self.0.parse().ok()
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Ord for SequenceNumber {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        // Canonical (no leading zeros): longer is larger, else compare digits.
-        self.0
-            .len()
-            .cmp(&other.0.len())
-            .then_with(|| self.0.cmp(&other.0))
-    }
-}
-
-impl PartialOrd for SequenceNumber {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl fmt::Display for SequenceNumber {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Lifecycle of a stream, as Kinesis reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +176,12 @@ pub enum StreamError {
     Io { path: String, error: std::io::Error },
     #[error("{0}")]
     Service(String),
+}
+
+impl From<BadSequenceNumber> for StreamError {
+    fn from(e: BadSequenceNumber) -> Self {
+        Self::BadInput(e.to_string())
+    }
 }
 
 /// What every stream implementation offers: the subset of the Kinesis API

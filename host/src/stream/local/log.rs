@@ -489,7 +489,7 @@ impl LocalLog {
 }
 
 /// Open shards a local stream may have.
-const MAX_SHARDS: u32 = 10_000;
+pub const MAX_SHARDS: u32 = 10_000;
 
 impl StreamBackend for LocalLog {
     fn keeps_order_within_put(&self) -> bool {

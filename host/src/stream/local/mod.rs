@@ -14,4 +14,4 @@ mod log;
 mod meta;
 mod segment;
 
-pub use log::{LocalLog, LocalOptions};
+pub use log::{LocalLog, LocalOptions, MAX_SHARDS};

@@ -1,0 +1,147 @@
+//! The admin API (its own listener, so it answers while the intake is
+//! saturated): `/metrics` (Prometheus), `/healthz`, `/readyz`,
+//! `/v1/status` and `/v1/filters`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+use crate::consumer::status::StatusBoard;
+
+/// What the admin API reads. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    pub metrics: Arc<Registry>,
+    /// The consumer's pipelines, when this process consumes.
+    pub status: Option<StatusBoard>,
+    /// The filters directory, when this process consumes.
+    pub filters: Option<Arc<crate::filter::Registry>>,
+    /// What else this process runs, for `/v1/status` (`intake` → its address…).
+    pub roles: Arc<serde_json::Value>,
+    /// Set once every role has started (streams opened, listeners bound).
+    pub started: Arc<AtomicBool>,
+    pub since: Instant,
+}
+
+impl AdminState {
+    pub fn new(metrics: Arc<Registry>) -> Self {
+        Self {
+            metrics,
+            status: None,
+            filters: None,
+            roles: Arc::new(json!({})),
+            started: Arc::new(AtomicBool::new(false)),
+            since: Instant::now(),
+        }
+    }
+}
+
+/// The admin routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/v1/status", get(status))
+        .route("/v1/filters", get(filters))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({
+                    "error": "no such endpoint: try /metrics, /healthz, /readyz, /v1/status, /v1/filters"
+                })),
+            )
+        })
+        .with_state(state)
+}
+
+async fn metrics(axum::extract::State(s): axum::extract::State<AdminState>) -> Response {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &s.metrics) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Ready once every role has started and every pipeline has loaded its
+/// stream's shards and its checkpoints.
+async fn ready(axum::extract::State(s): axum::extract::State<AdminState>) -> Response {
+    let mut waiting: Vec<String> = Vec::new();
+    if !s.started.load(Ordering::Acquire) {
+        waiting.push("start-up".to_owned());
+    }
+    if let Some(st) = &s.status {
+        waiting.extend(st.not_loaded().into_iter().map(|p| format!("pipeline {p}")));
+    }
+    if waiting.is_empty() {
+        (StatusCode::OK, Json(json!({"ready": true}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "waiting_for": waiting})),
+        )
+            .into_response()
+    }
+}
+
+fn filter_list(s: &AdminState) -> serde_json::Value {
+    let Some(r) = &s.filters else {
+        return json!([]);
+    };
+    let set = r.current();
+    serde_json::Value::Array(
+        set.filters
+            .values()
+            .map(|f| {
+                let i = f.info();
+                json!({
+                    "name": i.name,
+                    "sha256": i.sha256,
+                    "size": i.size,
+                    "imports": i.imports,
+                })
+            })
+            .collect(),
+    )
+}
+
+async fn status(axum::extract::State(s): axum::extract::State<AdminState>) -> Response {
+    let pipelines = s
+        .status
+        .as_ref()
+        .map(|st| serde_json::to_value(st.snapshot()).unwrap_or(json!({})))
+        .unwrap_or(json!({}));
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": s.since.elapsed().as_secs(),
+        "roles": *s.roles,
+        "pipelines": pipelines,
+        "filters": filter_list(&s),
+        "filters_dir": s.filters.as_ref().map(|r| r.dir().display().to_string()),
+    }))
+    .into_response()
+}
+
+async fn filters(axum::extract::State(s): axum::extract::State<AdminState>) -> Response {
+    let generation = s.filters.as_ref().map_or(0, |r| r.current().generation);
+    Json(json!({
+        "dir": s.filters.as_ref().map(|r| r.dir().display().to_string()),
+        "generation": generation,
+        "filters": filter_list(&s),
+    }))
+    .into_response()
+}

@@ -1,0 +1,263 @@
+//! Reading one shard as typed batches: iterators, de-aggregation, stamps.
+//!
+//! A [`ShardReader`] turns `GetRecords` answers into [`Batch`]es: every KPL
+//! aggregated record becomes its events (with their stamps), every plain
+//! record from any other producer one event (stamped with
+//! [`unstamped`](crate::event::unstamped)). An expired iterator is renewed
+//! from the last record read; throttling is reported so the caller can back
+//! off without holding anything.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::event::{Batch, BatchContext, SequenceNumber, ShardId, unstamped};
+use crate::retry::Backoff;
+use crate::stream::kpl::{self, KplError};
+use crate::stream::{ShardIterator, StartPosition, StreamBackend, StreamError};
+
+/// A record whose KPL body has a valid checksum but cannot be decoded: it
+/// is not passed on as events, and must go somewhere it is seen (the
+/// pipelines' dead-letter sink, `tail`'s stderr).
+#[derive(Debug, Clone)]
+pub struct Undecodable {
+    pub sequence: SequenceNumber,
+    pub partition_key: String,
+    pub arrival_ms: i64,
+    pub data: Bytes,
+    pub error: KplError,
+}
+
+/// What one read gave.
+#[derive(Debug)]
+pub enum Read {
+    /// Records (the batch may be empty when the stream answered with none
+    /// while not caught up: read again at once).
+    Records {
+        batch: Batch,
+        undecodable: Vec<Undecodable>,
+    },
+    /// Nothing new: the shard is read up to its tip. Read again after the
+    /// poll interval.
+    CaughtUp,
+    /// The stream throttled the read: wait this long before the next.
+    Throttled(Duration),
+    /// A closed shard, read to its end: no record will ever follow.
+    End,
+}
+
+/// Reads one shard from a start position, in order, as batches.
+#[derive(Debug)]
+pub struct ShardReader<B: StreamBackend> {
+    backend: B,
+    stream: String,
+    shard: ShardId,
+    /// Where a new iterator starts: the start position until a record is
+    /// read, then just after the last record read.
+    resume: StartPosition,
+    iterator: Option<ShardIterator>,
+    limit: u32,
+    /// Most lines per batch: a read is cut into batches at record
+    /// boundaries (a record with more lines is a batch of its own).
+    max_lines: usize,
+    /// Batches of the last read not yet handed out.
+    queue: std::collections::VecDeque<(Batch, Vec<Undecodable>)>,
+    ended: bool,
+    millis_behind: i64,
+    throttled: u32,
+    backoff: Backoff,
+}
+
+/// Kinesis's most records per `GetRecords`.
+pub const MAX_RECORDS_PER_READ: u32 = 10_000;
+
+impl<B: StreamBackend> ShardReader<B> {
+    /// A reader of `shard` from `from`, asking for at most `limit` records
+    /// per read (1 to 10,000).
+    pub fn new(
+        backend: B,
+        stream: impl Into<String>,
+        shard: ShardId,
+        from: StartPosition,
+        limit: u32,
+    ) -> Self {
+        Self {
+            backend,
+            stream: stream.into(),
+            shard,
+            resume: from,
+            iterator: None,
+            limit: limit.clamp(1, MAX_RECORDS_PER_READ),
+            max_lines: usize::MAX,
+            queue: std::collections::VecDeque::new(),
+            ended: false,
+            millis_behind: 0,
+            throttled: 0,
+            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
+        }
+    }
+
+    /// Cuts reads into batches of at most `n` lines (at record boundaries).
+    pub fn with_max_lines(mut self, n: usize) -> Self {
+        self.max_lines = n.max(1);
+        self
+    }
+
+    pub fn shard(&self) -> &ShardId {
+        &self.shard
+    }
+
+    /// How far behind the shard's tip the last read was, as the stream said.
+    pub fn millis_behind(&self) -> i64 {
+        self.millis_behind
+    }
+
+    /// Reads the next records. Errors are the stream's, other than an
+    /// expired iterator (renewed here) and throttling ([`Read::Throttled`]).
+    pub async fn read(&mut self) -> Result<Read, StreamError> {
+        if let Some((batch, undecodable)) = self.queue.pop_front() {
+            return Ok(Read::Records { batch, undecodable });
+        }
+        if self.ended {
+            return Ok(Read::End);
+        }
+        let mut renewed = false;
+        let out = loop {
+            let it = match self.iterator.take() {
+                Some(it) => it,
+                None => match self
+                    .backend
+                    .shard_iterator(&self.stream, self.shard.as_str(), &self.resume)
+                    .await
+                {
+                    Ok(it) => it,
+                    Err(StreamError::Throttled(m)) => return Ok(self.throttle(&m)),
+                    Err(e) => return Err(e),
+                },
+            };
+            match self.backend.get_records(&it, self.limit).await {
+                Ok(out) => break out,
+                // Iterators expire (Kinesis: after 5 minutes): a new one
+                // from just after the last record read. Once; a second
+                // failure in a row is the stream's error.
+                Err(StreamError::BadIterator(m)) if !renewed => {
+                    tracing::debug!(stream = %self.stream, shard = %self.shard, reason = %m, "renewing the shard iterator");
+                    renewed = true;
+                }
+                Err(StreamError::Throttled(m)) => {
+                    // Keep the iterator: it is still good after the wait.
+                    self.iterator = Some(it);
+                    return Ok(self.throttle(&m));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.throttled = 0;
+        self.millis_behind = out.millis_behind_latest;
+        if out.records.is_empty() {
+            return Ok(match out.next_iterator {
+                None => {
+                    self.ended = true;
+                    Read::End
+                }
+                Some(next) => {
+                    self.iterator = Some(next);
+                    if out.millis_behind_latest == 0 {
+                        Read::CaughtUp
+                    } else {
+                        Read::Records {
+                            batch: Batch::new(self.context(None, None)),
+                            undecodable: Vec::new(),
+                        }
+                    }
+                }
+            });
+        }
+        match out.next_iterator {
+            None => self.ended = true,
+            Some(next) => self.iterator = Some(next),
+        }
+        let last = out.records.last().map(|r| r.sequence.clone());
+        let mut batch = Batch::new(self.context(None, None));
+        let mut undecodable = Vec::new();
+        for rec in out.records {
+            match kpl::events_of(&rec.data, &rec.partition_key) {
+                Ok(events) => {
+                    for (sub, e) in events.into_iter().enumerate() {
+                        let stamp = e.stamp.unwrap_or_else(|| {
+                            unstamped(&self.shard, &rec.sequence, sub as u32, rec.arrival_ms)
+                        });
+                        if batch
+                            .push(&e.data, stamp, e.partition_key.as_bytes())
+                            .is_err()
+                        {
+                            // A read is at most 10 MB (Kinesis) and keys are
+                            // bounded per record: 4 GiB cannot be reached.
+                            return Err(StreamError::Service(format!(
+                                "shard {}: a read of more than 4 GiB",
+                                self.shard
+                            )));
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(stream = %self.stream, shard = %self.shard, sequence = %rec.sequence, %error, "record cannot be de-aggregated");
+                    undecodable.push(Undecodable {
+                        sequence: rec.sequence.clone(),
+                        partition_key: rec.partition_key.clone(),
+                        arrival_ms: rec.arrival_ms,
+                        data: rec.data.clone(),
+                        error,
+                    });
+                }
+            }
+            batch.end_record(rec.sequence, rec.arrival_ms);
+            if batch.len() >= self.max_lines {
+                let full = std::mem::replace(&mut batch, Batch::new(self.context(None, None)));
+                self.queue_batch(full, std::mem::take(&mut undecodable));
+            }
+        }
+        if !batch.records().is_empty() {
+            self.queue_batch(batch, undecodable);
+        }
+        if let Some(last) = last {
+            self.resume = StartPosition::AfterSequence(last);
+        }
+        Ok(match self.queue.pop_front() {
+            Some((batch, undecodable)) => Read::Records { batch, undecodable },
+            None => Read::Records {
+                batch: Batch::new(self.context(None, None)),
+                undecodable: Vec::new(),
+            },
+        })
+    }
+
+    /// Sets a batch's sequence range from its records and queues it.
+    fn queue_batch(&mut self, mut batch: Batch, undecodable: Vec<Undecodable>) {
+        let ends = (
+            batch.records().first().map(|r| r.sequence.clone()),
+            batch.records().last().map(|r| r.sequence.clone()),
+        );
+        if let (Some(f), Some(l)) = ends {
+            batch.context.first_sequence = f;
+            batch.context.last_sequence = l;
+        }
+        self.queue.push_back((batch, undecodable));
+    }
+
+    fn context(&self, first: Option<SequenceNumber>, last: Option<SequenceNumber>) -> BatchContext {
+        BatchContext {
+            stream: self.stream.clone(),
+            shard: self.shard.clone(),
+            first_sequence: first.unwrap_or_default(),
+            last_sequence: last.unwrap_or_default(),
+        }
+    }
+
+    fn throttle(&mut self, message: &str) -> Read {
+        self.throttled = self.throttled.saturating_add(1);
+        let wait = self.backoff.delay(self.throttled);
+        tracing::debug!(stream = %self.stream, shard = %self.shard, %message, ?wait, "read throttled; backing off");
+        Read::Throttled(wait)
+    }
+}

@@ -1,0 +1,73 @@
+//! Sinks: where a pipeline's output goes.
+//!
+//! Today every sink is an archive of objects — time-stamped, compressed
+//! NDJSON files — in a directory ([`dir`]) or an S3 bucket ([`s3`]), both
+//! behind [`ObjectStore`]. [`archive::ArchiveWriter`] buffers one shard's
+//! lines for one sink and cuts them into objects at boundaries a restart
+//! reproduces; the dead-letter sink is such an archive whose lines say why
+//! each entry is there ([`dead_letter`]).
+
+pub mod archive;
+pub mod dead_letter;
+pub mod dir;
+pub mod s3;
+pub mod util;
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+use crate::config::{SinkConfig, SinkKind};
+
+/// One object to store, with the metadata that says what made it.
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub body: Bytes,
+    /// `application/x-ndjson`.
+    pub content_type: &'static str,
+    /// `gzip`, `zstd`, or none.
+    pub content_encoding: Option<&'static str>,
+    /// Name–value pairs (S3 user metadata; a `.meta.json` beside a file).
+    pub metadata: Vec<(&'static str, String)>,
+}
+
+/// Why a write failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SinkError {
+    #[error("{sink}: cannot write {key}: {message}")]
+    Write {
+        sink: String,
+        key: String,
+        message: String,
+    },
+    #[error("sink {sink}: {message}")]
+    Setup { sink: String, message: String },
+}
+
+/// A place that keeps objects by key; writing a key again replaces it.
+/// A write returns once the object is durable.
+pub trait ObjectStore: Send + Sync + fmt::Debug {
+    fn put<'a>(&'a self, key: &'a str, object: &'a Object) -> BoxFuture<'a, Result<(), SinkError>>;
+
+    /// Where the objects go, for logs and status (`dir /x`, `s3://bucket`).
+    fn location(&self) -> String;
+}
+
+/// The store a sink's configuration names.
+pub async fn open_store(
+    name: &str,
+    config: &SinkConfig,
+) -> Result<Arc<dyn ObjectStore>, SinkError> {
+    Ok(match config.kind {
+        SinkKind::Dir => {
+            let path = config.path.clone().ok_or_else(|| SinkError::Setup {
+                sink: name.to_owned(),
+                message: "a dir sink needs a path".into(),
+            })?;
+            Arc::new(dir::DirStore::open(name, &path, config.fsync)?)
+        }
+        SinkKind::S3 => Arc::new(s3::S3Store::connect(name, config).await?),
+    })
+}

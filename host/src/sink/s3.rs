@@ -1,0 +1,235 @@
+//! The S3 sink through the official AWS SDK for Rust.
+//!
+//! Credentials and region come from the standard chain; `endpoint` (or
+//! `AWS_ENDPOINT_URL_S3`) points it at a stand-in, with path-style
+//! addressing and, when the environment has none, dummy credentials.
+//! Objects above `multipart_threshold_bytes` go up in parts; a failed
+//! multipart upload is aborted so no parts are left to pay for. Every call
+//! is bounded (attempt and operation timeouts).
+
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use futures::future::BoxFuture;
+
+use super::{Object, ObjectStore, SinkError};
+use crate::config::SinkConfig;
+
+/// Size of each part of a multipart upload (S3: 5 MiB to 5 GiB).
+const PART_BYTES: usize = 8 << 20;
+
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    name: String,
+    client: Client,
+    bucket: String,
+    multipart_threshold: usize,
+}
+
+impl S3Store {
+    /// Connects and checks that the bucket exists (a missing bucket is an
+    /// error now rather than a write retried for ever; an unreachable
+    /// service is only a warning, since it may come back).
+    pub async fn connect(name: &str, config: &SinkConfig) -> Result<Self, SinkError> {
+        let bucket = config.bucket.clone().ok_or_else(|| SinkError::Setup {
+            sink: name.to_owned(),
+            message: "an s3 sink needs a bucket".into(),
+        })?;
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_attempt_timeout(Duration::from_secs(60))
+                    .operation_timeout(Duration::from_secs(300))
+                    .build(),
+            );
+        if let Some(region) = &config.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        let endpoint = config
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
+            .filter(|e| !e.is_empty());
+        if let Some(url) = &endpoint {
+            loader = loader.endpoint_url(url);
+            if config.region.is_none()
+                && ["AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"]
+                    .iter()
+                    .all(|v| std::env::var_os(v).is_none())
+            {
+                loader = loader.region(aws_config::Region::new("us-east-1"));
+            }
+            if std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
+                && std::env::var_os("AWS_PROFILE").is_none()
+            {
+                loader = loader.test_credentials();
+            }
+        }
+        let shared = loader.load().await;
+        let mut conf = aws_sdk_s3::config::Builder::from(&shared);
+        if shared.region().is_none() {
+            conf = conf.region(aws_config::Region::new("us-east-1"));
+        }
+        if endpoint.is_some() {
+            conf = conf.force_path_style(true);
+        }
+        let store = Self {
+            name: name.to_owned(),
+            client: Client::from_conf(conf.build()),
+            bucket,
+            multipart_threshold: usize::try_from(config.multipart_threshold_bytes)
+                .unwrap_or(usize::MAX)
+                .max(PART_BYTES),
+        };
+        store.check_bucket().await?;
+        Ok(store)
+    }
+
+    async fn check_bucket(&self) -> Result<(), SinkError> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let not_found = e
+                    .as_service_error()
+                    .is_some_and(aws_sdk_s3::operation::head_bucket::HeadBucketError::is_not_found);
+                if not_found {
+                    Err(SinkError::Setup {
+                        sink: self.name.clone(),
+                        message: format!("bucket {:?} does not exist", self.bucket),
+                    })
+                } else {
+                    tracing::warn!(sink = %self.name, bucket = %self.bucket, error = %DisplayErrorContext(&e), "cannot check the bucket now; writes will retry");
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    async fn put_whole(&self, key: &str, o: &Object) -> Result<(), String> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(o.content_type)
+            .body(ByteStream::from(o.body.clone()));
+        if let Some(enc) = o.content_encoding {
+            req = req.content_encoding(enc);
+        }
+        for (k, v) in &o.metadata {
+            req = req.metadata(*k, v);
+        }
+        req.send()
+            .await
+            .map(|_| ())
+            .map_err(|e| DisplayErrorContext(&e).to_string())
+    }
+
+    async fn put_multipart(&self, key: &str, o: &Object) -> Result<(), String> {
+        let mut create = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(o.content_type);
+        if let Some(enc) = o.content_encoding {
+            create = create.content_encoding(enc);
+        }
+        for (k, v) in &o.metadata {
+            create = create.metadata(*k, v);
+        }
+        let up = create
+            .send()
+            .await
+            .map_err(|e| DisplayErrorContext(&e).to_string())?;
+        let id = up
+            .upload_id()
+            .ok_or("CreateMultipartUpload answered without an upload id")?
+            .to_owned();
+        let result = self.upload_parts(key, &id, o).await;
+        if result.is_err() {
+            let abort = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&id)
+                .send()
+                .await;
+            if let Err(e) = abort {
+                tracing::warn!(sink = %self.name, %key, upload = %id, error = %DisplayErrorContext(&e), "cannot abort a failed multipart upload; its parts stay until a lifecycle rule removes them");
+            }
+        }
+        result
+    }
+
+    async fn upload_parts(&self, key: &str, id: &str, o: &Object) -> Result<(), String> {
+        let mut parts = Vec::new();
+        let mut start = 0usize;
+        let mut number = 1i32;
+        while start < o.body.len() {
+            let end = (start + PART_BYTES).min(o.body.len());
+            let part = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(id)
+                .part_number(number)
+                .body(ByteStream::from(o.body.slice(start..end)))
+                .send()
+                .await
+                .map_err(|e| DisplayErrorContext(&e).to_string())?;
+            let etag = part
+                .e_tag()
+                .ok_or_else(|| format!("UploadPart {number} answered without an ETag"))?;
+            parts.push(
+                CompletedPart::builder()
+                    .e_tag(etag)
+                    .part_number(number)
+                    .build(),
+            );
+            start = end;
+            number += 1;
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| DisplayErrorContext(&e).to_string())
+    }
+}
+
+impl ObjectStore for S3Store {
+    fn put<'a>(&'a self, key: &'a str, object: &'a Object) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            let r = if object.body.len() > self.multipart_threshold {
+                self.put_multipart(key, object).await
+            } else {
+                self.put_whole(key, object).await
+            };
+            r.map_err(|message| SinkError::Write {
+                sink: self.name.clone(),
+                key: key.to_owned(),
+                message,
+            })
+        })
+    }
+
+    fn location(&self) -> String {
+        format!("s3://{}", self.bucket)
+    }
+}
