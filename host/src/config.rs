@@ -843,6 +843,67 @@ impl Config {
             }
             validate_limits(&p.limits).map_err(|(f, m)| bad(&key(&format!("limits.{f}")), m))?;
         }
+        // Two pipelines writing one sink must not write the same keys: the
+        // keys are made of the stream, shard and sequence range, which they
+        // share when they read one stream.
+        let mut users: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for p in &self.pipelines {
+            let mut mine: Vec<&str> = p.sinks.iter().map(String::as_str).collect();
+            mine.extend(p.routes.values().flatten().map(String::as_str));
+            if p.on_error == ErrorPolicy::DeadLetter {
+                mine.push(p.dead_letter.as_deref().unwrap_or("dead-letter"));
+            }
+            mine.sort_unstable();
+            mine.dedup();
+            for s in mine {
+                users
+                    .entry(s)
+                    .or_default()
+                    .push(format!("pipelines {:?}", p.name));
+            }
+        }
+        if let Some(a) = &self.filters.auto {
+            for s in &a.sinks {
+                users
+                    .entry(s.as_str())
+                    .or_default()
+                    .extend(std::iter::repeat_n("the automatic pipelines".to_owned(), 2));
+            }
+        }
+        for (sink, who) in &users {
+            let Some(k) = self.sinks.get(*sink) else {
+                continue;
+            };
+            if who.len() < 2 {
+                continue;
+            }
+            let text = format!("{}{}", k.prefix, k.template());
+            let distinct = text.contains("{pipeline}")
+                || (text.contains("{filter}") && {
+                    let labels: Vec<&str> = self
+                        .pipelines
+                        .iter()
+                        .filter(|p| who.contains(&format!("pipelines {:?}", p.name)))
+                        .map(|p| p.filter.as_deref().unwrap_or("raw"))
+                        .collect();
+                    let mut d = labels.clone();
+                    d.sort_unstable();
+                    d.dedup();
+                    d.len() == labels.len()
+                });
+            if !distinct {
+                let mut names = who.clone();
+                names.dedup();
+                return Err(bad(
+                    &format!("sinks.{sink}"),
+                    format!(
+                        "is written by {}: their objects would get the same keys and overwrite \
+                         each other; put {{pipeline}} in its prefix or key_template",
+                        names.join(" and ")
+                    ),
+                ));
+            }
+        }
         if let Some(a) = &self.filters.auto {
             if !is_stream_name(&a.stream) {
                 return Err(bad(
@@ -1143,6 +1204,12 @@ mod tests {
                 &["intake.listener_id", "reserved"],
             ),
             ("[streams.s]\nshards = 0\n", &["streams.s.shards"]),
+            (
+                "[sinks.a]\ntype = \"dir\"\npath = \"x\"\n\
+                 [[pipelines]]\nname = \"p\"\nstream = \"s\"\nsinks = [\"a\"]\n\
+                 [[pipelines]]\nname = \"q\"\nstream = \"s\"\nsinks = [\"a\"]\n",
+                &["sinks.a", "\"p\"", "\"q\"", "{pipeline}"],
+            ),
         ];
         for (text, wants) in sink_cases {
             let e = match Config::parse(text, "t.toml") {

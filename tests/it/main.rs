@@ -11,6 +11,8 @@ mod harness;
 mod services;
 
 mod config_cli;
+mod consumer;
+mod consumer_aws;
 mod filter_bad_input;
 mod filter_cli;
 mod filter_examples;

@@ -280,8 +280,17 @@ fn help_teaches_with_examples() {
     for (cmd, want) in [
         (
             "serve",
-            &["Examples:", "--create-stream logs:2", "SIGTERM"][..],
+            &[
+                "Examples:",
+                "embedded default",
+                "./filters",
+                "archive/filtered/FILTER/",
+                "/v1/status",
+                "SIGTERM",
+            ][..],
         ),
+        ("intake", &["Examples:", "--config"][..]),
+        ("consume", &["Examples:", "read-only"][..]),
         (
             "send",
             &["Examples:", "send - --stream", "line numbers"][..],

@@ -90,7 +90,12 @@ impl S3Store {
     }
 
     async fn check_bucket(&self) -> Result<(), SinkError> {
-        match self.client.head_bucket().bucket(&self.bucket).send().await {
+        let head = self.client.head_bucket().bucket(&self.bucket).send();
+        let Ok(answer) = tokio::time::timeout(Duration::from_secs(5), head).await else {
+            tracing::warn!(sink = %self.name, bucket = %self.bucket, "S3 did not answer within 5 s; writes will retry");
+            return Ok(());
+        };
+        match answer {
             Ok(_) => Ok(()),
             Err(e) => {
                 let not_found = e
