@@ -837,3 +837,104 @@ fn resharding_under_load_loses_nothing_and_reads_parents_first() {
         app.stop().await.unwrap_or_else(|e| panic!("{e}"));
     });
 }
+
+#[test]
+fn on_error_retry_holds_the_shard_until_a_new_version_passes_and_skip_drops_only_the_poison() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut c = local_config(dir.path(), 1);
+    let mut retry = pipeline("retry", Some("stubborn"), &["filtered"]);
+    retry.params.insert("mode".into(), "poison".into());
+    retry.on_error = ErrorPolicy::Retry;
+    retry.dead_letter = None;
+    let mut skip = pipeline("skip", Some("chaos"), &["filtered"]);
+    skip.params.insert("mode".into(), "poison".into());
+    skip.on_error = ErrorPolicy::Skip;
+    skip.dead_letter = None;
+    c.pipelines.push(retry);
+    c.pipelines.push(skip);
+    let chaos = std::fs::read(filters::CHAOS).unwrap_or_else(|e| panic!("{e}"));
+    drop_filter(&c.filters.dir, "chaos", &chaos);
+    drop_filter(&c.filters.dir, "stubborn", &chaos);
+    rt().block_on(async {
+        let app = start(&c).await;
+        let addr = app.intake_addr.unwrap_or_else(|| panic!("no intake"));
+        let lines: Vec<String> = (0..100)
+            .map(|n| {
+                if n == 42 {
+                    format!("{} POISON", event(n, true))
+                } else {
+                    event(n, n % 2 == 0)
+                }
+            })
+            .collect();
+        post(addr, &lines, None).await;
+        let skipped = dir.path().join("archive/filtered/chaos");
+        wait_until(Duration::from_secs(20), "the skip pipeline's lines", || {
+            read_dir_archive(&skipped)
+                .iter()
+                .map(|o| o.lines.len())
+                .sum::<usize>()
+                == 99
+        })
+        .await;
+        let kept = line_counts(&read_dir_archive(&skipped));
+        assert!(!kept.keys().any(|l| l.windows(6).any(|w| w == b"POISON")));
+        let m = scrape(app.admin_addr).await;
+        assert_eq!(
+            metric(
+                &m,
+                "kinesthetic_pipeline_dead_letter_lines_total{pipeline=\"skip\",reason=\"skipped\""
+            ),
+            1.0,
+            "{m}"
+        );
+        assert!(
+            read_dir_archive(&dir.path().join("archive/dead")).is_empty(),
+            "skip writes no dead letters"
+        );
+        // retry: the batch fails again and again; nothing is delivered and
+        // the checkpoint stays.
+        let stubborn = dir.path().join("archive/filtered/stubborn");
+        wait_until(Duration::from_secs(10), "retries", || {
+            app.status().is_some_and(|s| {
+                s.snapshot()
+                    .get("retry")
+                    .and_then(|p| p.shards.get("shardId-000000000000").cloned())
+                    .is_some_and(|sh| sh.state == "retrying" && sh.checkpoint == "start")
+            })
+        })
+        .await;
+        assert!(read_dir_archive(&stubborn).is_empty());
+        // A new version under the same name (errors-only) passes: the whole
+        // batch goes through it.
+        let v2 = std::fs::read(filters::ERRORS_ONLY).unwrap_or_else(|e| panic!("{e}"));
+        drop_filter(&c.filters.dir, "stubborn", &v2);
+        wait_until(
+            Duration::from_secs(30),
+            "the retried batch delivered",
+            || {
+                read_dir_archive(&stubborn)
+                    .iter()
+                    .map(|o| o.lines.len())
+                    .sum::<usize>()
+                    == 49
+            },
+        )
+        .await;
+        let objs = read_dir_archive(&stubborn);
+        let sha = sha256_of(Path::new(filters::ERRORS_ONLY));
+        assert!(objs.iter().all(|o| o.meta("module-sha256") == sha));
+        let got = line_counts(&objs);
+        for n in (0..100).filter(|n| n % 2 == 0 && *n != 42) {
+            assert!(got.contains_key(&reduced(n)), "m-{n}");
+        }
+        let m = scrape(app.admin_addr).await;
+        assert!(
+            metric(
+                &m,
+                "kinesthetic_pipeline_filter_failures_total{pipeline=\"retry\",kind=\"trap\""
+            ) >= 2.0
+        );
+        app.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+}

@@ -13,6 +13,7 @@ mod services;
 mod config_cli;
 mod consumer;
 mod consumer_aws;
+mod consumer_process;
 mod filter_bad_input;
 mod filter_cli;
 mod filter_examples;

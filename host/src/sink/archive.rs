@@ -338,3 +338,172 @@ impl ArchiveWriter {
         self.store.location()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SinkConfig;
+
+    #[derive(Debug)]
+    struct Nowhere;
+
+    impl ObjectStore for Nowhere {
+        fn put<'a>(
+            &'a self,
+            _key: &'a str,
+            _object: &'a Object,
+        ) -> futures::future::BoxFuture<'a, Result<(), SinkError>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn location(&self) -> String {
+            "nowhere".into()
+        }
+    }
+
+    fn writer(max_bytes: u64, pending: Option<Cut>) -> ArchiveWriter {
+        let mut c = SinkConfig::dir("unused");
+        c.max_age_ms = 1000;
+        c.max_bytes = max_bytes;
+        ArchiveWriter::new(
+            "t",
+            &c,
+            Arc::new(Nowhere),
+            Origin {
+                pipeline: "p".into(),
+                filter: "raw".into(),
+                stream: "s".into(),
+                shard: ShardId::new("shardId-000000000000"),
+            },
+            None,
+            pending,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn rec(seq: u128, arrival_ms: i64) -> RecordSpan {
+        RecordSpan {
+            sequence: SequenceNumber::from_u128(seq),
+            arrival_ms,
+            end_line: 0,
+        }
+    }
+
+    fn line(bytes: &[u8], counter: u64) -> ArchiveLine<'_> {
+        ArchiveLine {
+            bytes,
+            id: EventId {
+                listener: 1,
+                counter,
+            },
+            received_ms: 0,
+        }
+    }
+
+    /// Offers records `(seq, arrival, lines)`; returns the cuts `(first, last)`.
+    fn feed(w: &mut ArchiveWriter, recs: &[(u128, i64, usize)]) -> Vec<(u128, u128)> {
+        let mut cuts = Vec::new();
+        let body = b"0123456789".repeat(10);
+        for &(seq, at, n) in recs {
+            let lines: Vec<ArchiveLine<'_>> = (0..n).map(|i| line(&body, i as u64)).collect();
+            if let Some(s) = w.offer(&rec(seq, at), lines.iter().copied(), None) {
+                cuts.push((
+                    s.cut.first.as_u128().unwrap_or(0),
+                    s.cut.last.as_u128().unwrap_or(0),
+                ));
+            }
+        }
+        cuts
+    }
+
+    #[test]
+    fn objects_hold_the_records_of_one_arrival_window() {
+        let mut w = writer(1 << 20, None);
+        let cuts = feed(
+            &mut w,
+            &[
+                (1, 0, 1),
+                (2, 500, 1),
+                (3, 999, 0),
+                (4, 1000, 1),
+                (5, 1999, 1),
+                (6, 2500, 1),
+            ],
+        );
+        // 4 arrives 1000 ms after 1: a new object; 6 after 4's window.
+        assert_eq!(cuts, [(1, 2), (4, 5)]);
+        // The sink's position: before the open object (6), all is written.
+        assert_eq!(w.position().and_then(SequenceNumber::as_u128), Some(5));
+        let s = w.seal().unwrap_or_else(|| panic!("an object is open"));
+        assert_eq!((s.lines, s.after.as_u128()), (1, Some(6)));
+        assert_eq!(w.position().and_then(SequenceNumber::as_u128), Some(6));
+        assert!(w.seal().is_none());
+    }
+
+    #[test]
+    fn objects_close_before_passing_max_bytes_and_on_a_new_module() {
+        // Each line is 101 bytes with its newline: three fit in 350.
+        let mut w = writer(350, None);
+        let cuts = feed(
+            &mut w,
+            &[(1, 0, 2), (2, 1, 1), (3, 2, 1), (4, 3, 3), (5, 4, 1)],
+        );
+        assert_eq!(cuts, [(1, 2), (3, 3), (4, 4)]);
+        let mut w = writer(1 << 20, None);
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("aaa"), Arc::from("bbb"));
+        let body = b"x".to_vec();
+        assert!(w.offer(&rec(1, 0), [line(&body, 1)], Some(&a)).is_none());
+        let s = w.offer(&rec(2, 1), [line(&body, 2)], Some(&b));
+        let s = s.unwrap_or_else(|| panic!("a new module cuts"));
+        assert!(s.metadata.contains(&("module-sha256", "aaa".to_owned())));
+        // A record without lines for this sink does not cut on the module.
+        assert!(w.offer(&rec(3, 2), [], Some(&a)).is_none());
+    }
+
+    #[test]
+    fn a_cut_made_before_a_restart_is_made_again_exactly() {
+        // Before the restart the object [1, 2] was cut (say, by the clock).
+        let pending = Cut {
+            first: SequenceNumber::from_u128(1),
+            last: SequenceNumber::from_u128(2),
+        };
+        let recs = [(1, 0, 1), (2, 10, 1), (3, 20, 1), (4, 30, 1)];
+        let mut w = writer(1 << 20, Some(pending.clone()));
+        assert!(!w.due(0), "no object yet");
+        let cuts = feed(&mut w, &recs[..2]);
+        assert!(cuts.is_empty());
+        // Caught up right after 2: the interrupted object is due at once.
+        assert!(w.due(0), "the pending object is complete");
+        let cuts = feed(&mut w, &recs[2..]);
+        assert_eq!(cuts, [(1, 2)], "cut exactly where it was");
+        assert!(w.pending().is_none());
+        // Without it, the same records would make one object.
+        let mut w = writer(1 << 20, None);
+        assert!(feed(&mut w, &recs).is_empty());
+        // Inside a pending cut no rule cuts (here: a new arrival window).
+        let mut w = writer(
+            1 << 20,
+            Some(Cut {
+                first: SequenceNumber::from_u128(1),
+                last: SequenceNumber::from_u128(3),
+            }),
+        );
+        assert_eq!(
+            feed(
+                &mut w,
+                &[(1, 0, 1), (2, 5000, 1), (3, 9000, 1), (4, 9001, 1)]
+            ),
+            [(1, 3)]
+        );
+    }
+
+    #[test]
+    fn an_open_object_is_due_once_its_window_passed() {
+        let mut w = writer(1 << 20, None);
+        assert!(!w.due(i64::MAX), "nothing open");
+        feed(&mut w, &[(1, 10_000, 1)]);
+        assert!(!w.due(10_500));
+        assert!(!w.due(11_000), "the slack is not over");
+        assert!(w.due(11_000 + WINDOW_SLACK.as_millis() as i64));
+    }
+}
