@@ -458,7 +458,6 @@ fn a_poison_line_goes_to_the_dead_letter_sink_and_the_rest_is_delivered() {
         let bad = lines.len() - good;
         let filtered = dir.path().join("archive/filtered/chaos");
         let dead = dir.path().join("archive/dead/chaos");
-        let status = app.status().cloned();
         wait_until(
             Duration::from_secs(30),
             "good lines and dead letters",

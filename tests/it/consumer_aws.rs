@@ -14,7 +14,7 @@ use kinesthetic::stream::StreamBackend;
 use kinesthetic::stream::any::AnyBackend;
 
 use crate::consumer::{
-    Obj, check_objects, drop_filter, event, line_counts, pipeline, post, read_dir_archive, reduced,
+    Obj, check_objects, drop_filter, event, line_counts, pipeline, read_dir_archive, reduced,
     sha256_of, wait_until,
 };
 use crate::filters;

@@ -34,7 +34,7 @@ pub enum Read {
     /// Records (the batch may be empty when the stream answered with none
     /// while not caught up: read again at once).
     Records {
-        batch: Batch,
+        batch: Box<Batch>,
         undecodable: Vec<Undecodable>,
     },
     /// Nothing new: the shard is read up to its tip. Read again after the
@@ -116,7 +116,10 @@ impl<B: StreamBackend> ShardReader<B> {
     /// expired iterator (renewed here) and throttling ([`Read::Throttled`]).
     pub async fn read(&mut self) -> Result<Read, StreamError> {
         if let Some((batch, undecodable)) = self.queue.pop_front() {
-            return Ok(Read::Records { batch, undecodable });
+            return Ok(Read::Records {
+                batch: Box::new(batch),
+                undecodable,
+            });
         }
         if self.ended {
             return Ok(Read::End);
@@ -166,7 +169,7 @@ impl<B: StreamBackend> ShardReader<B> {
                         Read::CaughtUp
                     } else {
                         Read::Records {
-                            batch: Batch::new(self.context(None, None)),
+                            batch: Box::new(Batch::new(self.context(None, None))),
                             undecodable: Vec::new(),
                         }
                     }
@@ -224,9 +227,12 @@ impl<B: StreamBackend> ShardReader<B> {
             self.resume = StartPosition::AfterSequence(last);
         }
         Ok(match self.queue.pop_front() {
-            Some((batch, undecodable)) => Read::Records { batch, undecodable },
+            Some((batch, undecodable)) => Read::Records {
+                batch: Box::new(batch),
+                undecodable,
+            },
             None => Read::Records {
-                batch: Batch::new(self.context(None, None)),
+                batch: Box::new(Batch::new(self.context(None, None))),
                 undecodable: Vec::new(),
             },
         })

@@ -141,7 +141,10 @@ impl<B: StreamBackend> StreamWalk<B> {
                     self.idle = false;
                     if !batch.records().is_empty() {
                         self.progressed = true;
-                        return Ok(Some(Walked { batch, undecodable }));
+                        return Ok(Some(Walked {
+                            batch: *batch,
+                            undecodable,
+                        }));
                     }
                 }
                 Read::CaughtUp => {

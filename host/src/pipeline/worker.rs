@@ -218,7 +218,7 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
                     self.set_state("reading");
                     let behind = self.reader.millis_behind();
                     self.status(|s| s.millis_behind_latest = behind);
-                    if !self.process(batch, undecodable, filter).await? {
+                    if !self.process(*batch, undecodable, filter).await? {
                         // Stopped while retrying: nothing of the batch is
                         // checkpointed, so it is read again on restart.
                         continue;
@@ -588,9 +588,9 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
         let moved = self
             .allowed()
             .is_some_and(|a| self.written != Checkpoint::After(a));
-        if moved && self.last_write.elapsed() >= CHECKPOINT_EVERY {
-            self.checkpoint_positions_force().await?;
-        } else if moved && self.ctx.cancel.is_cancelled() {
+        if moved
+            && (self.last_write.elapsed() >= CHECKPOINT_EVERY || self.ctx.cancel.is_cancelled())
+        {
             self.checkpoint_positions_force().await?;
         }
         Ok(())
