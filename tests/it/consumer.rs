@@ -937,3 +937,168 @@ fn on_error_retry_holds_the_shard_until_a_new_version_passes_and_skip_drops_only
         app.stop().await.unwrap_or_else(|e| panic!("{e}"));
     });
 }
+
+/// A local log whose reads fail on demand: an expired iterator, or
+/// throttling, as Kinesis answers.
+#[derive(Clone)]
+struct Faulty {
+    inner: kinesthetic::stream::local::LocalLog,
+    expire: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    throttle: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    iterators: std::sync::Arc<std::sync::Mutex<Vec<kinesthetic::stream::StartPosition>>>,
+}
+
+impl kinesthetic::stream::StreamBackend for Faulty {
+    async fn create_stream(&self, n: &str, s: u32) -> Result<(), kinesthetic::stream::StreamError> {
+        self.inner.create_stream(n, s).await
+    }
+    async fn delete_stream(&self, n: &str) -> Result<(), kinesthetic::stream::StreamError> {
+        self.inner.delete_stream(n).await
+    }
+    async fn list_streams(&self) -> Result<Vec<String>, kinesthetic::stream::StreamError> {
+        self.inner.list_streams().await
+    }
+    async fn describe(
+        &self,
+        n: &str,
+    ) -> Result<kinesthetic::stream::StreamDescription, kinesthetic::stream::StreamError> {
+        self.inner.describe(n).await
+    }
+    async fn put_records(
+        &self,
+        s: &str,
+        e: &[kinesthetic::stream::PutEntry],
+    ) -> Result<Vec<kinesthetic::stream::PutOutcome>, kinesthetic::stream::StreamError> {
+        self.inner.put_records(s, e).await
+    }
+    async fn shard_iterator(
+        &self,
+        s: &str,
+        sh: &str,
+        f: &kinesthetic::stream::StartPosition,
+    ) -> Result<kinesthetic::stream::ShardIterator, kinesthetic::stream::StreamError> {
+        if let Ok(mut v) = self.iterators.lock() {
+            v.push(f.clone());
+        }
+        self.inner.shard_iterator(s, sh, f).await
+    }
+    async fn get_records(
+        &self,
+        i: &kinesthetic::stream::ShardIterator,
+        l: u32,
+    ) -> Result<kinesthetic::stream::GetRecordsOutput, kinesthetic::stream::StreamError> {
+        use kinesthetic::stream::StreamError;
+        use std::sync::atomic::Ordering;
+        if self
+            .expire
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StreamError::BadIterator("Iterator expired".into()));
+        }
+        if self
+            .throttle
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StreamError::Throttled("Rate exceeded for shard".into()));
+        }
+        self.inner.get_records(i, l).await
+    }
+    async fn split_shard(
+        &self,
+        s: &str,
+        sh: &str,
+        k: u128,
+    ) -> Result<(), kinesthetic::stream::StreamError> {
+        self.inner.split_shard(s, sh, k).await
+    }
+    async fn merge_shards(
+        &self,
+        s: &str,
+        a: &str,
+        b: &str,
+    ) -> Result<(), kinesthetic::stream::StreamError> {
+        self.inner.merge_shards(s, a, b).await
+    }
+}
+
+#[test]
+fn a_reader_renews_an_expired_iterator_after_its_last_record_and_backs_off_when_throttled() {
+    use kinesthetic::consumer::{Read, ShardReader};
+    use kinesthetic::event::ShardId;
+    use kinesthetic::stream::{PutEntry, StartPosition, StreamBackend};
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    rt().block_on(async {
+        let log = kinesthetic::stream::local::LocalLog::open(dir.path(), Default::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        log.create_stream("s", 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let b = Faulty {
+            inner: log,
+            expire: Default::default(),
+            throttle: Default::default(),
+            iterators: Default::default(),
+        };
+        let put = |from: usize, n: usize| {
+            let b = b.clone();
+            async move {
+                let entries: Vec<PutEntry> = (from..from + n)
+                    .map(|i| PutEntry {
+                        partition_key: "k".into(),
+                        explicit_hash_key: None,
+                        data: bytes::Bytes::from(format!("r{i}")),
+                    })
+                    .collect();
+                b.put_records("s", &entries)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        };
+        put(0, 10).await;
+        let mut r = ShardReader::new(
+            b.clone(),
+            "s",
+            ShardId::new("shardId-000000000000"),
+            StartPosition::TrimHorizon,
+            100,
+        )
+        .with_max_lines(4);
+        let mut got = Vec::new();
+        // Cut at record boundaries into batches of at most 4 lines.
+        loop {
+            match r.read().await.unwrap_or_else(|e| panic!("{e}")) {
+                Read::Records { batch, .. } => {
+                    assert!(batch.len() <= 4, "{}", batch.len());
+                    got.extend(batch.lines().map(<[u8]>::to_vec));
+                }
+                Read::CaughtUp => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got.len(), 10);
+        // The iterator expires: renewed just after the last record read.
+        b.expire.store(1, Ordering::SeqCst);
+        put(10, 3).await;
+        let Read::Records { batch, .. } = r.read().await.unwrap_or_else(|e| panic!("{e}")) else {
+            panic!("records expected")
+        };
+        let lines: Vec<Vec<u8>> = batch.lines().map(<[u8]>::to_vec).collect();
+        assert_eq!(lines, [b"r10".to_vec(), b"r11".to_vec(), b"r12".to_vec()]);
+        let its = b.iterators.lock().map(|v| v.clone()).unwrap_or_default();
+        assert_eq!(its.len(), 2, "{its:?}");
+        assert!(matches!(its[1], StartPosition::AfterSequence(_)), "{its:?}");
+        // Throttled: the reader says how long to wait, and goes on after.
+        b.throttle.store(1, Ordering::SeqCst);
+        match r.read().await.unwrap_or_else(|e| panic!("{e}")) {
+            Read::Throttled(d) => assert!(d >= Duration::from_millis(200), "{d:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(r.read().await, Ok(Read::CaughtUp)));
+        // Expired twice in a row: the stream's error, not a loop.
+        b.expire.store(2, Ordering::SeqCst);
+        assert!(r.read().await.is_err());
+    });
+}
