@@ -225,7 +225,19 @@ pub async fn create_streams<B: StreamBackend>(
         let Some(shards) = s.shards else { continue };
         match backend.create_stream(name, shards).await {
             Ok(()) => tracing::info!(stream = %name, shards, "stream created"),
-            Err(crate::stream::StreamError::StreamExists(_)) => continue,
+            Err(crate::stream::StreamError::StreamExists(_)) => {
+                if let Ok(d) = backend.describe(name).await {
+                    let open = d.open_shards().count();
+                    if open != shards as usize {
+                        tracing::warn!(
+                            "stream {name:?} exists with {open} open shard(s); the {shards} the \
+                             configuration asks for only apply when it is created (to change it: \
+                             kinesthetic stream reshard {name} --shards {shards})"
+                        );
+                    }
+                }
+                continue;
+            }
             Err(e) => return Err(e.into()),
         }
         crate::stream::reshard::wait_active(backend, name, Duration::from_secs(120)).await?;

@@ -268,6 +268,17 @@ pub enum ErrorPolicy {
     Skip,
 }
 
+impl ErrorPolicy {
+    /// As the configuration writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorPolicy::DeadLetter => "dead-letter",
+            ErrorPolicy::Retry => "retry",
+            ErrorPolicy::Skip => "skip",
+        }
+    }
+}
+
 /// Limits of every filter job of a pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -86,3 +86,43 @@ fn a_missing_file_is_named() {
     assert_eq!(o.status.code(), Some(1));
     assert!(err.contains("cannot read /nonexistent/k.toml"), "{err}");
 }
+
+#[test]
+fn pipelines_sinks_and_filters_are_described_and_checked() {
+    let o = check(
+        "[sinks.arch]\ntype = \"s3\"\nbucket = \"my-archive\"\nendpoint = \"http://127.0.0.1:5000\"\n\
+         prefix = \"{pipeline}\"\ncompression = \"zstd\"\n\
+         [sinks.hot]\ntype = \"dir\"\npath = \"/var/hot\"\nprefix = \"{filter}\"\n\
+         [[pipelines]]\nname = \"errors\"\nstream = \"events\"\nfilter = \"errors-only\"\n\
+         sinks = [\"arch\"]\nroutes = { alerts = [\"hot\"] }\non_error = \"skip\"\n\
+         [[pipelines]]\nname = \"raw\"\nstream = \"events\"\nsinks = [\"arch\"]\n\
+         [filters.auto]\nstream = \"events\"\nsinks = [\"hot\"]\n",
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for want in [
+        "sink arch",
+        "s3://my-archive at http://127.0.0.1:5000",
+        ".ndjson.zst",
+        "sink hot",
+        "dir /var/hot",
+        "pipeline errors: stream events → filter errors-only → arch (on error: skip); routes: alerts → hot",
+        "pipeline raw: stream events → no filter (raw) → arch (on error: dead-letter)",
+        "every module in filters without a pipeline → stream events → hot",
+        "checkpoints in kinesthetic-data/checkpoints",
+    ] {
+        assert!(out.contains(want), "{want:?} not in:\n{out}");
+    }
+    refused(
+        "[[pipelines]]\nname = \"p\"\nstream = \"events\"\nsinks = [\"missing\"]\n",
+        &[
+            "pipelines[0].sinks",
+            "\"missing\"",
+            "add a [sinks.NAME] section",
+        ],
+    );
+    refused(
+        "[sinks.a]\ntype = \"dir\"\npath = \"x\"\nmax_bytes = \"big\"\n",
+        &["max_bytes"],
+    );
+}

@@ -224,7 +224,7 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
     for p in &c.pipelines {
         println!(
-            "  pipeline {}: stream {} → {} → {} (on error: {:?}){}",
+            "  pipeline {}: stream {} → {} → {} (on error: {}){}",
             p.name,
             p.stream,
             p.filter
@@ -232,7 +232,7 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
                 .map(|f| format!("filter {f}"))
                 .unwrap_or_else(|| "no filter (raw)".to_owned()),
             p.sinks.join(", "),
-            p.on_error,
+            p.on_error.as_str(),
             if p.routes.is_empty() {
                 String::new()
             } else {

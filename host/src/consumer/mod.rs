@@ -152,7 +152,7 @@ impl<B: StreamBackend, C: CheckpointStore> Consumer<B, C> {
             p.stream = spec.stream.clone();
             p.filter = spec.filter.clone();
             p.sinks = spec.sinks.iter().map(|s| s.name.clone()).collect();
-            p.on_error = format!("{:?}", spec.on_error);
+            p.on_error = spec.on_error.as_str().to_owned();
         });
         tracing::info!(pipeline = %spec.name, stream = %spec.stream, filter = spec.filter_label(), sinks = ?spec.sinks.iter().map(|s| format!("{} ({})", s.name, s.store.location())).collect::<Vec<_>>(), "pipeline started");
         let me = self.clone();
