@@ -1102,3 +1102,85 @@ fn a_reader_renews_an_expired_iterator_after_its_last_record_and_backs_off_when_
         assert!(r.read().await.is_err());
     });
 }
+
+#[test]
+fn from_latest_a_new_pipeline_skips_the_past_and_follows_a_reshard() {
+    use kinesthetic::config::InitialPosition;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let c = local_config(dir.path(), 2);
+    rt().block_on(async {
+        let (app, _) = start_with(&c).await;
+        let addr = app.intake_addr.unwrap_or_else(|| panic!("no intake"));
+        let old: Vec<String> = (0..50).map(|i| format!("old {i}")).collect();
+        post(addr, &old, None).await;
+        app.stop().await.unwrap_or_else(|e| panic!("{e}"));
+        // A second pipeline, new, from LATEST.
+        let mut c2 = c.clone();
+        c2.consumer.initial_position = InitialPosition::Latest;
+        let mut mirror = SinkConfig::dir(dir.path().join("archive/mirror"));
+        mirror.max_age_ms = 300;
+        c2.sinks.insert("mirror".into(), mirror);
+        c2.pipelines.push(pipeline("mirror", None, &["mirror"]));
+        let (app, b) = start_with(&c2).await;
+        let addr = app.intake_addr.unwrap_or_else(|| panic!("no intake"));
+        // Wait until its shards are read (their position is LATEST).
+        wait_until(
+            Duration::from_secs(10),
+            "the mirror pipeline reading",
+            || {
+                app.status().is_some_and(|s| {
+                    s.snapshot().get("mirror").is_some_and(|p| {
+                        p.shards.len() == 2 && p.shards.values().all(|sh| sh.state == "reading")
+                    })
+                })
+            },
+        )
+        .await;
+        let new1: Vec<String> = (0..50).map(|i| format!("new {i}")).collect();
+        post(addr, &new1, Some("k1")).await;
+        kinesthetic::stream::reshard::reshard(&b, "events", 4, Duration::from_secs(30), |_| {})
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let new2: Vec<String> = (50..100).map(|i| format!("new {i}")).collect();
+        post(addr, &new2, Some("k1")).await;
+        let mirror = dir.path().join("archive/mirror");
+        let st = app.status().cloned();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while read_dir_archive(&mirror)
+            .iter()
+            .map(|o| o.lines.len())
+            .sum::<usize>()
+            < 100
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the new events not mirrored: {:?} {:#?}",
+                line_counts(&read_dir_archive(&mirror)).len(),
+                st.as_ref().map(|s| s.snapshot().get("mirror").cloned())
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let got = line_counts(&read_dir_archive(&mirror));
+        assert_eq!(
+            got.len(),
+            100,
+            "{:?}",
+            got.keys().take(5).collect::<Vec<_>>()
+        );
+        assert!(got.keys().all(|l| l.starts_with(b"new ")));
+        // The raw pipeline (its checkpoints from before) has them all: it
+        // was stopped with them buffered, and reads them again.
+        let raw = dir.path().join("archive/raw");
+        wait_until(
+            Duration::from_secs(20),
+            "the old events in the raw archive",
+            || {
+                let raw = line_counts(&read_dir_archive(&raw));
+                old.iter().all(|l| raw.get(l.as_bytes()) == Some(&1))
+            },
+        )
+        .await;
+        app.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+}

@@ -35,6 +35,16 @@ pub enum Checkpoint {
     ShardEnd,
 }
 
+/// Where a lease without a checkpoint starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "at", content = "ms")]
+pub enum StartAt {
+    TrimHorizon,
+    /// Records that reached the stream at or after this time (ms since
+    /// the Unix epoch).
+    Time(i64),
+}
+
 /// An object a sink decided to write but may not have written: after a
 /// restart the sink cuts it again at exactly these records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +80,13 @@ pub struct Lease {
     /// (conditional write), so two owners cannot both move a checkpoint.
     pub counter: u64,
     pub checkpoint: Checkpoint,
+    /// Where the shard is read from while it has no checkpoint, fixed when
+    /// the lease is made: an initial position of LATEST becomes the time the
+    /// lease was made, so a restart before the first checkpoint (or with
+    /// another initial position configured) skips nothing that was read but
+    /// not yet delivered.
+    #[serde(default)]
+    pub start: Option<StartAt>,
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkPosition>,
     /// When the checkpoint was last written, ms since the Unix epoch.
@@ -87,6 +104,7 @@ impl Lease {
             owner: None,
             counter: 0,
             checkpoint: Checkpoint::Start,
+            start: None,
             sinks: BTreeMap::new(),
             updated_ms: 0,
         }

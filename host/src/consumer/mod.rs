@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 pub use reader::{Read, ShardReader, Undecodable};
 pub use walk::{StreamWalk, Walked};
 
-use self::checkpoint::{Checkpoint, CheckpointStore, Lease};
+use self::checkpoint::{Checkpoint, CheckpointStore, Lease, StartAt};
 use self::metrics::{ConsumerMetrics, PipelineLabel};
 use self::status::StatusBoard;
 use crate::config::{AutoPipelines, ConsumerConfig, InitialPosition, PipelineConfig};
@@ -285,9 +285,9 @@ impl<B: StreamBackend, C: CheckpointStore> Consumer<B, C> {
                     let Some((shard, result)) = done else { break };
                     running.remove(&shard);
                     match result {
-                        Ok(Finished::ShardEnd) => {
-                            if let Some(l) = leases.as_mut().and_then(|l| l.get_mut(&shard)) {
-                                l.checkpoint = Checkpoint::ShardEnd;
+                        Ok(Finished::ShardEnd(lease)) => {
+                            if let Some(l) = leases.as_mut() {
+                                l.insert(shard, *lease);
                             }
                         }
                         Ok(Finished::Stopped) => {}
@@ -337,6 +337,16 @@ impl<B: StreamBackend, C: CheckpointStore> Consumer<B, C> {
                     let mut l =
                         Lease::new(&spec.name, &spec.stream, ShardId::new(&shard.id), parents);
                     l.owner = Some(s.owner.clone());
+                    let continues = walk::parents(shard)
+                        .any(|p| leases.get(p).is_some_and(|l| !l.sinks.is_empty()));
+                    l.start = match walk::start_of(shard, &s.settings.initial, continues) {
+                        Some(StartPosition::Latest) => {
+                            Some(StartAt::Time(crate::intake::stamp::now_ms()))
+                        }
+                        Some(StartPosition::AtTimestamp(ms)) => Some(StartAt::Time(ms)),
+                        Some(StartPosition::TrimHorizon) => Some(StartAt::TrimHorizon),
+                        _ => None,
+                    };
                     s.store.put(&l).await?
                 }
             };
@@ -344,8 +354,16 @@ impl<B: StreamBackend, C: CheckpointStore> Consumer<B, C> {
                 Checkpoint::ShardEnd => continue,
                 Checkpoint::After(seq) => Some(StartPosition::AfterSequence(seq.clone())),
                 Checkpoint::Start => {
-                    let continues = walk::parents(shard).any(|p| leases.contains_key(p));
-                    walk::start_of(shard, &s.settings.initial, continues)
+                    // A child continues a parent this pipeline read (its
+                    // lease has sink positions); a parent skipped at LATEST
+                    // was not read, so the child starts at LATEST too.
+                    let continues = walk::parents(shard)
+                        .any(|p| leases.get(p).is_some_and(|l| !l.sinks.is_empty()));
+                    match lease.start {
+                        Some(StartAt::Time(ms)) => Some(StartPosition::AtTimestamp(ms)),
+                        Some(StartAt::TrimHorizon) => Some(StartPosition::TrimHorizon),
+                        None => walk::start_of(shard, &s.settings.initial, continues),
+                    }
                 }
             };
             let Some(from) = from else {

@@ -39,8 +39,9 @@ use crate::stream::StreamBackend;
 /// How a worker ended.
 #[derive(Debug)]
 pub enum Finished {
-    /// The shard is closed and all of it is delivered (checkpoint at its end).
-    ShardEnd,
+    /// The shard is closed and all of it is delivered (checkpoint at its
+    /// end): the lease as written.
+    ShardEnd(Box<Lease>),
     /// Asked to stop.
     Stopped,
 }
@@ -211,7 +212,7 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
                 }
                 Ok(Read::End) => {
                     self.finish_shard().await?;
-                    return Ok(Finished::ShardEnd);
+                    return Ok(Finished::ShardEnd(Box::new(self.lease)));
                 }
                 Ok(Read::Records { batch, undecodable }) => {
                     errors = 0;
@@ -661,7 +662,12 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
             }
         }
         self.lease.checkpoint = Checkpoint::ShardEnd;
-        for e in self.lease.sinks.values_mut() {
+        // Every sink is named, even on an empty shard: a lease with sink
+        // positions says this pipeline read the shard (its children then
+        // continue it from their first record).
+        for w in &self.writers {
+            let e = self.lease.sinks.entry(w.sink().to_owned()).or_default();
+            e.after = w.position().cloned();
             e.pending = None;
         }
         persist(&self.ctx, &self.label, &mut self.lease).await?;
