@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod demo;
 mod services;
 
 use xtask::{
@@ -22,7 +23,16 @@ commands:
   bench filter                the filter runtime's figures (BENCH_MB=200 by default)
   bench intake                the intake's figures: throughput vs. a bare handler,
                               packing, and the Kinesis path when KINESIS_ENDPOINT is set
-  demo                        build, generate 50 MB of logs, run errors-only over them
+  bench consumer              the consumer's figures: throughput vs. the filter's
+                              (BENCH_MB=100), event → archive latency at 5,000 events/s
+                              (BENCH_SECS=20; Kinesis too when KINESIS_ENDPOINT is set),
+                              and the binary's RSS idle and under load
+  demo                        build the filters and the binary, then run `kinesthetic
+                              serve` in $CARGO_TARGET_DIR/demo (or target/demo) with
+                              errors-only dropped in, posting ~1 MB of generated logs
+                              every 2 s, until Ctrl-C. Ports: DEMO_LISTEN (127.0.0.1:8080),
+                              DEMO_ADMIN (127.0.0.1:9090). DEMO_SECS=N: stop after N s and
+                              check that both archives hold objects
   services up                 install (pinned, cached in ~/.cache/kinesthetic-services)
                               and start the test services on 127.0.0.1: kinesis-local
                               (Kinesis) and moto (S3, DynamoDB); prints the
@@ -39,7 +49,8 @@ fn main() -> ExitCode {
         ["install-tools"] => install_tools(),
         ["bench", "filter"] => bench_filter(),
         ["bench", "intake"] => bench("intake"),
-        ["demo"] => demo(),
+        ["bench", "consumer"] => bench("consumer"),
+        ["demo"] => demo::run(),
         ["services", "up"] => services::up().map(|env| print!("{env}")),
         ["services", "down"] => services::down(),
         ["services", "status"] => services::status().map(|text| print!("{text}")),
@@ -77,13 +88,18 @@ fn filters(out: PathBuf) -> Result<(), String> {
     Ok(())
 }
 
-fn status(cmd: &mut Command) -> Result<(), String> {
+/// `+ PROGRAM ARGS…` on stderr.
+fn print_command(cmd: &Command) {
     let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy()).collect();
     eprintln!(
         "+ {} {}",
         cmd.get_program().to_string_lossy(),
         args.join(" ")
     );
+}
+
+fn status(cmd: &mut Command) -> Result<(), String> {
+    print_command(cmd);
     let s = cmd
         .status()
         .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
@@ -170,128 +186,4 @@ fn bench_filter() -> Result<(), String> {
             .current_dir(root())
             .args(["bench", "-p", "kinesthetic", "--bench", "filter"]),
     )
-}
-
-/// Serves an intake on a fresh local log, sends `logs` to it, shows the
-/// stream, and reads its events back into a file (returned).
-fn demo_stream(bin: &Path, demo: &Path, logs: &Path) -> Result<PathBuf, String> {
-    use std::io::{BufRead, Write};
-    let data = demo.join("data");
-    let _ = std::fs::remove_dir_all(&data);
-    let mut serve = Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .args(["--create-stream", "logs:2", "--data"])
-        .arg(&data)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-    let stderr = serve.stderr.take().ok_or("no stderr from serve")?;
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    let addr = loop {
-        let Some(Ok(line)) = lines.next() else {
-            let _ = serve.kill();
-            return Err("kinesthetic serve stopped before listening".into());
-        };
-        if let Some(rest) = line.split("intake on http://").nth(1) {
-            println!("{line}");
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    let sent = status(
-        Command::new(bin)
-            .arg("send")
-            .arg(logs)
-            .args(["--stream", "logs", "--quiet", "--url"])
-            .arg(format!("http://{addr}")),
-    );
-    // Ctrl-C: the intake finishes what it accepted, then exits.
-    let _ = Command::new("kill")
-        .args(["-INT", &serve.id().to_string()])
-        .status();
-    let _ = serve.wait();
-    sent?;
-    let stream = |args: &[&str]| {
-        let mut c = Command::new(bin);
-        c.args(["stream", "--backend", "local", "--data"])
-            .arg(&data)
-            .args(args);
-        c
-    };
-    status(&mut stream(&["describe", "logs"]))?;
-    let out = stream(&["tail", "logs"])
-        .output()
-        .map_err(|e| format!("stream tail: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "stream tail failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    // `tail` prints `ID RECEIVED KEY<TAB>EVENT`; keep the events.
-    let events = demo.join("from-stream.ndjson");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&events).map_err(|e| e.to_string())?);
-    let mut n = 0;
-    for line in out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let event = line
-            .iter()
-            .position(|&b| b == b'\t')
-            .map_or(line, |i| &line[i + 1..]);
-        f.write_all(event)
-            .and_then(|()| f.write_all(b"\n"))
-            .map_err(|e| e.to_string())?;
-        n += 1;
-    }
-    f.flush().map_err(|e| e.to_string())?;
-    println!("read {n} events back from stream logs (parents before children, de-aggregated)");
-    Ok(events)
-}
-
-fn demo() -> Result<(), String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let filters_dir = target_dir().join("filters");
-    filters(filters_dir.clone())?;
-    status(Command::new(&cargo).current_dir(root()).args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "kinesthetic",
-    ]))?;
-    let bin = target_dir().join("release/kinesthetic");
-    let demo = target_dir().join("demo");
-    std::fs::create_dir_all(&demo).map_err(|e| e.to_string())?;
-    let logs = demo.join("logs.ndjson");
-    let file = std::fs::File::create(&logs).map_err(|e| e.to_string())?;
-    status(
-        Command::new(&bin)
-            .args(["datagen", "--mb", "50", "--seed", "1"])
-            .stdout(file),
-    )?;
-    // Through the intake into a stream on the local log, and back out.
-    let events = demo_stream(&bin, &demo, &logs)?;
-    let kept = demo.join("errors.ndjson");
-    let out = std::fs::File::create(&kept).map_err(|e| e.to_string())?;
-    status(
-        Command::new(&bin)
-            .args(["filter", "run"])
-            .arg(filters_dir.join("errors-only.wasm"))
-            .arg(&events)
-            .arg("--stats")
-            .stdout(out),
-    )?;
-    let text = std::fs::read_to_string(&kept).map_err(|e| e.to_string())?;
-    println!(
-        "first kept events ({} in all, in {}):",
-        text.lines().count(),
-        kept.display()
-    );
-    for l in text.lines().take(3) {
-        println!("  {l}");
-    }
-    Ok(())
 }
