@@ -181,48 +181,19 @@ impl<B: StreamBackend> ShardReader<B> {
             Some(next) => self.iterator = Some(next),
         }
         let last = out.records.last().map(|r| r.sequence.clone());
-        let mut batch = Batch::new(self.context(None, None));
-        let mut undecodable = Vec::new();
-        for rec in out.records {
-            match kpl::events_of(&rec.data, &rec.partition_key) {
-                Ok(events) => {
-                    for (sub, e) in events.into_iter().enumerate() {
-                        let stamp = e.stamp.unwrap_or_else(|| {
-                            unstamped(&self.shard, &rec.sequence, sub as u32, rec.arrival_ms)
-                        });
-                        if batch
-                            .push(&e.data, stamp, e.partition_key.as_bytes())
-                            .is_err()
-                        {
-                            // A read is at most 10 MB (Kinesis) and keys are
-                            // bounded per record: 4 GiB cannot be reached.
-                            return Err(StreamError::Service(format!(
-                                "shard {}: a read of more than 4 GiB",
-                                self.shard
-                            )));
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(stream = %self.stream, shard = %self.shard, sequence = %rec.sequence, %error, "record cannot be de-aggregated");
-                    undecodable.push(Undecodable {
-                        sequence: rec.sequence.clone(),
-                        partition_key: rec.partition_key.clone(),
-                        arrival_ms: rec.arrival_ms,
-                        data: rec.data.clone(),
-                        error,
-                    });
-                }
-            }
-            batch.end_record(rec.sequence, rec.arrival_ms);
-            if batch.len() >= self.max_lines {
-                let full = std::mem::replace(&mut batch, Batch::new(self.context(None, None)));
-                self.queue_batch(full, std::mem::take(&mut undecodable));
-            }
-        }
-        if !batch.records().is_empty() {
-            self.queue_batch(batch, undecodable);
-        }
+        let bytes: usize = out.records.iter().map(|r| r.data.len()).sum();
+        let (stream, shard, max_lines) = (self.stream.clone(), self.shard.clone(), self.max_lines);
+        // De-aggregation checks an MD5 per record: big reads go to the
+        // blocking pool, so shards decode in parallel and the async
+        // workers stay free.
+        let batches = if bytes >= DECODE_OFF_THREAD_BYTES {
+            tokio::task::spawn_blocking(move || decode(&stream, &shard, out.records, max_lines))
+                .await
+                .map_err(|e| StreamError::Service(format!("decode task failed: {e}")))??
+        } else {
+            decode(&stream, &shard, out.records, max_lines)?
+        };
+        self.queue.extend(batches);
         if let Some(last) = last {
             self.resume = StartPosition::AfterSequence(last);
         }
@@ -236,19 +207,6 @@ impl<B: StreamBackend> ShardReader<B> {
                 undecodable: Vec::new(),
             },
         })
-    }
-
-    /// Sets a batch's sequence range from its records and queues it.
-    fn queue_batch(&mut self, mut batch: Batch, undecodable: Vec<Undecodable>) {
-        let ends = (
-            batch.records().first().map(|r| r.sequence.clone()),
-            batch.records().last().map(|r| r.sequence.clone()),
-        );
-        if let (Some(f), Some(l)) = ends {
-            batch.context.first_sequence = f;
-            batch.context.last_sequence = l;
-        }
-        self.queue.push_back((batch, undecodable));
     }
 
     fn context(&self, first: Option<SequenceNumber>, last: Option<SequenceNumber>) -> BatchContext {
@@ -266,4 +224,79 @@ impl<B: StreamBackend> ShardReader<B> {
         tracing::debug!(stream = %self.stream, shard = %self.shard, %message, ?wait, "read throttled; backing off");
         Read::Throttled(wait)
     }
+}
+
+/// Reads of at least this many bytes are decoded on the blocking pool.
+const DECODE_OFF_THREAD_BYTES: usize = 256 << 10;
+
+/// The batches of one read: every record's events (KPL de-aggregated, or
+/// the plain record), cut into batches of at most `max_lines` lines at
+/// record boundaries.
+fn decode(
+    stream: &str,
+    shard: &ShardId,
+    records: Vec<crate::stream::StreamRecord>,
+    max_lines: usize,
+) -> Result<Vec<(Batch, Vec<Undecodable>)>, StreamError> {
+    let new_batch = || {
+        Batch::new(BatchContext {
+            stream: stream.to_owned(),
+            shard: shard.clone(),
+            ..BatchContext::default()
+        })
+    };
+    let mut out = Vec::new();
+    let mut batch = new_batch();
+    let mut undecodable = Vec::new();
+    let finish = |mut batch: Batch, undecodable: Vec<Undecodable>, out: &mut Vec<_>| {
+        let ends = (
+            batch.records().first().map(|r| r.sequence.clone()),
+            batch.records().last().map(|r| r.sequence.clone()),
+        );
+        if let (Some(f), Some(l)) = ends {
+            batch.context.first_sequence = f;
+            batch.context.last_sequence = l;
+        }
+        out.push((batch, undecodable));
+    };
+    for rec in records {
+        match kpl::events_of(&rec.data, &rec.partition_key) {
+            Ok(events) => {
+                for (sub, e) in events.into_iter().enumerate() {
+                    let stamp = e.stamp.unwrap_or_else(|| {
+                        unstamped(shard, &rec.sequence, sub as u32, rec.arrival_ms)
+                    });
+                    if batch
+                        .push(&e.data, stamp, e.partition_key.as_bytes())
+                        .is_err()
+                    {
+                        // A read is at most 10 MB (Kinesis) and keys are
+                        // bounded per record: 4 GiB cannot be reached.
+                        return Err(StreamError::Service(format!(
+                            "shard {shard}: a read of more than 4 GiB"
+                        )));
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%stream, %shard, sequence = %rec.sequence, %error, "record cannot be de-aggregated");
+                undecodable.push(Undecodable {
+                    sequence: rec.sequence.clone(),
+                    partition_key: rec.partition_key.clone(),
+                    arrival_ms: rec.arrival_ms,
+                    data: rec.data.clone(),
+                    error,
+                });
+            }
+        }
+        batch.end_record(rec.sequence, rec.arrival_ms);
+        if batch.len() >= max_lines {
+            let full = std::mem::replace(&mut batch, new_batch());
+            finish(full, std::mem::take(&mut undecodable), &mut out);
+        }
+    }
+    if !batch.records().is_empty() {
+        finish(batch, undecodable, &mut out);
+    }
+    Ok(out)
 }

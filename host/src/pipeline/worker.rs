@@ -449,6 +449,12 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
                 if let Some(sealed) = self.writers[w].offer(rec, chosen, module.as_ref()) {
                     self.write_sealed(w, sealed).await?;
                 }
+                if self.writers[w].wants_pack() {
+                    self.writers[w]
+                        .pack()
+                        .await
+                        .map_err(|e| WorkerError::Setup(e.to_string()))?;
+                }
             }
             // Dead letters of this record: its poison lines, or the whole
             // record when it could not be de-aggregated.
@@ -528,6 +534,12 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
                 });
                 if let Some(sealed) = self.writers[w].offer(rec, chosen, module.as_ref()) {
                     self.write_sealed(w, sealed).await?;
+                }
+                if self.writers[w].wants_pack() {
+                    self.writers[w]
+                        .pack()
+                        .await
+                        .map_err(|e| WorkerError::Setup(e.to_string()))?;
                 }
             } else if !undecodable.is_empty() {
                 for u in undecodable.iter().filter(|u| u.sequence == rec.sequence) {

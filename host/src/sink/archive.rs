@@ -35,6 +35,12 @@ use crate::retry::Backoff;
 /// readable a little after it.
 pub const WINDOW_SLACK: Duration = Duration::from_millis(100);
 
+/// Lines wait uncompressed up to this many bytes per open object; then they
+/// are compressed as one member of the object (gzip members and zstd frames
+/// concatenate into one valid stream), so an open object holds about its
+/// compressed size in memory, not its lines'.
+pub const PACK_BYTES: usize = 1 << 20;
+
 /// Who writes: the pipeline, its filter and the shard.
 #[derive(Debug, Clone)]
 pub struct Origin {
@@ -65,6 +71,8 @@ pub struct Sealed {
     /// before the cut (it may have had no lines for this sink).
     pub after: SequenceNumber,
     pub lines: u64,
+    /// Compressed members, then the last lines, not yet compressed.
+    pub packed: Bytes,
     pub body: Bytes,
     pub metadata: Vec<(&'static str, String)>,
 }
@@ -81,7 +89,12 @@ pub struct ArchiveWriter {
     max_age_ms: i64,
     retry: Backoff,
     origin: Origin,
+    /// Lines not yet compressed.
     body: Vec<u8>,
+    /// Compressed members of the open object.
+    packed: Vec<u8>,
+    /// Bytes of lines (with their newlines) in the open object.
+    line_bytes: usize,
     lines: u64,
     open: Option<Open>,
     last_lines: Option<(SequenceNumber, EventId)>,
@@ -132,6 +145,8 @@ impl ArchiveWriter {
             ),
             origin,
             body: Vec::new(),
+            packed: Vec::new(),
+            line_bytes: 0,
             lines: 0,
             open: None,
             last_lines: None,
@@ -159,9 +174,37 @@ impl ArchiveWriter {
         self.pending.as_ref()
     }
 
-    /// Bytes of lines waiting in the open object.
+    /// Bytes of lines waiting in the open object (uncompressed).
     pub fn buffered_bytes(&self) -> usize {
-        self.body.len()
+        self.line_bytes
+    }
+
+    /// Bytes the open object takes in memory now.
+    pub fn memory_bytes(&self) -> usize {
+        self.body.capacity() + self.packed.capacity()
+    }
+
+    /// Whether enough lines wait to be compressed ([`Self::pack`]).
+    pub fn wants_pack(&self) -> bool {
+        self.body.len() >= PACK_BYTES
+    }
+
+    /// Compresses the lines waiting into a member of the open object, on
+    /// a blocking thread.
+    pub async fn pack(&mut self) -> Result<(), SinkError> {
+        let raw = std::mem::replace(&mut self.body, Vec::with_capacity(PACK_BYTES + (64 << 10)));
+        let how = self.compression;
+        let member = tokio::task::spawn_blocking(move || compress(&raw, how))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|message| SinkError::Write {
+                sink: self.sink.clone(),
+                key: "(open object)".into(),
+                message: format!("cannot compress: {message}"),
+            })?;
+        self.packed.extend_from_slice(&member);
+        Ok(())
     }
 
     /// Offers the next record of the shard with its lines for this sink
@@ -197,6 +240,7 @@ impl ArchiveWriter {
             for l in it {
                 self.body.extend_from_slice(l.bytes);
                 self.body.push(b'\n');
+                self.line_bytes += l.bytes.len() + 1;
                 self.lines += 1;
                 last = l.id;
             }
@@ -225,7 +269,7 @@ impl ArchiveWriter {
             return false;
         };
         record.arrival_ms >= open.first_arrival_ms.saturating_add(self.max_age_ms)
-            || (has_lines && self.body.len() + bytes > self.max_bytes)
+            || (has_lines && self.line_bytes + bytes > self.max_bytes)
             || (has_lines && open.module.as_deref() != module.map(|m| &**m))
     }
 
@@ -264,6 +308,7 @@ impl ArchiveWriter {
             received_ms: open.first_received_ms,
         });
         let lines = std::mem::take(&mut self.lines);
+        self.line_bytes = 0;
         let metadata = vec![
             ("pipeline", self.origin.pipeline.clone()),
             ("filter", self.origin.filter.clone()),
@@ -288,6 +333,7 @@ impl ArchiveWriter {
             },
             after,
             lines,
+            packed: Bytes::from(std::mem::take(&mut self.packed)),
             body: Bytes::from(std::mem::take(&mut self.body)),
             metadata,
         })
@@ -302,16 +348,23 @@ impl ArchiveWriter {
         mut on_retry: impl FnMut(&SinkError),
     ) -> Result<u64, SinkError> {
         let how = self.compression;
-        let body = s.body.clone();
-        let compressed = tokio::task::spawn_blocking(move || compress(&body, how))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-            .map_err(|message| SinkError::Write {
-                sink: self.sink.clone(),
-                key: s.key.clone(),
-                message: format!("cannot compress: {message}"),
-            })?;
+        let (packed, body) = (s.packed.clone(), s.body.clone());
+        let compressed = tokio::task::spawn_blocking(move || {
+            compress(&body, how).map(|tail| {
+                let mut all = Vec::with_capacity(packed.len() + tail.len());
+                all.extend_from_slice(&packed);
+                all.extend_from_slice(&tail);
+                all
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|message| SinkError::Write {
+            sink: self.sink.clone(),
+            key: s.key.clone(),
+            message: format!("cannot compress: {message}"),
+        })?;
         let object = Object {
             body: Bytes::from(compressed),
             content_type: "application/x-ndjson",
@@ -505,5 +558,87 @@ mod tests {
         assert!(!w.due(10_500));
         assert!(!w.due(11_000), "the slack is not over");
         assert!(w.due(11_000 + WINDOW_SLACK.as_millis() as i64));
+    }
+
+    #[derive(Debug, Default)]
+    struct Keep(std::sync::Mutex<Vec<(String, Object)>>);
+
+    impl ObjectStore for Keep {
+        fn put<'a>(
+            &'a self,
+            key: &'a str,
+            object: &'a Object,
+        ) -> futures::future::BoxFuture<'a, Result<(), SinkError>> {
+            if let Ok(mut v) = self.0.lock() {
+                v.push((key.to_owned(), object.clone()));
+            }
+            Box::pin(async { Ok(()) })
+        }
+
+        fn location(&self) -> String {
+            "memory".into()
+        }
+    }
+
+    #[test]
+    fn a_big_object_is_compressed_as_it_fills_and_reads_back_whole() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        for how in [Compression::Gzip, Compression::Zstd, Compression::None] {
+            let keep = Arc::new(Keep::default());
+            let mut c = SinkConfig::dir("unused");
+            c.compression = how;
+            let mut w = ArchiveWriter::new(
+                "t",
+                &c,
+                keep.clone(),
+                Origin {
+                    pipeline: "p".into(),
+                    filter: "raw".into(),
+                    stream: "s".into(),
+                    shard: ShardId::new("shardId-000000000000"),
+                },
+                None,
+                None,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let mut want = Vec::new();
+            let mut packs = 0;
+            for i in 0..100_000u64 {
+                let l = format!(
+                    "{{\"n\":{i},\"pad\":\"{}\"}}",
+                    "x".repeat(40 + (i % 13) as usize)
+                );
+                want.extend_from_slice(l.as_bytes());
+                want.push(b'\n');
+                let r = rec(u128::from(i) + 1, 0);
+                assert!(w.offer(&r, [line(l.as_bytes(), i)], None).is_none());
+                if w.wants_pack() {
+                    rt.block_on(w.pack()).unwrap_or_else(|e| panic!("{e}"));
+                    packs += 1;
+                }
+            }
+            assert!(packs >= 1, "{how:?}: never packed");
+            if how != Compression::None {
+                assert!(
+                    w.memory_bytes() < want.len() / 2,
+                    "{how:?}: {} bytes held",
+                    w.memory_bytes()
+                );
+            }
+            assert_eq!(w.buffered_bytes(), want.len());
+            let s = w.seal().unwrap_or_else(|| panic!("open"));
+            rt.block_on(w.write(&s, |_| {}))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let got = keep
+                .0
+                .lock()
+                .map(|v| v[0].1.body.clone())
+                .unwrap_or_default();
+            let text = super::super::util::compress::decompress(&got, how)
+                .unwrap_or_else(|e| panic!("{how:?}: {e}"));
+            assert!(text == want, "{how:?}: the object does not read back whole");
+        }
     }
 }
