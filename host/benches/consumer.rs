@@ -133,6 +133,8 @@ fn drop_filter(dir: &Path, name: &str, module: &Path) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the binary does: the in-process figures pay what it pays.
+    kinesthetic::malloc::limit_retained_memory();
     let secs = env_num("BENCH_SECS", 20);
     let filters = build_filters()?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -8,6 +8,7 @@ pub mod datagen;
 pub mod event;
 pub mod filter;
 pub mod intake;
+pub mod malloc;
 pub mod pipeline;
 pub mod retry;
 pub mod sink;

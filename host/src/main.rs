@@ -5,5 +5,6 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    kinesthetic::malloc::limit_retained_memory();
     cli::main()
 }

@@ -894,3 +894,44 @@ fn recovery_from_a_damaged_record_never_reuses_sequence_numbers() {
         assert_eq!(kept[0].metadata().map(|m| m.len()).ok(), Some(len as u64));
     });
 }
+
+/// Reads go through the segment in chunks: records that straddle a chunk
+/// come back whole, and one read returns up to its limit (not just the
+/// records of the first chunk).
+#[test]
+fn a_read_returns_records_across_its_chunks() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    rt().block_on(async {
+        let log = open(dir.path());
+        log.create_stream("s", 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // 30 records of ≈ 100 KB: 3 MB, several chunks, frames across them.
+        let entries: Vec<PutEntry> = (0..30u8)
+            .map(|i| entry("k", vec![i; 100_000 + usize::from(i) * 7]))
+            .collect();
+        for chunk in entries.chunks(10) {
+            log.put_records("s", chunk)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let it = log
+            .shard_iterator("s", "shardId-000000000000", &StartPosition::TrimHorizon)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = log
+            .get_records(&it, 10_000)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.records.len(), 30);
+        for (i, rec) in r.records.iter().enumerate() {
+            assert_eq!(rec.data.len(), 100_000 + i * 7, "record {i}");
+            assert!(rec.data.iter().all(|&b| b == i as u8), "record {i}");
+        }
+        let r = log
+            .get_records(&it, 7)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.records.len(), 7);
+    });
+}

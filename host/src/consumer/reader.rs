@@ -57,6 +57,10 @@ pub struct ShardReader<B: StreamBackend> {
     resume: StartPosition,
     iterator: Option<ShardIterator>,
     limit: u32,
+    /// The records asked for in the next read: fewer than `limit` when
+    /// records are big, so that a read is about `read_bytes`.
+    next_limit: u32,
+    read_bytes: usize,
     /// Most lines per batch: a read is cut into batches at record
     /// boundaries (a record with more lines is a batch of its own).
     max_lines: usize,
@@ -67,6 +71,10 @@ pub struct ShardReader<B: StreamBackend> {
     throttled: u32,
     backoff: Backoff,
 }
+
+/// About how many bytes a read asks for (Kinesis serves 2 MB/s per shard
+/// and reader, so bigger reads would not be faster there).
+pub const DEFAULT_READ_BYTES: usize = 2 << 20;
 
 /// Kinesis's most records per `GetRecords`.
 pub const MAX_RECORDS_PER_READ: u32 = 10_000;
@@ -88,6 +96,8 @@ impl<B: StreamBackend> ShardReader<B> {
             resume: from,
             iterator: None,
             limit: limit.clamp(1, MAX_RECORDS_PER_READ),
+            next_limit: limit.clamp(1, MAX_RECORDS_PER_READ),
+            read_bytes: DEFAULT_READ_BYTES,
             max_lines: usize::MAX,
             queue: std::collections::VecDeque::new(),
             ended: false,
@@ -95,6 +105,13 @@ impl<B: StreamBackend> ShardReader<B> {
             throttled: 0,
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
         }
+    }
+
+    /// Asks for about this many bytes per read (records are counted, not
+    /// bytes: the count follows the records' average size).
+    pub fn with_read_bytes(mut self, n: usize) -> Self {
+        self.read_bytes = n.max(1);
+        self
     }
 
     /// Cuts reads into batches of at most `n` lines (at record boundaries).
@@ -138,7 +155,7 @@ impl<B: StreamBackend> ShardReader<B> {
                     Err(e) => return Err(e),
                 },
             };
-            match self.backend.get_records(&it, self.limit).await {
+            match self.backend.get_records(&it, self.next_limit).await {
                 Ok(out) => break out,
                 // Iterators expire (Kinesis: after 5 minutes): a new one
                 // from just after the last record read. Once; a second
@@ -182,6 +199,12 @@ impl<B: StreamBackend> ShardReader<B> {
         }
         let last = out.records.last().map(|r| r.sequence.clone());
         let bytes: usize = out.records.iter().map(|r| r.data.len()).sum();
+        // Size the next read from these records: a read of 1,000 KPL
+        // records of 1 MiB would hold 10 MB per shard and pipeline.
+        let average = (bytes / out.records.len().max(1)).max(1);
+        self.next_limit = u32::try_from(self.read_bytes / average)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.limit);
         let (stream, shard, max_lines) = (self.stream.clone(), self.shard.clone(), self.max_lines);
         // De-aggregation checks an MD5 per record: big reads go to the
         // blocking pool, so shards decode in parallel and the async

@@ -39,7 +39,7 @@ pub const WINDOW_SLACK: Duration = Duration::from_millis(100);
 /// are compressed as one member of the object (gzip members and zstd frames
 /// concatenate into one valid stream), so an open object holds about its
 /// compressed size in memory, not its lines'.
-pub const PACK_BYTES: usize = 1 << 20;
+pub const PACK_BYTES: usize = 256 << 10;
 
 /// Who writes: the pipeline, its filter and the shard.
 #[derive(Debug, Clone)]

@@ -6,5 +6,6 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    kinesthetic::malloc::limit_retained_memory();
     cli::main()
 }

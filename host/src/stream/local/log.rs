@@ -56,6 +56,10 @@ impl Default for LocalOptions {
 /// Kinesis's limits on one put entry.
 const MAX_RECORD: usize = 1 << 20;
 use crate::stream::kpl::MAX_KEY_CHARS;
+/// Bytes read from a segment at a time: reads are sized by what they
+/// return, not by the most a read may return (a big buffer per read costs
+/// its page faults, and keeps memory that few records need).
+const READ_CHUNK: usize = 512 << 10;
 /// Most bytes one `get_records` returns (Kinesis: 10 MB).
 const MAX_GET_BYTES: usize = 10 << 20;
 const LOCK: &str = ".lock";
@@ -395,7 +399,7 @@ impl LocalLog {
                 exhausted = true;
                 break;
             };
-            let buf = segment::read_from(&path, pos, 4 << 20).map_err(io_err(&path))?;
+            let buf = segment::read_from(&path, pos, READ_CHUNK).map_err(io_err(&path))?;
             let mut at = 0usize;
             while at < buf.len() {
                 match segment::parse(&buf.slice(at..)) {
@@ -427,6 +431,10 @@ impl LocalLog {
                         )));
                     }
                 }
+            }
+            if at > 0 && at < buf.len() && buf.len() >= READ_CHUNK {
+                // A frame goes on past this chunk: read on from it.
+                continue;
             }
             if at == 0 || at < buf.len() {
                 // Nothing more here (end of file, or a write in progress):
