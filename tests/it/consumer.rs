@@ -945,6 +945,8 @@ struct Faulty {
     inner: kinesthetic::stream::local::LocalLog,
     expire: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     throttle: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// `describe` fails with an I/O error naming a local path.
+    unreachable: std::sync::Arc<std::sync::atomic::AtomicBool>,
     iterators: std::sync::Arc<std::sync::Mutex<Vec<kinesthetic::stream::StartPosition>>>,
 }
 
@@ -962,6 +964,12 @@ impl kinesthetic::stream::StreamBackend for Faulty {
         &self,
         n: &str,
     ) -> Result<kinesthetic::stream::StreamDescription, kinesthetic::stream::StreamError> {
+        if self.unreachable.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(kinesthetic::stream::StreamError::Io {
+                path: "/srv/secret/kinesthetic-data/events/meta.json".into(),
+                error: std::io::Error::other("disk on fire"),
+            });
+        }
         self.inner.describe(n).await
     }
     async fn put_records(
@@ -1040,6 +1048,7 @@ fn a_reader_renews_an_expired_iterator_after_its_last_record_and_backs_off_when_
             inner: log,
             expire: Default::default(),
             throttle: Default::default(),
+            unreachable: Default::default(),
             iterators: Default::default(),
         };
         let put = |from: usize, n: usize| {
@@ -1182,5 +1191,46 @@ fn from_latest_a_new_pipeline_skips_the_past_and_follows_a_reshard() {
         )
         .await;
         app.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+}
+
+#[test]
+fn a_503_says_what_to_do_and_keeps_the_backend_detail_in_the_log() {
+    use kinesthetic::stream::StreamBackend;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    rt().block_on(async {
+        let log = kinesthetic::stream::local::LocalLog::open(dir.path(), Default::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        log.create_stream("events", 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let b = Faulty {
+            inner: log,
+            expire: Default::default(),
+            throttle: Default::default(),
+            unreachable: std::sync::Arc::new(true.into()),
+            iterators: Default::default(),
+        };
+        let mut c = Config::default();
+        c.intake.listen = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+        c.admin.listen = c.intake.listen;
+        let r = kinesthetic::app::start_intake(b, &c)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let resp = reqwest::Client::new()
+            .post(format!("http://{}/v1/streams/events/events", r.intake_addr))
+            .body("x")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status().as_u16(), 503);
+        assert!(resp.headers().contains_key("retry-after"));
+        let body = resp.text().await.unwrap_or_default();
+        assert!(body.contains("retry later"), "{body}");
+        assert!(
+            !body.contains("/srv/secret") && !body.contains("fire"),
+            "{body}"
+        );
+        r.stop().await.unwrap_or_else(|e| panic!("{e}"));
     });
 }
