@@ -208,7 +208,16 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
                     self.idle_flush().await?;
                     self.checkpoint_positions().await?;
                     self.update_age();
-                    self.sleep(self.ctx.poll).await;
+                    // Wake for the next object due rather than a whole
+                    // poll later (read once more first: it closes then).
+                    let now = crate::intake::stamp::now_ms();
+                    let wait = self
+                        .writers
+                        .iter()
+                        .filter_map(|w| w.due_in(now))
+                        .min()
+                        .map_or(self.ctx.poll, |d| d.min(self.ctx.poll));
+                    self.sleep(wait).await;
                 }
                 Ok(Read::End) => {
                     self.finish_shard().await?;

@@ -289,6 +289,21 @@ impl ArchiveWriter {
             || open.opened.elapsed() >= Duration::from_millis(self.max_age_ms as u64) + WINDOW_SLACK
     }
 
+    /// How long until [`Self::due`] holds by the clock (`None`: nothing
+    /// open), so a caught-up reader can wake for it instead of waiting out
+    /// its poll interval.
+    pub fn due_in(&self, now_ms: i64) -> Option<Duration> {
+        let open = self.open.as_ref()?;
+        if self.due(now_ms) {
+            return Some(Duration::ZERO);
+        }
+        let slack = WINDOW_SLACK.as_millis() as i64;
+        let by_arrival = open.first_arrival_ms + self.max_age_ms + slack - now_ms;
+        let by_clock = (Duration::from_millis(self.max_age_ms as u64) + WINDOW_SLACK)
+            .saturating_sub(open.opened.elapsed());
+        Some(Duration::from_millis(by_arrival.max(0) as u64).min(by_clock))
+    }
+
     /// Closes the open object (if any) and returns it for writing.
     pub fn seal(&mut self) -> Option<Sealed> {
         let open = self.open.take()?;
@@ -558,6 +573,13 @@ mod tests {
         assert!(!w.due(10_500));
         assert!(!w.due(11_000), "the slack is not over");
         assert!(w.due(11_000 + WINDOW_SLACK.as_millis() as i64));
+        // It says how long until then (by the records' arrival here).
+        let wait = w.due_in(10_600).unwrap_or_default();
+        assert!(
+            wait <= Duration::from_millis(500) && wait >= Duration::from_millis(400),
+            "{wait:?}"
+        );
+        assert_eq!(w.due_in(11_100), Some(Duration::ZERO));
     }
 
     #[derive(Debug, Default)]
