@@ -933,11 +933,12 @@ fn rss(rt: &tokio::runtime::Runtime, filters: &Filters, secs: u64) -> anyhow::Re
     let rate = load.bytes as f64 / 1e6 / load.secs;
     let window = EMBEDDED_MAX_AGE_MS as f64 / 1000.0;
     println!(
-        "  an open archive object holds its lines uncompressed until it closes (max_age_ms \
-         {EMBEDDED_MAX_AGE_MS} here; max_bytes 64 MiB by default): at {rate:.0} MB/s a pipeline \
-         that keeps every line (raw, redact) holds ≈ {:.0} MB per window, and 4 pipelines × 4 \
-         shards = 16 open objects may hold up to 64 MiB each",
-        rate * window
+        "  what it holds: open archive objects, compressed as they fill (a pipeline that keeps \
+         every line, raw or redact, takes in ≈ {:.0} MB of lines per {window:.0} s window at \
+         {rate:.0} MB/s); about 2 MB read ahead per shard and pipeline (16 here); glibc's mmap \
+         threshold fixed at {} KiB (kinesthetic::malloc)",
+        rate * window,
+        kinesthetic::malloc::MMAP_THRESHOLD >> 10
     );
     Ok(())
 }
