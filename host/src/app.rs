@@ -27,7 +27,7 @@ use crate::config::{BackendKind, Config, parse_listener_id};
 use crate::consumer::checkpoint::LocalCheckpoints;
 use crate::consumer::metrics::ConsumerMetrics;
 use crate::consumer::status::StatusBoard;
-use crate::consumer::{Consumer, ConsumerSettings};
+use crate::consumer::{Consumer, ConsumerParts, ConsumerSettings};
 use crate::filter::{EngineSettings, Registry as FilterRegistry, Runtime};
 use crate::intake::metrics::Metrics;
 use crate::intake::server::Intake;
@@ -371,17 +371,17 @@ pub async fn launch<B: StreamBackend>(
         filters_dir = registry.as_ref().map(|r| r.dir().to_owned());
         let sinks = Sinks::open(config).await?;
         let store = LocalCheckpoints::open(&config.checkpoint_dir(), config.stream.fsync)?;
-        let consumer = Consumer::new(
+        let consumer = Consumer::new(ConsumerParts {
             backend,
             store,
-            ConsumerSettings::from(&config.consumer),
-            registry.clone(),
+            settings: ConsumerSettings::from(&config.consumer),
+            registry: registry.clone(),
             sinks,
-            consumer_metrics,
-            board.clone(),
-            cancel.clone(),
-            tracker.clone(),
-        );
+            metrics: consumer_metrics,
+            status: board.clone(),
+            cancel: cancel.clone(),
+            tracker: tracker.clone(),
+        });
         for p in &config.pipelines {
             consumer.start(p)?;
         }

@@ -2,11 +2,13 @@
 //! WebAssembly. See `DESIGN.md` for the shape of the code.
 pub mod admin;
 pub mod app;
+mod aws;
 pub mod config;
 pub mod consumer;
 pub mod datagen;
 pub mod event;
 pub mod filter;
+mod fsutil;
 pub mod intake;
 pub mod malloc;
 pub mod pipeline;

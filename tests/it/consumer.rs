@@ -95,6 +95,21 @@ pub(crate) fn line_counts(objs: &[Obj]) -> HashMap<Vec<u8>, usize> {
     m
 }
 
+/// Lines in every object of a directory sink.
+pub(crate) fn archived_lines(root: &Path) -> usize {
+    read_dir_archive(root).iter().map(|o| o.lines.len()).sum()
+}
+
+/// Every line sent is in exactly one object, and nothing else is.
+#[track_caller]
+pub(crate) fn each_once(objs: &[Obj], sent: &[String]) {
+    let counts = line_counts(objs);
+    assert_eq!(counts.len(), sent.len());
+    for l in sent {
+        assert_eq!(counts.get(l.as_bytes()), Some(&1), "{l}");
+    }
+}
+
 /// Polls `f` until it is true, at most `limit`; panics with `what` after.
 pub(crate) async fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -324,18 +339,7 @@ fn local_log_to_raw_and_filtered_archives_with_metadata_and_status() {
         wait_until(
             Duration::from_secs(30),
             "every line in the archives",
-            || {
-                read_dir_archive(&raw)
-                    .iter()
-                    .map(|o| o.lines.len())
-                    .sum::<usize>()
-                    == sent.len()
-                    && read_dir_archive(&filtered)
-                        .iter()
-                        .map(|o| o.lines.len())
-                        .sum::<usize>()
-                        == errors.len()
-            },
+            || archived_lines(&raw) == sent.len() && archived_lines(&filtered) == errors.len(),
         )
         .await;
         let raw_objs = read_dir_archive(&raw);
@@ -419,11 +423,7 @@ fn local_log_to_raw_and_filtered_archives_with_metadata_and_status() {
         let addr = app.intake_addr.unwrap_or_else(|| panic!("no intake"));
         post(addr, &[event(100_000, true)], None).await;
         wait_until(Duration::from_secs(20), "the new event archived", || {
-            read_dir_archive(&raw)
-                .iter()
-                .map(|o| o.lines.len())
-                .sum::<usize>()
-                == sent.len() + 1
+            archived_lines(&raw) == sent.len() + 1
         })
         .await;
         assert_eq!(read_dir_archive(&raw).len(), before + 1);
@@ -462,16 +462,7 @@ fn a_poison_line_goes_to_the_dead_letter_sink_and_the_rest_is_delivered() {
             Duration::from_secs(30),
             "good lines and dead letters",
             || {
-                let (a, b) = (
-                    read_dir_archive(&filtered)
-                        .iter()
-                        .map(|o| o.lines.len())
-                        .sum::<usize>(),
-                    read_dir_archive(&dead)
-                        .iter()
-                        .map(|o| o.lines.len())
-                        .sum::<usize>(),
-                );
+                let (a, b) = (archived_lines(&filtered), archived_lines(&dead));
 
                 a == good && b == bad
             },
@@ -643,13 +634,7 @@ fn a_new_filter_version_swaps_between_batches_and_objects_say_which_made_them() 
         wait_until(
             Duration::from_secs(30),
             "every event in the filtered archive",
-            || {
-                read_dir_archive(&filtered)
-                    .iter()
-                    .map(|o| o.lines.len())
-                    .sum::<usize>()
-                    >= total
-            },
+            || archived_lines(&filtered) >= total,
         )
         .await;
         let objs = read_dir_archive(&filtered);
@@ -748,62 +733,17 @@ fn resharding_under_load_loses_nothing_and_reads_parents_first() {
         let sent = writer.await.unwrap_or_else(|e| panic!("{e}"));
         let raw = dir.path().join("archive/raw");
         wait_until(Duration::from_secs(30), "every event archived", || {
-            read_dir_archive(&raw)
-                .iter()
-                .map(|o| o.lines.len())
-                .sum::<usize>()
-                >= sent.len()
+            archived_lines(&raw) >= sent.len()
         })
         .await;
         let objs = read_dir_archive(&raw);
-        let counts = line_counts(&objs);
-        assert_eq!(counts.len(), sent.len());
-        for l in &sent {
-            assert_eq!(counts.get(l.as_bytes()), Some(&1), "{l}");
-        }
+        each_once(&objs, &sent);
         // A child's objects are all written after its parents' last one
         // (it starts only once they are read to their end and checkpointed).
         use kinesthetic::stream::StreamBackend;
         let d = b.describe("events").await.unwrap_or_else(|e| panic!("{e}"));
         assert!(d.shards.len() >= 5, "{d:?}");
-        let when = |shard: &str| -> Vec<std::time::SystemTime> {
-            objs.iter()
-                .filter(|o| o.meta("shard") == shard)
-                .map(|o| o.modified)
-                .collect()
-        };
-        // Every ancestor (parents, their parents…) of a shard with objects.
-        let parents_of = |id: &str| -> Vec<String> {
-            d.shards
-                .iter()
-                .find(|s| s.id == id)
-                .map(|s| {
-                    s.parent
-                        .iter()
-                        .chain(s.adjacent_parent.iter())
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let mut checked = 0;
-        for s in &d.shards {
-            let Some(first_child) = when(&s.id).into_iter().min() else {
-                continue;
-            };
-            let mut todo = parents_of(&s.id);
-            while let Some(p) = todo.pop() {
-                if let Some(last_parent) = when(&p).into_iter().max() {
-                    assert!(
-                        last_parent <= first_child,
-                        "{} before its ancestor {p}",
-                        s.id
-                    );
-                    checked += 1;
-                }
-                todo.extend(parents_of(&p));
-            }
-        }
+        let checked = parents_first(&objs, &d);
         assert!(
             checked >= 3,
             "too few ancestor/descendant pairs with objects: {checked}: {:?} {:?}",
@@ -869,11 +809,7 @@ fn on_error_retry_holds_the_shard_until_a_new_version_passes_and_skip_drops_only
         post(addr, &lines, None).await;
         let skipped = dir.path().join("archive/filtered/chaos");
         wait_until(Duration::from_secs(20), "the skip pipeline's lines", || {
-            read_dir_archive(&skipped)
-                .iter()
-                .map(|o| o.lines.len())
-                .sum::<usize>()
-                == 99
+            archived_lines(&skipped) == 99
         })
         .await;
         let kept = line_counts(&read_dir_archive(&skipped));
@@ -911,13 +847,7 @@ fn on_error_retry_holds_the_shard_until_a_new_version_passes_and_skip_drops_only
         wait_until(
             Duration::from_secs(30),
             "the retried batch delivered",
-            || {
-                read_dir_archive(&stubborn)
-                    .iter()
-                    .map(|o| o.lines.len())
-                    .sum::<usize>()
-                    == 49
-            },
+            || archived_lines(&stubborn) == 49,
         )
         .await;
         let objs = read_dir_archive(&stubborn);
@@ -948,6 +878,25 @@ struct Faulty {
     /// `describe` fails with an I/O error naming a local path.
     unreachable: std::sync::Arc<std::sync::atomic::AtomicBool>,
     iterators: std::sync::Arc<std::sync::Mutex<Vec<kinesthetic::stream::StartPosition>>>,
+}
+
+impl Faulty {
+    /// A local log in `dir` with a stream `name` of one shard, no faults yet.
+    async fn open(dir: &Path, name: &str) -> Faulty {
+        use kinesthetic::stream::StreamBackend;
+        let log = kinesthetic::stream::local::LocalLog::open(dir, Default::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        log.create_stream(name, 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        Faulty {
+            inner: log,
+            expire: Default::default(),
+            throttle: Default::default(),
+            unreachable: Default::default(),
+            iterators: Default::default(),
+        }
+    }
 }
 
 impl kinesthetic::stream::StreamBackend for Faulty {
@@ -1039,18 +988,7 @@ fn a_reader_renews_an_expired_iterator_after_its_last_record_and_backs_off_when_
     use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     rt().block_on(async {
-        let log = kinesthetic::stream::local::LocalLog::open(dir.path(), Default::default())
-            .unwrap_or_else(|e| panic!("{e}"));
-        log.create_stream("s", 1)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let b = Faulty {
-            inner: log,
-            expire: Default::default(),
-            throttle: Default::default(),
-            unreachable: Default::default(),
-            iterators: Default::default(),
-        };
+        let b = Faulty::open(dir.path(), "s").await;
         let put = |from: usize, n: usize| {
             let b = b.clone();
             async move {
@@ -1155,12 +1093,7 @@ fn from_latest_a_new_pipeline_skips_the_past_and_follows_a_reshard() {
         let mirror = dir.path().join("archive/mirror");
         let st = app.status().cloned();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while read_dir_archive(&mirror)
-            .iter()
-            .map(|o| o.lines.len())
-            .sum::<usize>()
-            < 100
-        {
+        while archived_lines(&mirror) < 100 {
             assert!(
                 Instant::now() < deadline,
                 "the new events not mirrored: {:?} {:#?}",
@@ -1196,21 +1129,11 @@ fn from_latest_a_new_pipeline_skips_the_past_and_follows_a_reshard() {
 
 #[test]
 fn a_503_says_what_to_do_and_keeps_the_backend_detail_in_the_log() {
-    use kinesthetic::stream::StreamBackend;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     rt().block_on(async {
-        let log = kinesthetic::stream::local::LocalLog::open(dir.path(), Default::default())
-            .unwrap_or_else(|e| panic!("{e}"));
-        log.create_stream("events", 1)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let b = Faulty {
-            inner: log,
-            expire: Default::default(),
-            throttle: Default::default(),
-            unreachable: std::sync::Arc::new(true.into()),
-            iterators: Default::default(),
-        };
+        let b = Faulty::open(dir.path(), "events").await;
+        b.unreachable
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let mut c = Config::default();
         c.intake.listen = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
         c.admin.listen = c.intake.listen;
@@ -1233,4 +1156,49 @@ fn a_503_says_what_to_do_and_keeps_the_backend_detail_in_the_log() {
         );
         r.stop().await.unwrap_or_else(|e| panic!("{e}"));
     });
+}
+
+/// Checks that every shard's objects were all written after those of its
+/// ancestors (parents, their parents…): a child starts once its parents
+/// are read to their end and checkpointed. Returns the pairs checked.
+#[track_caller]
+pub(crate) fn parents_first(objs: &[Obj], d: &kinesthetic::stream::StreamDescription) -> usize {
+    let when = |shard: &str| -> Vec<std::time::SystemTime> {
+        objs.iter()
+            .filter(|o| o.meta("shard") == shard)
+            .map(|o| o.modified)
+            .collect()
+    };
+    let parents_of = |id: &str| -> Vec<String> {
+        d.shards
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| {
+                s.parent
+                    .iter()
+                    .chain(s.adjacent_parent.iter())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut checked = 0;
+    for s in &d.shards {
+        let Some(first_child) = when(&s.id).into_iter().min() else {
+            continue;
+        };
+        let mut todo = parents_of(&s.id);
+        while let Some(p) = todo.pop() {
+            if let Some(last_parent) = when(&p).into_iter().max() {
+                assert!(
+                    last_parent <= first_child,
+                    "{} before its ancestor {p}",
+                    s.id
+                );
+                checked += 1;
+            }
+            todo.extend(parents_of(&p));
+        }
+    }
+    checked
 }

@@ -14,8 +14,8 @@ use kinesthetic::stream::StreamBackend;
 use kinesthetic::stream::any::AnyBackend;
 
 use crate::consumer::{
-    Obj, check_objects, drop_filter, event, line_counts, pipeline, read_dir_archive, reduced,
-    sha256_of, wait_until,
+    Obj, archived_lines, check_objects, drop_filter, each_once, event, line_counts, pipeline,
+    read_dir_archive, reduced, sha256_of, wait_until,
 };
 use crate::filters;
 use crate::harness::rt;
@@ -352,38 +352,15 @@ fn resharding_the_kinesis_stand_in_under_load_loses_nothing() {
         let sent = writer.await.unwrap_or_else(|e| panic!("{e}"));
         let raw = dir.path().join("archive/raw");
         wait_until(Duration::from_secs(90), "every event archived", || {
-            read_dir_archive(&raw)
-                .iter()
-                .map(|o| o.lines.len())
-                .sum::<usize>()
-                >= sent.len()
+            archived_lines(&raw) >= sent.len()
         })
         .await;
         let objs = read_dir_archive(&raw);
-        let counts = line_counts(&objs);
-        assert_eq!(counts.len(), sent.len());
-        for l in &sent {
-            assert_eq!(counts.get(l.as_bytes()), Some(&1), "{l}");
-        }
+        each_once(&objs, &sent);
         let d = b.describe(&stream).await.unwrap_or_else(|e| panic!("{e}"));
         assert!(d.shards.len() > 2, "not resharded: {d:?}");
-        // Children's objects come after their parents' last one.
-        let when = |shard: &str| -> Vec<std::time::SystemTime> {
-            objs.iter()
-                .filter(|o| o.meta("shard") == shard)
-                .map(|o| o.modified)
-                .collect()
-        };
-        for s in &d.shards {
-            let Some(first) = when(&s.id).into_iter().min() else {
-                continue;
-            };
-            for p in s.parent.iter().chain(s.adjacent_parent.iter()) {
-                if let Some(last) = when(p).into_iter().max() {
-                    assert!(last <= first, "{} before its parent {p}", s.id);
-                }
-            }
-        }
+        // Children's objects come after their ancestors' last one.
+        crate::consumer::parents_first(&objs, &d);
         app.stop().await.unwrap_or_else(|e| panic!("{e}"));
     });
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::consumer::{drop_filter, event, line_counts, read_dir_archive, reduced};
+use crate::consumer::{archived_lines, drop_filter, event, line_counts, read_dir_archive, reduced};
 use crate::filters;
 use crate::harness::rt;
 
@@ -223,11 +223,7 @@ sinks = ["stuck"]
         // The raw pipeline is not held back by the stuck one.
         let raw = dir.path().join("archive/raw");
         crate::consumer::wait_until(Duration::from_secs(20), "the raw archive", || {
-            read_dir_archive(&raw)
-                .iter()
-                .map(|o| o.lines.len())
-                .sum::<usize>()
-                == 50
+            archived_lines(&raw) == 50
         })
         .await;
         // Let the stuck sink's write begin.
@@ -264,16 +260,7 @@ fn intake_and_consume_run_apart_on_one_local_log() {
         let raw = dir.path().join("archive/raw");
         let filtered = dir.path().join("archive/filtered/errors-only");
         crate::consumer::wait_until(Duration::from_secs(30), "both archives", || {
-            read_dir_archive(&raw)
-                .iter()
-                .map(|o| o.lines.len())
-                .sum::<usize>()
-                == 200
-                && read_dir_archive(&filtered)
-                    .iter()
-                    .map(|o| o.lines.len())
-                    .sum::<usize>()
-                    == 50
+            archived_lines(&raw) == 200 && archived_lines(&filtered) == 50
         })
         .await;
         let text = reqwest::get(format!("http://{admin}/v1/status"))

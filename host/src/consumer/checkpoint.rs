@@ -12,7 +12,7 @@
 //! crash leaves the old or the new checkpoint, never a torn one.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -172,28 +172,16 @@ impl LocalCheckpoints {
     /// Opens (creating) the store in `dir`; one process per directory.
     pub fn open(dir: &Path, fsync: bool) -> Result<Self, CheckpointError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let lock_path = dir.join(".lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        if lock.try_lock().is_err() {
-            let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
-            return Err(CheckpointError::Locked(format!(
-                "the checkpoints in {} are in use by another consumer ({}); give each consumer \
-                 its own consumer.checkpoints.dir, or stop the other one",
-                dir.display(),
-                holder.trim()
-            )));
-        }
-        {
-            let mut l = &lock;
-            let _ = l.set_len(0);
-            let _ = write!(l, "pid {}", std::process::id());
-        }
+        let lock = match crate::fsutil::lock_dir(dir, ".lock").map_err(io(dir))? {
+            Ok(lock) => lock,
+            Err(holder) => {
+                return Err(CheckpointError::Locked(format!(
+                    "the checkpoints in {} are in use by another consumer ({holder}); give \
+                     each consumer its own consumer.checkpoints.dir, or stop the other one",
+                    dir.display(),
+                )));
+            }
+        };
         Ok(Self {
             inner: Arc::new(LocalInner {
                 dir: dir.to_owned(),
@@ -295,10 +283,7 @@ impl LocalCheckpoints {
     }
 }
 
-/// fsyncs a directory, so a rename or a new entry in it is durable.
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+use crate::fsutil::sync_dir;
 
 impl CheckpointStore for LocalCheckpoints {
     async fn list(&self, pipeline: &str) -> Result<Vec<Lease>, CheckpointError> {

@@ -80,6 +80,24 @@ impl<B: StreamBackend, C: CheckpointStore> std::fmt::Debug for Consumer<B, C> {
     }
 }
 
+/// What a [`Consumer`] is made of.
+#[derive(Debug)]
+pub struct ConsumerParts<B, C> {
+    /// The stream backend it reads.
+    pub backend: B,
+    pub store: C,
+    pub settings: ConsumerSettings,
+    /// The filters directory, when any pipeline can use a filter.
+    pub registry: Option<Arc<Registry>>,
+    pub sinks: Sinks,
+    pub metrics: ConsumerMetrics,
+    pub status: StatusBoard,
+    /// Stops every pipeline.
+    pub cancel: CancellationToken,
+    /// Tracks every task the consumer starts.
+    pub tracker: TaskTracker,
+}
+
 struct Shared<B, C> {
     backend: B,
     store: C,
@@ -96,18 +114,18 @@ struct Shared<B, C> {
 }
 
 impl<B: StreamBackend, C: CheckpointStore> Consumer<B, C> {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        backend: B,
-        store: C,
-        settings: ConsumerSettings,
-        registry: Option<Arc<Registry>>,
-        sinks: Sinks,
-        metrics: ConsumerMetrics,
-        status: StatusBoard,
-        cancel: CancellationToken,
-        tracker: TaskTracker,
-    ) -> Self {
+    pub fn new(parts: ConsumerParts<B, C>) -> Self {
+        let ConsumerParts {
+            backend,
+            store,
+            settings,
+            registry,
+            sinks,
+            metrics,
+            status,
+            cancel,
+            tracker,
+        } = parts;
         let host = std::env::var("HOSTNAME")
             .ok()
             .or_else(|| std::fs::read_to_string("/etc/hostname").ok())

@@ -455,15 +455,8 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
                             received_ms: st.received_ms,
                         }
                     });
-                if let Some(sealed) = self.writers[w].offer(rec, chosen, module.as_ref()) {
-                    self.write_sealed(w, sealed).await?;
-                }
-                if self.writers[w].wants_pack() {
-                    self.writers[w]
-                        .pack()
-                        .await
-                        .map_err(|e| WorkerError::Setup(e.to_string()))?;
-                }
+                let sealed = self.writers[w].offer(rec, chosen, module.as_ref());
+                self.settle(w, sealed).await?;
             }
             // Dead letters of this record: its poison lines, or the whole
             // record when it could not be de-aggregated.
@@ -541,15 +534,8 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
                     id: st.id,
                     received_ms: st.received_ms,
                 });
-                if let Some(sealed) = self.writers[w].offer(rec, chosen, module.as_ref()) {
-                    self.write_sealed(w, sealed).await?;
-                }
-                if self.writers[w].wants_pack() {
-                    self.writers[w]
-                        .pack()
-                        .await
-                        .map_err(|e| WorkerError::Setup(e.to_string()))?;
-                }
+                let sealed = self.writers[w].offer(rec, chosen, module.as_ref());
+                self.settle(w, sealed).await?;
             } else if !undecodable.is_empty() {
                 for u in undecodable.iter().filter(|u| u.sequence == rec.sequence) {
                     tracing::error!(pipeline = %self.spec.name, shard = %self.lease.shard, sequence = %u.sequence, error = %u.error, bytes = u.data.len(), "record cannot be de-aggregated and this pipeline has no dead-letter sink: it goes to no sink");
@@ -557,6 +543,21 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
             }
         }
         Ok(true)
+    }
+
+    /// After an offer to sink `w`: writes the object it closed, and
+    /// compresses the lines waiting in its open one when there are enough.
+    async fn settle(&mut self, w: usize, sealed: Option<Sealed>) -> Result<(), WorkerError> {
+        if let Some(sealed) = sealed {
+            self.write_sealed(w, sealed).await?;
+        }
+        if self.writers[w].wants_pack() {
+            self.writers[w]
+                .pack()
+                .await
+                .map_err(|e| WorkerError::Setup(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Writes an object a sink cut: the cut is recorded first (a restart

@@ -92,9 +92,7 @@ impl DirStore {
     }
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
+use crate::fsutil::sync_dir;
 
 /// Creates `dir` under `root` (and the directories between), fsyncing each
 /// new directory's parent so its entry survives a crash.

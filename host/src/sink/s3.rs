@@ -38,43 +38,22 @@ impl S3Store {
             sink: name.to_owned(),
             message: "an s3 sink needs a bucket".into(),
         })?;
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .timeout_config(
+        let loaded = crate::aws::load(
+            config.region.as_deref(),
+            config.endpoint.as_deref(),
+            "AWS_ENDPOINT_URL_S3",
+            Some(
                 aws_config::timeout::TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(5))
                     .operation_attempt_timeout(Duration::from_secs(60))
                     .operation_timeout(Duration::from_secs(300))
                     .build(),
-            );
-        if let Some(region) = &config.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        let endpoint = config
-            .endpoint
-            .clone()
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
-            .filter(|e| !e.is_empty());
-        if let Some(url) = &endpoint {
-            loader = loader.endpoint_url(url);
-            if config.region.is_none()
-                && ["AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"]
-                    .iter()
-                    .all(|v| std::env::var_os(v).is_none())
-            {
-                loader = loader.region(aws_config::Region::new("us-east-1"));
-            }
-            if std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
-                && std::env::var_os("AWS_PROFILE").is_none()
-            {
-                loader = loader.test_credentials();
-            }
-        }
-        let shared = loader.load().await;
-        let mut conf = aws_sdk_s3::config::Builder::from(&shared);
-        if shared.region().is_none() {
-            conf = conf.region(aws_config::Region::new("us-east-1"));
-        }
-        if endpoint.is_some() {
+            ),
+        )
+        .await;
+        let mut conf = aws_sdk_s3::config::Builder::from(&loaded.config);
+        if loaded.endpoint.is_some() {
+            // Stand-ins serve buckets by path, not by host name.
             conf = conf.force_path_style(true);
         }
         let store = Self {

@@ -40,37 +40,14 @@ pub struct KinesisBackend {
 
 impl KinesisBackend {
     pub async fn connect(settings: &KinesisSettings) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(region) = &settings.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        let endpoint = settings
-            .endpoint
-            .clone()
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL_KINESIS").ok())
-            .filter(|e| !e.is_empty());
-        if let Some(url) = &endpoint {
-            loader = loader.endpoint_url(url);
-            // A stand-in needs a region but not the instance metadata
-            // service, whose lookup off EC2 costs a timeout and a warning.
-            if settings.region.is_none()
-                && ["AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"]
-                    .iter()
-                    .all(|v| std::env::var_os(v).is_none())
-            {
-                loader = loader.region(aws_config::Region::new("us-east-1"));
-            }
-            if std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
-                && std::env::var_os("AWS_PROFILE").is_none()
-            {
-                loader = loader.test_credentials();
-            }
-        }
-        let shared = loader.load().await;
-        let mut conf = aws_sdk_kinesis::config::Builder::from(&shared);
-        if shared.region().is_none() {
-            conf = conf.region(aws_config::Region::new("us-east-1"));
-        }
+        let loaded = crate::aws::load(
+            settings.region.as_deref(),
+            settings.endpoint.as_deref(),
+            "AWS_ENDPOINT_URL_KINESIS",
+            None,
+        )
+        .await;
+        let conf = aws_sdk_kinesis::config::Builder::from(&loaded.config);
         Self {
             client: Client::from_conf(conf.build()),
         }

@@ -157,28 +157,16 @@ impl LocalLog {
     /// exclusive lock: one writer per directory.
     pub fn open(dir: &Path, options: LocalOptions) -> Result<Self, StreamError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let lock_path = dir.join(LOCK);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        if lock.try_lock().is_err() {
-            let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
-            return Err(StreamError::BadInput(format!(
-                "the local log in {} is open for writing by another process ({}); \
-                 open it read-only or stop that process",
-                dir.display(),
-                holder.trim()
-            )));
-        }
-        {
-            let mut l = &lock;
-            let _ = l.set_len(0);
-            let _ = write!(l, "pid {}", std::process::id());
-        }
+        let lock = match crate::fsutil::lock_dir(dir, LOCK).map_err(io_err(dir))? {
+            Ok(lock) => lock,
+            Err(holder) => {
+                return Err(StreamError::BadInput(format!(
+                    "the local log in {} is open for writing by another process ({holder}); \
+                     open it read-only or stop that process",
+                    dir.display(),
+                )));
+            }
+        };
         finish_deletes(dir);
         let ends = Arc::new(RwLock::new(HashMap::new()));
         let entry_overhead = options.entry_overhead;

@@ -136,6 +136,4 @@ pub(crate) fn write(dir: &Path, meta: &StreamMeta, fsync: bool) -> Result<(), St
     Ok(())
 }
 
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
+pub(crate) use crate::fsutil::sync_dir;

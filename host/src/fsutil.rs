@@ -1,0 +1,34 @@
+//! Small file-system rules the local log, the checkpoints and the dir sink
+//! share.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+/// fsyncs a directory, so a new entry or a rename in it survives a crash.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Takes the exclusive lock file `name` in `dir` (created if needed) for
+/// this process, and writes its pid there. `Ok(Err(holder))` when another
+/// process holds it: what that process wrote (`pid N`), for the message.
+pub(crate) fn lock_dir(dir: &Path, name: &str) -> std::io::Result<Result<File, String>> {
+    let path = dir.join(name);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    if lock.try_lock().is_err() {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        return Ok(Err(holder.trim().to_owned()));
+    }
+    {
+        let mut l = &lock;
+        let _ = l.set_len(0);
+        let _ = write!(l, "pid {}", std::process::id());
+    }
+    Ok(Ok(lock))
+}
