@@ -319,7 +319,8 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
             let why = if is_line_dependent(&failure.cause) {
                 "batch failed; retrying it (on_error = \"retry\")"
             } else {
-                "the filter fails every batch alike; retrying (fix the params or drop a new version)"
+                "the filter fails every batch alike; the shard waits and retries (fix the \
+                 pipeline's params, or drop a new version of the filter)"
             };
             tracing::warn!(pipeline = %spec.name, shard = %self.lease.shard, error = %failure, attempt, ?wait, "{why}");
             self.set_state("retrying");
