@@ -288,6 +288,10 @@ pub struct FilterLimits {
     /// A deterministic instruction budget per job (costs 20–30 % of
     /// throughput for every filter of the process).
     pub fuel: Option<u64>,
+    /// Time the isolation of one failed batch (bisection with fresh
+    /// instances) may take (default: 20 deadlines, at least 1 s); past it
+    /// the lines not isolated go to the error policy as failed.
+    pub isolation_ms: Option<u64>,
 }
 
 impl Default for FilterLimits {
@@ -296,6 +300,7 @@ impl Default for FilterLimits {
             memory_mib: 64,
             deadline_ms: 1000,
             fuel: None,
+            isolation_ms: None,
         }
     }
 }
@@ -307,6 +312,15 @@ impl FilterLimits {
             deadline_ms: self.deadline_ms,
             fuel: self.fuel,
             ..crate::filter::Limits::default()
+        }
+    }
+
+    /// How far isolating a failed batch may go.
+    pub fn isolation(self) -> crate::filter::IsolationBudget {
+        let b = crate::filter::IsolationBudget::for_limits(&self.to_limits());
+        match self.isolation_ms {
+            Some(ms) => b.with_time_ms(ms),
+            None => b,
         }
     }
 }
@@ -1013,6 +1027,14 @@ fn validate_limits(l: &FilterLimits) -> Result<(), (&'static str, String)> {
     if l.fuel == Some(0) {
         return Err(("fuel", "must be at least 1 (or left out)".into()));
     }
+    if let Some(ms) = l.isolation_ms
+        && !(1..=3_600_000).contains(&ms)
+    {
+        return Err((
+            "isolation_ms",
+            format!("{ms}: expected 1 to 3600000 (or left out for 20 deadlines)"),
+        ));
+    }
     Ok(())
 }
 
@@ -1146,6 +1168,10 @@ mod tests {
             (
                 "[[pipelines]]\nname = \"p\"\nstream = \"s\"\nsinks = [\"a\"]\nlimits = { memory_mib = 0 }\n",
                 &["pipelines[0].limits.memory_mib"],
+            ),
+            (
+                "[[pipelines]]\nname = \"p\"\nstream = \"s\"\nsinks = [\"a\"]\nlimits = { isolation_ms = 0 }\n",
+                &["pipelines[0].limits.isolation_ms", "1 to 3600000"],
             ),
             (
                 "[[pipelines]]\nname = \"p\"\nstream = \"s\"\nsinks = [\"a\"]\nroutes = { hot = [\"b\"] }\n",

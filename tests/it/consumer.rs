@@ -523,6 +523,56 @@ fn a_poison_line_goes_to_the_dead_letter_sink_and_the_rest_is_delivered() {
     });
 }
 
+/// A filter that hangs on every line: isolation gives up after a few
+/// probes (not ≈ 130 deadline-long jobs per 1,000 lines), the batch goes to
+/// the dead letter as failed by that cause, and the shard moves on.
+#[test]
+fn a_filter_failing_every_line_is_dead_lettered_fast_and_the_shard_moves_on() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut c = local_config(dir.path(), 1);
+    let mut p = pipeline("chaos", Some("chaos"), &["filtered"]);
+    p.params.insert("mode".into(), "loop".into());
+    p.limits.deadline_ms = 200;
+    c.pipelines.push(p);
+    let module = std::fs::read(filters::CHAOS).unwrap_or_else(|e| panic!("{e}"));
+    drop_filter(&c.filters.dir, "chaos", &module);
+    rt().block_on(async {
+        let app = start(&c).await;
+        let addr = app.intake_addr.unwrap_or_else(|| panic!("no intake"));
+        let lines: Vec<String> = (0..1500).map(|n| format!("line {n}")).collect();
+        post(addr, &lines, None).await;
+        let dead = dir.path().join("archive/dead/chaos");
+        // Bisecting 1,500 lines at 200 ms per failing job took > 40 s.
+        wait_until(Duration::from_secs(20), "every line dead-lettered", || {
+            archived_lines(&dead) == lines.len()
+        })
+        .await;
+        let mut seen: Vec<String> = Vec::new();
+        for o in read_dir_archive(&dead) {
+            for l in &o.lines {
+                let v: Value = serde_json::from_slice(l).unwrap_or(Value::Null);
+                assert_eq!(v["reason"], "filter", "{v}");
+                assert_eq!(v["isolated"], false, "{v}");
+                let err = v["error"].as_str().unwrap_or("");
+                assert!(
+                    err.contains("deadline of 200 ms") && err.contains("isolation gave up"),
+                    "{err}"
+                );
+                seen.push(v["line"].as_str().unwrap_or("").to_owned());
+            }
+        }
+        seen.sort();
+        let mut want = lines.clone();
+        want.sort();
+        assert_eq!(seen, want);
+        assert_eq!(
+            archived_lines(&dir.path().join("archive/filtered/chaos")),
+            0
+        );
+        app.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+}
+
 #[test]
 fn records_of_other_producers_are_archived_and_a_broken_one_is_a_dead_letter() {
     use kinesthetic::stream::{PutEntry, StreamBackend};

@@ -250,7 +250,7 @@ fn an_empty_input() {
         &inp,
         &params(&[("pattern", "x")]),
         &Limits::default(),
-        4,
+        &kinesthetic::filter::IsolationBudget::for_limits(&Limits::default()),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(iso.lines.is_empty() && iso.poison.is_empty());

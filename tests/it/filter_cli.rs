@@ -118,6 +118,43 @@ fn run_reports_poison_lines_with_line_numbers() {
     assert!(err.contains("line 6: filter `chaos`"), "{err}");
 }
 
+/// A filter that hangs on every line: each batch gives up after a few
+/// probes and says so, instead of bisecting at a deadline per part (3,000
+/// lines at the default 1 s deadline had not finished after 120 s), and
+/// `--isolation-ms` is accepted.
+#[test]
+fn run_gives_up_on_a_filter_that_fails_every_line() {
+    let text: String = (0..3000).map(|i| format!("line {i}\n")).collect();
+    let (code, out, err) = run(
+        kinesthetic().args([
+            "filter",
+            "run",
+            filters::CHAOS,
+            "-p",
+            "mode=loop",
+            "--deadline-ms",
+            "50",
+            "--isolation-ms",
+            "5000",
+            "--stats",
+        ]),
+        Some(text.as_bytes()),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(out, "");
+    for range in ["lines 1-1000:", "lines 1001-2000:", "lines 2001-3000:"] {
+        assert!(err.contains(range), "{range}: {err}");
+    }
+    // Each batch's lines as one run.
+    assert_eq!(err.matches("isolation gave up").count(), 3, "{err}");
+    assert!(err.contains("lines 2001-3000: filter `chaos`"), "{err}");
+    assert!(err.contains("failed: 3000"), "{err}");
+    assert!(
+        err.contains("jobs: 12 "),
+        "3 batches × (1 + 3 probes): {err}"
+    );
+}
+
 /// A batch that fails only whole (here: over the memory cap, while each
 /// half fits) has no poison line, but it failed: `run` exits 1 and says
 /// why, and `test` does not say "ok".

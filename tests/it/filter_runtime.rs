@@ -1,10 +1,29 @@
 //! The runtime's job mechanics: fresh instances, outputs, hashes, isolation,
 //! the module cache, concurrency.
 
-use kinesthetic::filter::{Cause, EngineSettings, Limits, Runtime, is_line_dependent, isolate};
+use std::time::Duration;
+
+use kinesthetic::filter::{
+    Cause, EngineSettings, GaveUp, IsolationBudget, Limits, Runtime, UNIFORM_PROBES,
+    is_line_dependent, isolate,
+};
 
 use crate::filters;
 use crate::harness::{input, load, out_lines, params, runtime};
+
+/// A budget of `n` failing jobs only: no time limit to speak of, no probes
+/// (the tests of the job budget alone).
+fn jobs_budget(n: usize) -> IsolationBudget {
+    IsolationBudget {
+        max_failed_jobs: n,
+        time: Duration::from_secs(600),
+        uniform_probes: 0,
+    }
+}
+
+fn default_budget() -> IsolationBudget {
+    IsolationBudget::for_limits(&Limits::default())
+}
 
 #[test]
 fn output_carries_the_module_hash_and_name() {
@@ -108,7 +127,8 @@ fn poison_lines_are_isolated_and_the_rest_is_kept() {
     let p = params(&[("mode", "poison")]);
     let err = f.run(&inp, &p, &Limits::default()).err();
     assert!(matches!(err.map(|e| e.cause), Some(Cause::Trap(_))));
-    let iso = isolate(&f, &inp, &p, &Limits::default(), 64).unwrap_or_else(|e| panic!("{e}"));
+    let iso = isolate(&f, &inp, &p, &Limits::default(), &default_budget())
+        .unwrap_or_else(|e| panic!("{e}"));
     let poison: Vec<u32> = iso.poison.iter().map(|p| p.index).collect();
     assert_eq!(poison, [3, 700]);
     assert!(
@@ -137,7 +157,7 @@ fn isolation_budget_bounds_the_work() {
         &inp,
         &params(&[("mode", "poison")]),
         &Limits::default(),
-        3,
+        &jobs_budget(3),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(iso.poison.len(), 1000);
@@ -168,7 +188,7 @@ fn a_spent_isolation_budget_loses_no_good_line() {
         &inp,
         &params(&[("mode", "poison")]),
         &Limits::default(),
-        64,
+        &default_budget(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let kept: Vec<u32> = iso.lines.iter().map(|l| l.index).collect();
@@ -187,16 +207,23 @@ fn a_spent_isolation_budget_loses_no_good_line() {
     // each poison line (depth first, with the right half never run, kept
     // 351 of the 975).
     assert!(kept.len() > 600, "only {} good lines kept", kept.len());
-    assert!(iso.jobs <= 1 + 2 * 64, "{} jobs", iso.jobs);
+    // The batch, the probes, then at most twice the failing-job budget.
+    assert!(iso.jobs <= 1 + UNIFORM_PROBES + 2 * 64, "{} jobs", iso.jobs);
 }
 
 #[test]
 fn isolation_returns_init_errors_instead_of_bisecting() {
     let f = load(filters::GREP);
     let inp = input(&[b"a", b"b"]);
-    let e = isolate(&f, &inp, &params(&[]), &Limits::default(), 64)
-        .err()
-        .unwrap_or_else(|| panic!("missing pattern must fail"));
+    let e = isolate(
+        &f,
+        &inp,
+        &params(&[]),
+        &Limits::default(),
+        &default_budget(),
+    )
+    .err()
+    .unwrap_or_else(|| panic!("missing pattern must fail"));
     assert!(matches!(e.cause, Cause::Init(_)), "{e}");
 }
 
@@ -295,7 +322,7 @@ fn a_failure_before_the_call_is_not_blamed_on_the_lines() {
     assert!(matches!(e.cause, Cause::Instantiate(_)), "{e}");
     assert!(e.to_string().contains("memory cap"), "{e}");
     assert!(!is_line_dependent(&e.cause));
-    let r = isolate(&f, &inp, &params(&[]), &limits, 64);
+    let r = isolate(&f, &inp, &params(&[]), &limits, &default_budget());
     assert!(
         r.is_err(),
         "isolation must give the error back, not poison lines"
@@ -319,7 +346,7 @@ fn the_bisection_budget_bounds_failing_jobs_exactly() {
         .run(&inp, &p, &limits)
         .err()
         .unwrap_or_else(|| panic!("mode=loop must fail"));
-    let iso = kinesthetic::filter::isolate_failed(&f, &inp, &p, &limits, 8, first)
+    let iso = kinesthetic::filter::isolate_failed(&f, &inp, &p, &limits, &jobs_budget(8), first)
         .unwrap_or_else(|e| panic!("{e}"));
     // 7 failures split (the first one was charged): every split adds two
     // ranges to run, each run once at most, so 2 + 2 × 7 jobs.
@@ -331,6 +358,122 @@ fn the_bisection_budget_bounds_failing_jobs_exactly() {
     assert_eq!(iso.poison.len(), 1000);
     assert!(iso.lines.is_empty());
     // Through `isolate`, the first run counts as a job too.
-    let iso = isolate(&f, &inp, &p, &limits, 8).unwrap_or_else(|e| panic!("{e}"));
+    let iso = isolate(&f, &inp, &p, &limits, &jobs_budget(8)).unwrap_or_else(|e| panic!("{e}"));
     assert!(iso.jobs <= 17, "{} jobs, budget 8", iso.jobs);
+}
+
+/// A filter that loops on every line: single lines spread over the batch
+/// all hit the deadline, so isolation gives up after those probes instead
+/// of bisecting (≈ 130 deadline-long jobs per 1,000 lines before), and the
+/// whole batch is reported failed by that cause, not isolated.
+#[test]
+fn a_filter_that_fails_every_line_fails_fast() {
+    let f = load(filters::CHAOS);
+    let lines: Vec<Vec<u8>> = (0..1000).map(|i| format!("{i}").into_bytes()).collect();
+    let inp = input(&lines);
+    let limits = Limits {
+        deadline_ms: 20,
+        ..Limits::default()
+    };
+    let budget = IsolationBudget::for_limits(&limits);
+    let iso = isolate(&f, &inp, &params(&[("mode", "loop")]), &limits, &budget)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        iso.gave_up,
+        Some(GaveUp::Uniform {
+            probes: UNIFORM_PROBES
+        })
+    );
+    // The batch's job and the probes, nothing more.
+    assert_eq!(iso.jobs, 1 + UNIFORM_PROBES);
+    assert!(iso.lines.is_empty());
+    assert_eq!(iso.poison.len(), 1000);
+    assert!(
+        iso.poison
+            .iter()
+            .all(|p| !p.isolated && matches!(p.error.cause, Cause::Deadline { ms: 20 }))
+    );
+    let why = iso.gave_up.map(|g| g.to_string()).unwrap_or_default();
+    assert!(why.contains("not one line's"), "{why}");
+}
+
+/// One line that hangs among good ones is still isolated: the probes pass,
+/// bisection runs, and it fits the default time budget.
+#[test]
+fn one_hanging_line_is_still_isolated() {
+    let f = load(filters::CHAOS);
+    let lines: Vec<Vec<u8>> = (0..1000)
+        .map(|i| {
+            if i == 777 {
+                "HANG".into()
+            } else {
+                format!("{i} ok")
+            }
+            .into_bytes()
+        })
+        .collect();
+    let inp = input(&lines);
+    let limits = Limits {
+        deadline_ms: 20,
+        ..Limits::default()
+    };
+    let iso = isolate(
+        &f,
+        &inp,
+        &params(&[("mode", "hang")]),
+        &limits,
+        &IsolationBudget::for_limits(&limits),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(iso.gave_up, None);
+    let poison: Vec<(u32, bool)> = iso.poison.iter().map(|p| (p.index, p.isolated)).collect();
+    assert_eq!(poison, [(777, true)]);
+    assert_eq!(iso.lines.len(), 999);
+}
+
+/// Hanging lines all over the batch (but not under the probes): isolation
+/// stops when its time budget is spent; the good lines found by then are
+/// kept, every line is accounted for once, and each hanging line is among
+/// the failed ones.
+#[test]
+fn isolation_stops_at_its_time_budget() {
+    let f = load(filters::CHAOS);
+    let hangs = |i: usize| i % 50 == 25;
+    let lines: Vec<Vec<u8>> = (0..1000)
+        .map(|i| {
+            if hangs(i) {
+                format!("{i} HANG")
+            } else {
+                format!("{i} ok")
+            }
+            .into_bytes()
+        })
+        .collect();
+    let inp = input(&lines);
+    let limits = Limits {
+        deadline_ms: 20,
+        ..Limits::default()
+    };
+    let budget = IsolationBudget::for_limits(&limits).with_time_ms(200);
+    let iso = isolate(&f, &inp, &params(&[("mode", "hang")]), &limits, &budget)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(iso.gave_up, Some(GaveUp::Time { budget_ms: 200 }));
+    let mut all: Vec<u32> = iso
+        .lines
+        .iter()
+        .map(|l| l.index)
+        .chain(iso.poison.iter().map(|p| p.index))
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..1000).collect::<Vec<u32>>());
+    for i in (0..1000).filter(|i| hangs(*i)) {
+        assert!(
+            iso.poison.iter().any(|p| p.index == i as u32),
+            "hanging line {i} not reported"
+        );
+    }
+    assert!(iso.poison.iter().any(|p| !p.isolated));
+    // Without the time budget, 20 hanging lines cost 64 or more failing
+    // jobs of 20 ms each.
+    assert!(iso.jobs < 64, "{} jobs", iso.jobs);
 }

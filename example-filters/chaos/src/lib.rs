@@ -10,6 +10,7 @@
 //! | `trap` | panics (traps) on every batch |
 //! | `poison` | panics on a line containing `POISON`, keeps the others |
 //! | `loop` | never returns |
+//! | `hang` | never returns on a line containing `HANG`, keeps the others |
 //! | `alloc` | allocates (and touches) memory without bound |
 //! | `recurse` | recurses without bound |
 //! | `bad-index` | answers with a line index past the end of the batch |
@@ -28,6 +29,7 @@ enum Mode {
     Keep,
     Trap,
     Poison,
+    Hang,
     Loop,
     Alloc,
     Recurse,
@@ -48,6 +50,7 @@ impl Filter for Chaos {
             "keep" => Mode::Keep,
             "trap" => Mode::Trap,
             "poison" => Mode::Poison,
+            "hang" => Mode::Hang,
             "loop" => Mode::Loop,
             "alloc" => Mode::Alloc,
             "recurse" => Mode::Recurse,
@@ -65,12 +68,7 @@ impl Filter for Chaos {
     fn begin_batch(&mut self, _: &Context<'_>) {
         match self.mode {
             Mode::Trap => panic!("chaos: trap"),
-            Mode::Loop => {
-                let mut x = 0u64;
-                while black_box(true) {
-                    x = black_box(x.wrapping_add(1));
-                }
-            }
+            Mode::Loop => spin(),
             Mode::Alloc => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
@@ -97,13 +95,16 @@ impl Filter for Chaos {
                 eprint!("context ");
                 panic!("chaos: after prints");
             }
-            Mode::Keep | Mode::Poison | Mode::Std => {}
+            Mode::Keep | Mode::Poison | Mode::Hang | Mode::Std => {}
         }
     }
 
     fn line(&mut self, line: &Line<'_>, emit: &mut Emit<'_>) {
         if self.mode == Mode::Poison && line.bytes().windows(6).any(|w| w == b"POISON") {
             panic!("chaos: poison line {}", line.index());
+        }
+        if self.mode == Mode::Hang && line.bytes().windows(4).any(|w| w == b"HANG") {
+            spin();
         }
         if self.mode == Mode::Std {
             let text = String::from_utf8_lossy(line.bytes());
@@ -132,6 +133,14 @@ fn recurse(n: u64) -> u64 {
 }
 
 export_filter!(Chaos);
+
+/// Never returns (until the host's deadline stops the instance).
+fn spin() {
+    let mut x = 0u64;
+    while black_box(true) {
+        x = black_box(x.wrapping_add(1));
+    }
+}
 
 #[cfg(test)]
 mod tests {

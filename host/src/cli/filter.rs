@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use kinesthetic::event::{Batch, batches_of, split_lines};
 use kinesthetic::filter::{
-    EngineSettings, ISOLATION_BUDGET, Input, Limits, LoadedFilter, Params, Ran, Runtime, bench,
+    EngineSettings, Input, IsolationBudget, Limits, LoadedFilter, Params, Ran, Runtime, bench,
     run_batch,
 };
 
@@ -114,6 +114,11 @@ pub(crate) struct RunOpts {
     /// which costs 20–30 % of throughput).
     #[arg(long)]
     fuel: Option<u64>,
+    /// Time the isolation of one failed batch (bisection with fresh
+    /// instances) may take, in milliseconds; past it, the lines not yet
+    /// isolated are reported as failed [default: 20 deadlines, at least 1 s].
+    #[arg(long)]
+    isolation_ms: Option<u64>,
     #[command(flatten)]
     engine: EngineOpts,
 }
@@ -142,6 +147,14 @@ impl RunOpts {
             deadline_ms: self.deadline_ms,
             fuel: self.fuel,
             ..Limits::default()
+        }
+    }
+
+    fn isolation(&self) -> IsolationBudget {
+        let b = IsolationBudget::for_limits(&self.limits());
+        match self.isolation_ms {
+            Some(ms) => b.with_time_ms(ms),
+            None => b,
         }
     }
 
@@ -376,6 +389,7 @@ fn run_stream(
     emit: &mut dyn FnMut(Line<'_>) -> std::io::Result<()>,
 ) -> anyhow::Result<Summary> {
     let limits = opts.limits();
+    let isolation = opts.isolation();
     let params: Params = opts.params.clone();
     let batch_lines = opts.batch_lines.max(1);
     let start = Instant::now();
@@ -427,7 +441,7 @@ fn run_stream(
         s.bytes_in += batch.byte_len() as u64;
         let input = Input::from(batch);
         let t = Instant::now();
-        let ran = run_batch(f, &input, &params, &limits, ISOLATION_BUDGET);
+        let ran = run_batch(f, &input, &params, &limits, &isolation);
         s.job_time += t.elapsed();
         let ran = ran?;
         s.jobs += ran.jobs() as u64;
@@ -435,7 +449,10 @@ fn run_stream(
             numbers.first().copied().unwrap_or(0),
             numbers.last().copied().unwrap_or(0),
         );
-        if let Ran::Isolated { failure, .. } = &ran {
+        // (When isolation gave up, the reports of the lines say so.)
+        if let Ran::Isolated { failure, .. } = &ran
+            && ran.gave_up().is_none()
+        {
             eprintln!(
                 "lines {first}-{last}: {failure}; isolated the failing line(s) with fresh instances"
             );
@@ -458,15 +475,36 @@ fn run_stream(
                  (deadline, memory cap); the parts' output was written"
             );
         }
-        for p in ran.poison() {
-            s.failures += 1;
-            let note = if p.isolated {
-                ""
-            } else {
-                " (not isolated: bisection budget spent)"
+        // One report per isolated line; lines not isolated are reported as
+        // runs (a whole batch when isolation gave up at once).
+        let poison = ran.poison();
+        let line_no = |i: u32| numbers.get(i as usize).copied().unwrap_or(0);
+        let mut k = 0;
+        while k < poison.len() {
+            let p = &poison[k];
+            let mut end = k + 1;
+            if !p.isolated {
+                while end < poison.len()
+                    && !poison[end].isolated
+                    && poison[end].index == poison[end - 1].index + 1
+                    && poison[end].error == p.error
+                {
+                    end += 1;
+                }
+            }
+            s.failures += (end - k) as u64;
+            let note = match ran.gave_up() {
+                _ if p.isolated => String::new(),
+                Some(g) => format!(" (not isolated: {g})"),
+                None => " (not isolated: bisection budget spent)".to_owned(),
             };
-            let line = numbers.get(p.index as usize).copied().unwrap_or(0);
-            eprintln!("line {line}: {}{note}", p.error);
+            let (first, last) = (line_no(p.index), line_no(poison[end - 1].index));
+            if first == last {
+                eprintln!("line {first}: {}{note}", p.error);
+            } else {
+                eprintln!("lines {first}-{last}: {}{note}", p.error);
+            }
+            k = end;
         }
     }
     let unreported = f.log_stats().take_unreported();

@@ -14,8 +14,8 @@ mod runtime;
 
 pub use error::{Cause, JobError, LoadError};
 pub use isolate::{
-    ISOLATION_BUDGET, Isolation, OwnedLine, Poison, Ran, is_line_dependent, isolate,
-    isolate_failed, run_batch,
+    GaveUp, ISOLATION_BUDGET, ISOLATION_DEADLINES, Isolation, IsolationBudget, OwnedLine, Poison,
+    Ran, UNIFORM_PROBES, is_line_dependent, isolate, isolate_failed, run_batch,
 };
 pub use job::{Input, OutLine, Output};
 pub use limits::{EngineSettings, Limits};

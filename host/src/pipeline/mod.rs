@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::{Config, ErrorPolicy, PipelineConfig, SinkConfig};
-use crate::filter::{Limits, Params};
+use crate::filter::{IsolationBudget, Limits, Params};
 use crate::sink::{ObjectStore, SinkError, open_store};
 
 /// A sink a pipeline writes to.
@@ -32,6 +32,8 @@ pub struct PipelineSpec {
     pub filter: Option<String>,
     pub params: Params,
     pub limits: Limits,
+    /// How far isolating a failed batch may go.
+    pub isolation: IsolationBudget,
     pub on_error: ErrorPolicy,
     /// Every sink of the pipeline (default and routed), each once.
     pub sinks: Vec<SinkSpec>,
@@ -146,6 +148,7 @@ impl Sinks {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             limits: p.limits.to_limits(),
+            isolation: p.limits.isolation(),
             on_error: p.on_error,
             sinks,
             default_targets,

@@ -28,8 +28,7 @@ use crate::consumer::reader::{Read, ShardReader, Undecodable};
 use crate::consumer::status::StatusBoard;
 use crate::event::{Batch, SequenceNumber};
 use crate::filter::{
-    ISOLATION_BUDGET, Input, JobError, LoadedFilter, OutLine, Ran, Registry, is_line_dependent,
-    run_batch,
+    Input, JobError, LoadedFilter, OutLine, Ran, Registry, is_line_dependent, run_batch,
 };
 use crate::retry::Backoff;
 use crate::sink::archive::{ArchiveLine, ArchiveWriter, Origin, Sealed};
@@ -276,16 +275,16 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
         loop {
             let f = Arc::clone(&filter);
             let (params, limits) = (spec.params.clone(), spec.limits);
+            // `retry` runs the batch whole until it passes: no isolation.
             let budget = match spec.on_error {
-                ErrorPolicy::Retry => 0,
-                _ => ISOLATION_BUDGET,
+                ErrorPolicy::Retry => None,
+                _ => Some(spec.isolation),
             };
             let t = Instant::now();
             let joined = tokio::task::spawn_blocking(move || {
-                let r = if budget == 0 {
-                    f.run(&input, &params, &limits).map(Ran::Whole)
-                } else {
-                    run_batch(&f, &input, &params, &limits, budget)
+                let r = match budget {
+                    None => f.run(&input, &params, &limits).map(Ran::Whole),
+                    Some(b) => run_batch(&f, &input, &params, &limits, &b),
                 };
                 (input, r)
             })
@@ -304,7 +303,14 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
                 Ok(ran) => {
                     if let Ran::Isolated { failure, .. } = &ran {
                         self.count_failure(failure);
-                        tracing::warn!(pipeline = %spec.name, shard = %self.lease.shard, error = %failure, poison = ran.poison().len(), "batch failed; isolated the failing lines");
+                        match ran.gave_up() {
+                            None => {
+                                tracing::warn!(pipeline = %spec.name, shard = %self.lease.shard, error = %failure, poison = ran.poison().len(), jobs = ran.jobs(), "batch failed; isolated the failing lines")
+                            }
+                            Some(g) => {
+                                tracing::warn!(pipeline = %spec.name, shard = %self.lease.shard, error = %failure, poison = ran.poison().len(), jobs = ran.jobs(), "batch failed; {g}; the lines not isolated go to the error policy as failed")
+                            }
+                        }
                     }
                     return Ok(Some((input, ran, filter)));
                 }
@@ -401,6 +407,7 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
                 .collect(),
         };
         let poison = ran.as_ref().map_or(&[][..], Ran::poison);
+        let gave_up = ran.as_ref().and_then(Ran::gave_up);
         self.ctx
             .metrics
             .lines_out
@@ -476,7 +483,10 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
                 let mut entries: Vec<(Vec<u8>, crate::event::Stamp)> = Vec::new();
                 for p in &poison[pfrom..pi] {
                     let i = p.index as usize;
-                    let error = p.error.to_string();
+                    let error = match gave_up {
+                        Some(g) if !p.isolated => format!("{} ({g})", p.error),
+                        _ => p.error.to_string(),
+                    };
                     let e = Entry {
                         reason: Reason::Filter,
                         error: &error,
