@@ -102,13 +102,17 @@ impl<'a> Emit<'a> {
     }
 
     /// Gives the emitted line a new partition key (ignored if the line is
-    /// dropped).
+    /// dropped). The host refuses a batch's answer whose key is not 1 to 256
+    /// characters or holds a control character ([`crate::rules`]): check
+    /// keys taken from the data first.
     #[inline]
     pub fn set_key(&mut self, key: &str) {
         begin(&mut self.out.rekey, &mut self.key_from).extend_from_slice(key.as_bytes());
     }
 
     /// Gives the emitted line a route name (ignored if the line is dropped).
+    /// The host refuses a batch's answer whose route is not 1 to 256 bytes
+    /// or holds a control character ([`crate::rules`]).
     #[inline]
     pub fn set_route(&mut self, route: &str) {
         begin(&mut self.out.route, &mut self.route_from).extend_from_slice(route.as_bytes());

@@ -55,6 +55,7 @@ mod json_tests;
 mod line;
 pub mod num;
 mod params;
+pub mod rules;
 pub mod testing;
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
 mod wasi_stubs;

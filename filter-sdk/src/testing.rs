@@ -266,11 +266,23 @@ fn decode(out: &Output, input: &Input) -> Result<Vec<Out>, String> {
         let replaced = replace.next_if(|(l, _)| *l == index).map(|(_, v)| v);
         let key = rekey.next_if(|(l, _)| *l == index).map(|(_, v)| v);
         let rte = route.next_if(|(l, _)| *l == index).map(|(_, v)| v);
+        let key = key.map(|k| text(k, "a key")).transpose()?;
+        let rte = rte.map(|r| text(r, "a route")).transpose()?;
+        if let Some(Err(e)) = key.as_deref().map(crate::rules::check_key) {
+            return Err(format!(
+                "malformed output: the key of line {index} is not a partition key: it {e}"
+            ));
+        }
+        if let Some(Err(e)) = rte.as_deref().map(crate::rules::check_route) {
+            return Err(format!(
+                "malformed output: the route of line {index} is not a route name: it {e}"
+            ));
+        }
         outputs.push(Out {
             index,
             bytes: replaced.unwrap_or(line).to_vec(),
-            key: key.map(|k| text(k, "a key")).transpose()?,
-            route: rte.map(|r| text(r, "a route")).transpose()?,
+            key,
+            route: rte,
         });
     }
     for (what, rest) in [

@@ -853,11 +853,8 @@ impl Config {
                 sink_exists(key("sinks"), s)?;
             }
             for (route, sinks) in &p.routes {
-                if route.is_empty() || route.len() > 256 {
-                    return Err(bad(
-                        &key("routes"),
-                        format!("route name {route:?}: 1 to 256 bytes"),
-                    ));
+                if let Err(e) = kinesthetic_filter::rules::check_route(route) {
+                    return Err(bad(&key("routes"), format!("route name {route:?} {e}")));
                 }
                 for s in sinks {
                     sink_exists(key(&format!("routes.{route}")), s)?;

@@ -477,3 +477,43 @@ fn isolation_stops_at_its_time_budget() {
     // jobs of 20 ms each.
     assert!(iso.jobs < 64, "{} jobs", iso.jobs);
 }
+
+/// A filter's new keys and route names are checked where they enter: a
+/// key that is not a Kinesis partition key (over 256 characters, a control
+/// character) or an unbounded route name makes the answer malformed, and
+/// isolation names exactly those lines.
+#[test]
+fn keys_and_routes_a_filter_sets_are_checked() {
+    let f = load(filters::CHAOS);
+    for (mode, bad, why) in [
+        (
+            "key",
+            "k".repeat(10_000),
+            "not a partition key: it must be 1 to 256",
+        ),
+        ("key", "evil\nforged".to_owned(), "U+000A"),
+        (
+            "route",
+            "r".repeat(1 << 20),
+            "not a route name: it must be 1 to 256 bytes",
+        ),
+        ("route", "a\tb".to_owned(), "U+0009"),
+    ] {
+        let lines: Vec<Vec<u8>> = vec![b"fine".to_vec(), bad.into_bytes(), b"also fine".to_vec()];
+        let inp = input(&lines);
+        let p = params(&[("mode", mode)]);
+        let e = f
+            .run(&inp, &p, &Limits::default())
+            .err()
+            .unwrap_or_else(|| panic!("{mode}: a bad value must fail the batch"));
+        let msg = e.to_string();
+        assert!(matches!(e.cause, Cause::Malformed(_)), "{msg}");
+        assert!(msg.contains(why) && msg.contains("line 1"), "{mode}: {msg}");
+        assert!(msg.len() < 400, "the value is not echoed whole: {msg}");
+        let iso = isolate(&f, &inp, &p, &Limits::default(), &default_budget())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let poison: Vec<u32> = iso.poison.iter().map(|p| p.index).collect();
+        assert_eq!(poison, [1], "{mode}");
+        assert_eq!(iso.lines.len(), 2);
+    }
+}

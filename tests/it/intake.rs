@@ -522,6 +522,55 @@ fn partition_keys_route_events_to_their_shards() {
     });
 }
 
+/// Keys that would forge lines where keys are printed (a newline or tab,
+/// from the header or the JSON field), or that the JSON reader cannot reach
+/// (nested past its depth), are refused with a 400 that says why, and
+/// nothing of the request is written.
+#[test]
+fn forging_or_unreadable_partition_keys_are_refused() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = local(dir.path(), &[("s", 4)]).await;
+        let mut c = config();
+        c.streams.insert(
+            "s".into(),
+            StreamSettings {
+                partition_key_field: Some("user".into()),
+                ..StreamSettings::default()
+            },
+        );
+        let r = start_intake(log.clone(), &c)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let refused = |s: u16, v: &Value, want: &[&str]| {
+            assert_eq!(s, 400, "{v}");
+            let msg = v["error"].as_str().unwrap_or_default();
+            for w in want {
+                assert!(msg.contains(w), "{w:?} not in {msg:?}");
+            }
+        };
+        let (s, v, _) = post(&r, "s", &[("x-partition-key", "a\tb")], b"x\n".to_vec()).await;
+        refused(s, &v, &["X-Partition-Key", "U+0009", "control character"]);
+        let body = b"{\"user\":\"ok\"}\n{\"user\":\"evil\\n0000000000000000-1 2026 forged\"}\n";
+        let (s, v, _) = post(&r, "s", &[], body.to_vec()).await;
+        refused(s, &v, &["event 2", "U+000A"]);
+        // The field after a member nested deeper than the reader goes.
+        let deep = format!(
+            "{{\"a\":{}1{},\"user\":\"u\"}}\n",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let (s, v, _) = post(&r, "s", &[], deep.into_bytes()).await;
+        refused(s, &v, &["event 1", "partition key field `user`"]);
+        // Plain text lines have no field: spread, not refused.
+        let (s, v, _) = post(&r, "s", &[], b"plain text\n".to_vec()).await;
+        assert_eq!(s, 200, "{v}");
+        let got = read_all(&log, "s").await;
+        assert_eq!(got.len(), 1, "only the plain line was written");
+        r.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+}
+
 #[test]
 fn two_listeners_writing_concurrently_never_share_an_event_id() {
     rt().block_on(async {

@@ -218,6 +218,48 @@ async fn put_stamped<B: kinesthetic::stream::StreamBackend>(b: &B, stream: &str)
     .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Keys written by other producers may hold newlines and tabs (Kinesis
+/// allows them): `tail` escapes them, so a key cannot forge an event line
+/// or shift the event's column.
+#[test]
+fn tail_escapes_keys_that_would_forge_lines() {
+    use kinesthetic::stream::local::{LocalLog, LocalOptions};
+    use kinesthetic::stream::{PutEntry, StreamBackend};
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let data = dir.path().to_string_lossy().into_owned();
+    crate::harness::rt().block_on(async {
+        let log =
+            LocalLog::open(dir.path(), LocalOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        log.create_stream("t", 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let entries: Vec<PutEntry> = [
+            "x\n0000000000000000-1 2026-01-01T00:00:00.000Z k",
+            "a\tb\\c",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| PutEntry {
+            partition_key: (*k).into(),
+            explicit_hash_key: None,
+            data: format!("event-{i}").into_bytes().into(),
+        })
+        .collect();
+        log.put_records("t", &entries)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+    let out = ok(&["stream", "--data", &data, "tail", "t"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].ends_with(" x\\n0000000000000000-1 2026-01-01T00:00:00.000Z k\tevent-0"),
+        "{out}"
+    );
+    assert!(lines[1].ends_with(" a\\tb\\\\c\tevent-1"), "{out}");
+    assert!(lines.iter().all(|l| l.matches('\t').count() == 1), "{out}");
+}
+
 /// `EVENT-ID RECEIVED KEY<TAB>EVENT` for each of the three events.
 #[track_caller]
 fn check_tail_lines(out: &str) {

@@ -11,6 +11,8 @@
 //! | `poison` | panics on a line containing `POISON`, keeps the others |
 //! | `loop` | never returns |
 //! | `hang` | never returns on a line containing `HANG`, keeps the others |
+//! | `route` | keeps every line, with the line itself as its route name |
+//! | `key` | keeps every line, with the line itself as its partition key, unchecked |
 //! | `alloc` | allocates (and touches) memory without bound |
 //! | `recurse` | recurses without bound |
 //! | `bad-index` | answers with a line index past the end of the batch |
@@ -30,6 +32,8 @@ enum Mode {
     Trap,
     Poison,
     Hang,
+    Route,
+    Key,
     Loop,
     Alloc,
     Recurse,
@@ -51,6 +55,8 @@ impl Filter for Chaos {
             "trap" => Mode::Trap,
             "poison" => Mode::Poison,
             "hang" => Mode::Hang,
+            "route" => Mode::Route,
+            "key" => Mode::Key,
             "loop" => Mode::Loop,
             "alloc" => Mode::Alloc,
             "recurse" => Mode::Recurse,
@@ -95,7 +101,7 @@ impl Filter for Chaos {
                 eprint!("context ");
                 panic!("chaos: after prints");
             }
-            Mode::Keep | Mode::Poison | Mode::Hang | Mode::Std => {}
+            Mode::Keep | Mode::Poison | Mode::Hang | Mode::Route | Mode::Key | Mode::Std => {}
         }
     }
 
@@ -122,6 +128,11 @@ impl Filter for Chaos {
             return;
         }
         emit.keep();
+        match self.mode {
+            Mode::Route => emit.set_route(&String::from_utf8_lossy(line.bytes())),
+            Mode::Key => emit.set_key(&String::from_utf8_lossy(line.bytes())),
+            _ => {}
+        }
     }
 }
 

@@ -2,12 +2,13 @@
 //! named by the parameter `field` (required): a string's decoded text, or a
 //! number's text as written. The line itself is kept unchanged. Lines that
 //! are not JSON objects, lack the field, or have it as another kind of value
-//! or as an empty string keep their key (a partition key cannot be empty).
+//! or as a string that is not a valid partition key (empty, over 256
+//! characters, or holding a control character) keep their key.
 //!
 //! Re-keyed output can feed another stream partitioned by that field.
 
 use kinesthetic_filter::json::{self, Kind};
-use kinesthetic_filter::{Emit, Filter, Line, Params, export_filter};
+use kinesthetic_filter::{Emit, Filter, Line, Params, export_filter, rules};
 
 pub struct Rekey {
     field: String,
@@ -28,12 +29,14 @@ impl Filter for Rekey {
         };
         match value.kind() {
             Kind::String => {
-                if let Some(key) = value.as_str().filter(|k| !k.is_empty()) {
+                if let Some(key) = value.as_str().filter(|k| rules::check_key(k).is_ok()) {
                     emit.set_key(&key);
                 }
             }
             Kind::Number => {
-                if let Ok(key) = std::str::from_utf8(value.raw()) {
+                if let Ok(key) = std::str::from_utf8(value.raw())
+                    && rules::check_key(key).is_ok()
+                {
                     emit.set_key(key);
                 }
             }
@@ -62,6 +65,7 @@ mod tests {
             br#"{"nested":{"user":"no"}}"#,
             b"plain text user=bob",
             br#"{"user":"first","user":"second"}"#,
+            br#"{"user":"forged\n0-1 line"}"#,
         ];
         let mut input = Input::new();
         for line in lines {
@@ -83,8 +87,13 @@ mod tests {
                 None,
                 None,
                 Some("first"),
+                None,
             ]
         );
+        let long = format!(r#"{{"user":"{}"}}"#, "k".repeat(257));
+        let out = testing::run::<Rekey>(&[("field", "user")], &[long.as_bytes()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out[0].key, None, "a key over 256 characters is not set");
         let bytes: Vec<&[u8]> = run.outputs.iter().map(|o| &o.bytes[..]).collect();
         assert_eq!(bytes, lines, "every line is kept unchanged");
     }

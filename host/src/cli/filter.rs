@@ -333,12 +333,17 @@ struct Show {
 
 impl Show {
     fn write(&self, out: &mut impl Write, line: Line<'_>) -> std::io::Result<()> {
+        // Keys come from anywhere (other producers too): escaped, so that
+        // one cannot forge a line or a column.
         if self.key {
-            out.write_all(line.key)?;
+            out.write_all(kinesthetic::stream::key::printable(line.key).as_bytes())?;
             out.write_all(b"\t")?;
         }
         if self.route {
-            out.write_all(line.route.unwrap_or("-").as_bytes())?;
+            let route = line.route.map_or("-".into(), |r| {
+                kinesthetic::stream::key::printable(r.as_bytes())
+            });
+            out.write_all(route.as_bytes())?;
             out.write_all(b"\t")?;
         }
         out.write_all(line.bytes)?;

@@ -373,7 +373,7 @@ async fn tail(
                 "{} {} {}\t",
                 st.id,
                 format_ms(st.received_ms),
-                String::from_utf8_lossy(b.key(i))
+                kinesthetic::stream::key::printable(b.key(i))
             )?;
             out.write_all(b.line(i))?;
             out.write_all(b"\n")?;

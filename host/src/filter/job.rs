@@ -223,10 +223,33 @@ impl Output {
             if name != "replace" {
                 for i in 0..p.lines.len() {
                     let v = packed_item(&p.values.data, &p.values.ends, i);
-                    if std::str::from_utf8(v).is_err() {
+                    let Ok(v) = std::str::from_utf8(v) else {
                         return Err(format!(
                             "`{name}` value for line {} is not UTF-8",
                             p.lines[i]
+                        ));
+                    };
+                    // Keys and route names are checked where they enter,
+                    // so nothing downstream carries or prints a forged or
+                    // unbounded one.
+                    if name == "rekey"
+                        && let Err(e) = crate::stream::key::check(v)
+                    {
+                        return Err(format!(
+                            "`rekey` value for line {} is not a partition key: it {e}",
+                            p.lines[i]
+                        ));
+                    }
+                    if name == "route"
+                        && let Err(e) = kinesthetic_filter::rules::check_route(v)
+                    {
+                        return Err(format!(
+                            "`route` value for line {} (starting \"{}\") is not a route name: it \
+                             {e}",
+                            p.lines[i],
+                            crate::stream::key::printable(
+                                &v.as_bytes()[..v.floor_char_boundary(32)]
+                            )
                         ));
                     }
                 }

@@ -418,7 +418,11 @@ async fn accept<B: StreamBackend>(
     for (i, line) in events.iter().enumerate() {
         let (key, shard) = if let Some(k) = &header_key {
             (Arc::clone(k), map.index_of(hash_key_of(k)))
-        } else if let Some(k) = open.key_field.as_deref().and_then(|f| key_of(line, f)) {
+        } else if let Some(k) = match open.key_field.as_deref() {
+            None => None,
+            Some(f) => key_of(line, f)
+                .map_err(|m| IntakeError::BadRequest(format!("event {}: {m}", i + 1)))?,
+        } {
             let k = check_key(&k, "partition key field").map_err(|e| match e {
                 IntakeError::BadRequest(m) => {
                     IntakeError::BadRequest(format!("event {}: {m}", i + 1))
@@ -501,25 +505,37 @@ async fn accept<B: StreamBackend>(
 }
 
 /// A top-level JSON field's value as a partition key: a string's text, or
-/// any other value's JSON text. `None` when absent, null or not an object.
-fn key_of(line: &[u8], field: &str) -> Option<String> {
-    let v = kinesthetic_filter::json::field(line, field)?;
-    if v.is_null() {
-        return None;
+/// any other value's JSON text. `Ok(None)` when absent or null, or when the
+/// line is not a JSON object (plain text); an error when the line starts as
+/// an object but cannot be read up to the field (invalid, or nested deeper
+/// than the JSON reader goes), so that the event is not silently spread.
+fn key_of(line: &[u8], field: &str) -> Result<Option<String>, String> {
+    let looks_like_object = line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    for m in kinesthetic_filter::json::members(line) {
+        match m {
+            Ok((k, v)) if k.eq_str(field) => {
+                if v.is_null() {
+                    return Ok(None);
+                }
+                return Ok(match v.as_str() {
+                    Some(s) => Some(s.into_owned()),
+                    None => std::str::from_utf8(v.raw()).ok().map(str::to_owned),
+                });
+            }
+            Ok(_) => {}
+            Err(e) if looks_like_object => {
+                return Err(format!(
+                    "cannot read the partition key field `{field}`: {e}"
+                ));
+            }
+            Err(_) => return Ok(None),
+        }
     }
-    match v.as_str() {
-        Some(s) => Some(s.into_owned()),
-        None => std::str::from_utf8(v.raw()).ok().map(str::to_owned),
-    }
+    Ok(None)
 }
 
 fn check_key<'a>(k: &'a str, what: &str) -> Result<&'a str, IntakeError> {
-    let chars = k.chars().count();
-    if chars == 0 || chars > MAX_KEY_CHARS {
-        return Err(IntakeError::BadRequest(format!(
-            "{what} must be 1 to {MAX_KEY_CHARS} characters, not {chars}"
-        )));
-    }
+    crate::stream::key::check(k).map_err(|e| IntakeError::BadRequest(format!("{what} {e}")))?;
     Ok(k)
 }
 

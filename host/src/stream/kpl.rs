@@ -384,7 +384,7 @@ pub enum KplError {
 }
 
 /// Longest partition key Kinesis accepts, in characters.
-pub const MAX_KEY_CHARS: usize = 256;
+pub const MAX_KEY_CHARS: usize = kinesthetic_filter::rules::MAX_KEY_CHARS;
 
 /// Every decoded event carries its own copy of its key: a record whose
 /// keys would take more than this many times its own size is refused, so a

@@ -8,6 +8,7 @@
 
 pub mod any;
 pub mod hash;
+pub mod key;
 pub mod kinesis;
 pub mod kpl;
 pub mod local;
