@@ -935,3 +935,101 @@ fn a_read_returns_records_across_its_chunks() {
         assert_eq!(r.records.len(), 7);
     });
 }
+
+/// Every record of every shard of `stream`, by shard id.
+async fn read_stream(log: &LocalLog, stream: &str) -> Vec<(String, StreamRecord)> {
+    let d = log.describe(stream).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    for s in &d.shards {
+        for r in read_shard(log, stream, &s.id, StartPosition::TrimHorizon).await {
+            out.push((s.id.clone(), r));
+        }
+    }
+    out
+}
+
+/// A split or merge whose metadata write fails changes nothing: puts go on
+/// into the shards the disk lists, nothing acknowledged is lost across a
+/// restart, and no shard index (so no sequence number) is handed out twice.
+/// (Before, the children were live in memory only: puts into them were
+/// acknowledged and gone after a restart, and the next split reused them.)
+#[test]
+fn a_failed_metadata_write_during_a_reshard_changes_nothing() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let put = |log: LocalLog, tag: &'static str| async move {
+            let e: Vec<PutEntry> = (0..50)
+                .map(|i| entry(&format!("key-{i}"), format!("{tag}-{i}")))
+                .collect();
+            let out = log
+                .put_records("s", &e)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            out.iter().map(written).collect::<Vec<_>>()
+        };
+        let mut acked: Vec<(String, SequenceNumber)> = Vec::new();
+        {
+            let log = open(dir.path());
+            log.create_stream("s", 2)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            acked.extend(put(log.clone(), "before").await);
+            // The write of the new metadata fails: its temporary file's
+            // name is taken by a directory.
+            let blocker = dir.path().join("s").join("meta.json.tmp");
+            std::fs::create_dir(&blocker).unwrap_or_else(|e| panic!("{e}"));
+            let split = log
+                .split_shard("s", "shardId-000000000000", 1u128 << 126)
+                .await;
+            assert!(split.is_err(), "the split must fail");
+            let merge = log
+                .merge_shards("s", "shardId-000000000000", "shardId-000000000001")
+                .await;
+            assert!(merge.is_err(), "the merge must fail");
+            let d = log.describe("s").await.unwrap_or_else(|e| panic!("{e}"));
+            let ids: Vec<&str> = d.shards.iter().map(|s| s.id.as_str()).collect();
+            assert_eq!(ids, ["shardId-000000000000", "shardId-000000000001"]);
+            assert!(d.shards.iter().all(|s| s.is_open()));
+            let after = put(log.clone(), "after-failure").await;
+            for (shard, _) in &after {
+                assert!(
+                    shard == "shardId-000000000000" || shard == "shardId-000000000001",
+                    "acknowledged into {shard}, which the disk does not list"
+                );
+            }
+            acked.extend(after);
+            std::fs::remove_dir(&blocker).unwrap_or_else(|e| panic!("{e}"));
+        }
+        // Restart: everything acknowledged is there; the next split gets
+        // fresh shard indices.
+        let log = open(dir.path());
+        let got = read_stream(&log, "s").await;
+        assert_eq!(got.len(), acked.len());
+        let have: HashSet<(String, SequenceNumber)> = got
+            .iter()
+            .map(|(s, r)| (s.clone(), r.sequence.clone()))
+            .collect();
+        for a in &acked {
+            assert!(have.contains(a), "acknowledged {a:?} lost");
+        }
+        log.split_shard("s", "shardId-000000000000", 1u128 << 126)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        acked.extend(put(log.clone(), "after-split").await);
+        let got = read_stream(&log, "s").await;
+        assert_eq!(got.len(), acked.len());
+        let seqs: HashSet<&SequenceNumber> = got.iter().map(|(_, r)| &r.sequence).collect();
+        assert_eq!(seqs.len(), got.len(), "a sequence number was reused");
+        let d = log.describe("s").await.unwrap_or_else(|e| panic!("{e}"));
+        let ids: Vec<&str> = d.shards.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "shardId-000000000000",
+                "shardId-000000000001",
+                "shardId-000000000002",
+                "shardId-000000000003"
+            ]
+        );
+    });
+}

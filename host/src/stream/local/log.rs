@@ -790,7 +790,17 @@ fn write_frames(
         if fsync && let Some((_, f, _)) = &sh.active {
             f.sync_data().map_err(io_err(&sh.dir))?;
         }
-        std::fs::create_dir_all(&sh.dir).map_err(io_err(&sh.dir))?;
+        // A new shard's directory: its entry in the stream's directory must
+        // be durable before the first acknowledged write inside it.
+        match std::fs::create_dir(&sh.dir) {
+            Ok(()) => {
+                if fsync && let Some(stream_dir) = sh.dir.parent() {
+                    meta::sync_dir(stream_dir).map_err(io_err(stream_dir))?;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(&sh.dir)(e)),
+        }
         let path = sh.dir.join(segment::segment_name(first_offset));
         let f = OpenOptions::new()
             .create(true)
@@ -1341,17 +1351,24 @@ impl Writer {
         Ok((s, s.range()?))
     }
 
-    fn close(st: &mut StreamState, index: u32) {
+    /// `meta` with shard `index` closed where `st` has written up to.
+    fn close(st: &StreamState, meta: &mut StreamMeta, index: u32) {
         let end = st.shards.get(&index).map_or(0, |s| s.next_offset);
-        if let Some(s) = st.meta.shard_mut(index) {
+        if let Some(s) = meta.shard_mut(index) {
             s.end_offset = Some(end);
         }
     }
 
-    fn add_child(st: &mut StreamState, range: HashRange, parent: u32, adjacent: Option<u32>) {
-        let index = st.meta.next_shard;
-        st.meta.next_shard += 1;
-        st.meta.shards.push(ShardMeta {
+    /// `meta` with a new child shard; its index.
+    fn add_child(
+        meta: &mut StreamMeta,
+        range: HashRange,
+        parent: u32,
+        adjacent: Option<u32>,
+    ) -> u32 {
+        let index = meta.next_shard;
+        meta.next_shard += 1;
+        meta.shards.push(ShardMeta {
             index,
             parent: Some(parent),
             adjacent_parent: adjacent,
@@ -1359,19 +1376,45 @@ impl Writer {
             end: range.end.to_string(),
             end_offset: None,
         });
-        st.shards.insert(
-            index,
-            ShardState {
-                dir: shard_dir(&st.dir, index),
-                active: None,
-                next_offset: 0,
-                poisoned: false,
-            },
-        );
+        index
+    }
+
+    /// Makes a reshard's new metadata the stream's: written to disk first,
+    /// and only once that succeeded, taken in memory (the parents closed,
+    /// the children open). A failed write changes nothing, so no put is
+    /// acknowledged into a shard the disk does not list and no shard index
+    /// (nor its sequence numbers) is handed out twice.
+    fn commit_reshard(
+        &mut self,
+        stream: &str,
+        meta: StreamMeta,
+        children: &[u32],
+    ) -> Result<(), StreamError> {
+        let fsync = self.options.fsync;
+        let st = self
+            .streams
+            .get_mut(stream)
+            .ok_or_else(|| StreamError::NoSuchStream(stream.to_owned()))?;
+        meta::write(&st.dir, &meta, fsync)?;
+        st.meta = meta;
+        for &index in children {
+            st.shards.insert(
+                index,
+                ShardState {
+                    dir: shard_dir(&st.dir, index),
+                    active: None,
+                    next_offset: 0,
+                    poisoned: false,
+                },
+            );
+        }
+        if let Some(st) = self.streams.get(stream) {
+            self.publish(stream, st);
+        }
+        Ok(())
     }
 
     fn split(&mut self, stream: &str, index: u32, at: u128) -> Result<(), StreamError> {
-        let fsync = self.options.fsync;
         let st = self
             .streams
             .get_mut(stream)
@@ -1385,9 +1428,10 @@ impl Writer {
                 r.end
             )));
         }
-        Self::close(st, index);
-        Self::add_child(
-            st,
+        let mut m = st.meta.clone();
+        Self::close(st, &mut m, index);
+        let left = Self::add_child(
+            &mut m,
             HashRange {
                 start: r.start,
                 end: at - 1,
@@ -1395,8 +1439,8 @@ impl Writer {
             index,
             None,
         );
-        Self::add_child(
-            st,
+        let right = Self::add_child(
+            &mut m,
             HashRange {
                 start: at,
                 end: r.end,
@@ -1404,16 +1448,10 @@ impl Writer {
             index,
             None,
         );
-        meta::write(&st.dir, &st.meta, fsync)?;
-        let name = stream.to_owned();
-        if let Some(st) = self.streams.get(&name) {
-            self.publish(&name, st);
-        }
-        Ok(())
+        self.commit_reshard(stream, m, &[left, right])
     }
 
     fn merge(&mut self, stream: &str, a: u32, b: u32) -> Result<(), StreamError> {
-        let fsync = self.options.fsync;
         let st = self
             .streams
             .get_mut(stream)
@@ -1429,19 +1467,15 @@ impl Writer {
                 shard_id(b)
             )));
         }
-        Self::close(st, a);
-        Self::close(st, b);
+        let mut m = st.meta.clone();
+        Self::close(st, &mut m, a);
+        Self::close(st, &mut m, b);
         let range = HashRange {
             start: ra.start.min(rb.start),
             end: ra.end.max(rb.end),
         };
-        Self::add_child(st, range, a, Some(b));
-        meta::write(&st.dir, &st.meta, fsync)?;
-        let name = stream.to_owned();
-        if let Some(st) = self.streams.get(&name) {
-            self.publish(&name, st);
-        }
-        Ok(())
+        let child = Self::add_child(&mut m, range, a, Some(b));
+        self.commit_reshard(stream, m, &[child])
     }
 
     /// Deletes the shard's whole segments whose every record is at or
