@@ -273,6 +273,7 @@ async fn kinesis(endpoint: &str, conns: usize, secs: u64) -> anyhow::Result<()> 
     let k = KinesisBackend::connect(&KinesisSettings {
         region: None,
         endpoint: Some(endpoint.to_owned()),
+        ..KinesisSettings::default()
     })
     .await;
     let name = format!("bench-{}", std::process::id());

@@ -525,6 +525,14 @@ impl Config {
         if self.stream.retention_hours == 0 {
             return Err(bad("stream.retention_hours", "must be at least 1".into()));
         }
+        if let Some(ms) = self.stream.kinesis.attempt_timeout_ms
+            && !(100..=600_000).contains(&ms)
+        {
+            return Err(bad(
+                "stream.kinesis.attempt_timeout_ms",
+                format!("{ms}: expected 100 to 600000 (milliseconds)"),
+            ));
+        }
         let i = &self.intake;
         if let Some(id) = &i.listener_id {
             let n = parse_listener_id(id).map_err(|m| bad("intake.listener_id", m))?;
@@ -1165,6 +1173,10 @@ mod tests {
             (
                 "[[pipelines]]\nname = \"p\"\nstream = \"s\"\nsinks = [\"a\"]\nlimits = { memory_mib = 0 }\n",
                 &["pipelines[0].limits.memory_mib"],
+            ),
+            (
+                "[stream.kinesis]\nattempt_timeout_ms = 5\n",
+                &["stream.kinesis.attempt_timeout_ms", "100 to 600000"],
             ),
             (
                 "[[pipelines]]\nname = \"p\"\nstream = \"s\"\nsinks = [\"a\"]\nlimits = { isolation_ms = 0 }\n",

@@ -863,6 +863,57 @@ fn shutdown_drains_every_acknowledged_event_into_the_stream() {
     });
 }
 
+/// A stream whose puts never answer: each request gets its 503 once
+/// `put_timeout` has passed (within a second of it), saying so, and gives
+/// its share of the buffer back. (Before, the write cycle waited for ever
+/// and held the buffer until the whole listener answered 503.)
+#[test]
+fn a_put_that_never_answers_is_cut_off_at_put_timeout() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = local(dir.path(), &[("s", 2)]).await;
+        let (_never, gate) = tokio::sync::watch::channel(false);
+        let slow = Slow {
+            inner: log.clone(),
+            gate,
+            puts: Arc::default(),
+        };
+        let mut c = config();
+        c.intake.put_timeout_ms = 1000;
+        let r = start_intake(slow.clone(), &c)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(15))
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        for round in 0..2 {
+            let sent = std::time::Instant::now();
+            let resp = client
+                .post(url(&r, "s"))
+                .body(format!("round {round}\n"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: no answer: {e}"));
+            let waited = sent.elapsed();
+            assert_eq!(resp.status().as_u16(), 503);
+            let v: Value = serde_json::from_slice(&resp.bytes().await.unwrap_or_default())
+                .unwrap_or(Value::Null);
+            let msg = v["error"].as_str().unwrap_or_default();
+            assert!(msg.contains("within 1 s"), "{msg}");
+            assert!(
+                waited < std::time::Duration::from_millis(2000),
+                "answered after {waited:?} with a 1 s put_timeout"
+            );
+        }
+        let m = scrape(r.admin_addr).await;
+        assert_eq!(metric(&m, "kinesthetic_intake_buffer_bytes "), 0.0, "{m}");
+        assert!(slow.puts.load(Ordering::SeqCst) >= 2);
+        assert!(read_all(&log, "s").await.is_empty());
+        r.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+}
+
 /// Starts `kinesthetic serve` on the local log in `data` with the stream
 /// `create` (NAME or NAME:SHARDS), on ports of its own; returns the process
 /// and the intake's address, once it listens.

@@ -116,6 +116,7 @@ async fn kinesis(url: &str) -> KinesisBackend {
     KinesisBackend::connect(&KinesisSettings {
         region: None,
         endpoint: Some(url.to_owned()),
+        ..KinesisSettings::default()
     })
     .await
 }
@@ -353,6 +354,7 @@ fn a_full_spool_answers_503_and_accepts_nothing_it_cannot_keep() {
             let body: String = (0..50)
                 .map(|j| format!("{{\"user\":\"u\",\"i\":{i},\"j\":{j}}}\n"))
                 .collect();
+            let sent = Instant::now();
             let resp = client
                 .post(&url)
                 .body(body)
@@ -366,6 +368,18 @@ fn a_full_spool_answers_503_and_accepts_nothing_it_cannot_keep() {
                         .headers()
                         .get("retry-after")
                         .map(|v| v.to_str().unwrap_or("").to_owned());
+                    // Said at once, not after waiting out put_timeout for a
+                    // spool that cannot empty meanwhile.
+                    let waited = sent.elapsed();
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&resp.bytes().await.unwrap_or_default())
+                            .unwrap_or_default();
+                    let msg = v["error"].as_str().unwrap_or_default();
+                    assert!(msg.contains("spool is full"), "{msg}");
+                    assert!(
+                        waited < Duration::from_millis(1500),
+                        "a full spool answered after {waited:?}, the put_timeout"
+                    );
                     break;
                 }
                 s => panic!("status {s}"),

@@ -47,6 +47,7 @@ async fn fake_kinesis() -> (KinesisBackend, Answer) {
     let b = KinesisBackend::connect(&KinesisSettings {
         region: Some("us-east-1".into()),
         endpoint: Some(format!("http://{addr}")),
+        ..KinesisSettings::default()
     })
     .await;
     (b, answer)
@@ -162,5 +163,42 @@ fn malformed_kinesis_answers_are_precise_errors() {
             Err(StreamError::Service(m)) => assert!(m.contains("lots"), "{m}"),
             other => panic!("bad hash key: {other:?}"),
         }
+    });
+}
+
+/// An endpoint that accepts connections and never answers: every call
+/// fails within its attempt timeouts (3 attempts), instead of holding its
+/// caller for ever.
+#[test]
+fn a_kinesis_endpoint_that_never_answers_fails_calls_in_bounded_time() {
+    rt().block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = l.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        // Accept and hold every connection, reading nothing.
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = l.accept().await {
+                held.push(sock);
+            }
+        });
+        let b = KinesisBackend::connect(&KinesisSettings {
+            region: Some("us-east-1".into()),
+            endpoint: Some(format!("http://{addr}")),
+            attempt_timeout_ms: Some(300),
+        })
+        .await;
+        let guard = std::time::Duration::from_secs(20);
+        let describe = tokio::time::timeout(guard, b.describe("s")).await;
+        assert!(
+            matches!(describe, Ok(Err(_))),
+            "describe against a hung endpoint: {describe:?}"
+        );
+        let put = tokio::time::timeout(guard, b.put_records("s", &entries(1))).await;
+        assert!(
+            matches!(put, Ok(Err(_))),
+            "put against a hung endpoint: {put:?}"
+        );
     });
 }

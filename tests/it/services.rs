@@ -136,6 +136,7 @@ pub(crate) async fn kinesis_backend() -> Option<KinesisBackend> {
         KinesisBackend::connect(&KinesisSettings {
             region: None,
             endpoint: Some(url),
+            ..KinesisSettings::default()
         })
         .await,
     )

@@ -67,6 +67,7 @@ impl BackendArgs {
                 KinesisBackend::connect(&KinesisSettings {
                     region: self.region.clone(),
                     endpoint: self.endpoint.clone(),
+                    ..KinesisSettings::default()
                 })
                 .await,
             ),

@@ -84,6 +84,9 @@ pub enum ProduceError {
     Refused(String),
     #[error("the intake is shutting down")]
     Shutdown,
+    /// The spool in front of the stream holds its limit: refused at once.
+    #[error("{0}")]
+    Full(String),
 }
 
 /// The intake's bounded buffer: bytes accepted but not yet written, shared
@@ -535,7 +538,30 @@ pub(crate) async fn write_queues<B: StreamBackend>(
         }
         metrics.put_calls.get_or_create(&label).inc();
         let t = Instant::now();
-        let result = backend.put_records(stream, &entries).await;
+        // A call that does not answer is cut off at the caller's deadline:
+        // whether its records were written is then unknown, and the caller
+        // is told they were not (at least once).
+        let result = match timeout {
+            None => backend.put_records(stream, &entries).await,
+            Some(limit) => {
+                let left = limit.saturating_sub(started.elapsed());
+                match tokio::time::timeout(left, backend.put_records(stream, &entries)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        return Err(Unwritten {
+                            error: ProduceError::Timeout {
+                                secs: limit.as_secs(),
+                                last: format!(
+                                    "a PutRecords call had not answered after {} ms",
+                                    t.elapsed().as_millis()
+                                ),
+                            },
+                            queues,
+                        });
+                    }
+                }
+            }
+        };
         metrics
             .put_latency
             .get_or_create(&label)
@@ -617,6 +643,14 @@ pub(crate) async fn write_queues<B: StreamBackend>(
                     None
                 }
             }
+            // The spool is full: waiting out the deadline would not empty it
+            // (the stream has been away a while); the caller is told at once.
+            Err(StreamError::Full(m)) => {
+                return Err(Unwritten {
+                    error: ProduceError::Full(m),
+                    queues,
+                });
+            }
             Err(e) if transient(&e) => Some(e.to_string()),
             Err(e) => {
                 return Err(Unwritten {
@@ -646,7 +680,12 @@ pub(crate) async fn write_queues<B: StreamBackend>(
                 if attempt == 3 || attempt.is_multiple_of(20) {
                     tracing::warn!(%stream, attempt, error = %last, "writes keep failing; retrying");
                 }
-                tokio::time::sleep(backoff(config, attempt)).await;
+                let mut wait = backoff(config, attempt);
+                if let Some(t) = timeout {
+                    // Wake at the deadline at the latest, to say so then.
+                    wait = wait.min(t.saturating_sub(started.elapsed()));
+                }
+                tokio::time::sleep(wait).await;
             }
         }
     }

@@ -626,6 +626,11 @@ impl IntoResponse for IntakeError {
                     Self::Produce(ProduceError::Shutdown) => {
                         "the intake is shutting down; retry on another listener".to_owned()
                     }
+                    Self::Produce(ProduceError::Full(_)) => {
+                        "the intake's spool is full: the stream has been unreachable for a \
+                         while; nothing was accepted: retry later (the intake's log says why)"
+                            .to_owned()
+                    }
                     _ => "the stream cannot be reached now; nothing was accepted: retry later \
                           (the intake's log says why)"
                         .to_owned(),

@@ -502,7 +502,7 @@ impl<B: StreamBackend> StreamBackend for Spooled<B> {
         let s = self.shipper(stream).await?;
         let backlog = s.backlog();
         if backlog > self.inner.max_backlog_bytes {
-            return Err(StreamError::Throttled(format!(
+            return Err(StreamError::Full(format!(
                 "the spool of {stream:?} holds {backlog} bytes not yet shipped (limit {})",
                 self.inner.max_backlog_bytes
             )));

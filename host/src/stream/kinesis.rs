@@ -30,6 +30,33 @@ pub struct KinesisSettings {
     pub region: Option<String>,
     /// Endpoint override, e.g. `http://127.0.0.1:4568` for a stand-in.
     pub endpoint: Option<String>,
+    /// How long one attempt of a call may take, in milliseconds (default
+    /// [`DEFAULT_ATTEMPT_TIMEOUT_MS`]); a call, its retries included, may take
+    /// three times as long. An endpoint that accepts connections and never
+    /// answers then fails the call instead of holding it for ever.
+    pub attempt_timeout_ms: Option<u64>,
+}
+
+/// One attempt of a Kinesis call, at most (a GetRecords of 10 MB fits).
+pub const DEFAULT_ATTEMPT_TIMEOUT_MS: u64 = 10_000;
+
+/// Establishing a connection, at most.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl KinesisSettings {
+    /// The SDK timeouts these settings give.
+    fn timeouts(&self) -> aws_config::timeout::TimeoutConfig {
+        let attempt = std::time::Duration::from_millis(
+            self.attempt_timeout_ms
+                .unwrap_or(DEFAULT_ATTEMPT_TIMEOUT_MS)
+                .max(1),
+        );
+        aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT.min(attempt))
+            .operation_attempt_timeout(attempt)
+            .operation_timeout(attempt * 3)
+            .build()
+    }
 }
 
 /// The Kinesis backend. Cheap to clone (the SDK client is).
@@ -44,7 +71,7 @@ impl KinesisBackend {
             settings.region.as_deref(),
             settings.endpoint.as_deref(),
             "AWS_ENDPOINT_URL_KINESIS",
-            None,
+            Some(settings.timeouts()),
         )
         .await;
         let conf = aws_sdk_kinesis::config::Builder::from(&loaded.config);

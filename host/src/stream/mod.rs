@@ -171,6 +171,10 @@ pub enum StreamError {
     BadInput(String),
     #[error("throttled: {0}")]
     Throttled(String),
+    /// A buffer in front of the stream (the spool) holds its limit: a
+    /// retry within a request's deadline would not help.
+    #[error("full: {0}")]
+    Full(String),
     // The cause is in the message and not a `source`, so a chain printer
     // (`{:#}`) does not say it twice.
     #[error("I/O error on {path}: {error}")]
