@@ -39,6 +39,10 @@ use crate::stream::any::AnyBackend;
 use crate::stream::kinesis::KinesisBackend;
 use crate::stream::local::{LocalLog, LocalOptions};
 
+/// Open connections to the admin listener at most (its own cap, apart
+/// from the intake's, so it stays reachable when the intake is saturated).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("cannot listen on {addr} ({what}): {error}")]
@@ -55,8 +59,6 @@ pub enum AppError {
     Checkpoint(#[from] crate::consumer::checkpoint::CheckpointError),
     #[error("filters: {0}")]
     Filters(String),
-    #[error("server error: {0}")]
-    Serve(String),
 }
 
 fn local_options(config: &Config) -> LocalOptions {
@@ -264,7 +266,6 @@ pub struct App {
     shutdown_timeout: Duration,
     spool: Option<Spooled<AnyBackend>>,
     status: Option<StatusBoard>,
-    served: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// What [`launch`] starts.
@@ -315,7 +316,6 @@ pub async fn launch<B: StreamBackend>(
         consumer: consumer_metrics,
     } = telemetry;
     let mut admin_state = AdminState::new(Arc::new(registry));
-    let served = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut roles = serde_json::Map::new();
 
     let mut intake_addr = None;
@@ -343,21 +343,22 @@ pub async fn launch<B: StreamBackend>(
             json!({"listen": addr.to_string(), "listener_id": format!("{lid:016x}")}),
         );
         let token = cancel.clone();
-        let served = Arc::clone(&served);
+        let limits = crate::net::ServeLimits {
+            max_connections: config.intake.max_connections,
+            header_timeout: Duration::from_millis(config.intake.header_timeout_ms),
+        };
         tracker.spawn(async move {
-            let r = axum::serve(intake_l, intake.router())
-                .with_graceful_shutdown(token.clone().cancelled_owned())
-                .await;
+            crate::net::serve(
+                intake_l,
+                intake.router(),
+                limits,
+                "intake",
+                token.cancelled_owned(),
+            )
+            .await;
             // No more requests: write what the producers hold.
             intake.drain().await;
             tracing::info!("intake stopped; buffers drained");
-            if let Err(e) = r {
-                served
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(format!("intake: {e}"));
-                token.cancel();
-            }
         });
         intake_addr = Some(addr);
         listener_id = Some(lid);
@@ -405,24 +406,21 @@ pub async fn launch<B: StreamBackend>(
     admin_state.roles = Arc::new(serde_json::Value::Object(roles));
     let started = Arc::clone(&admin_state.started);
     let admin = admin::router(admin_state);
-    let token = cancel.clone();
     let admin_done = CancellationToken::new();
     let admin_stop = admin_done.clone();
-    let served_admin = Arc::clone(&served);
     // The admin server outlives the others' stop (metrics stay readable
-    // while they drain): it stops when the tracker is done.
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(admin_l, admin)
-            .with_graceful_shutdown(admin_stop.cancelled_owned())
-            .await
-        {
-            served_admin
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(format!("admin: {e}"));
-            token.cancel();
-        }
-    });
+    // while they drain): it stops when the tracker is done. Its own
+    // connection cap keeps it reachable when the intake is saturated.
+    tokio::spawn(crate::net::serve(
+        admin_l,
+        admin,
+        crate::net::ServeLimits {
+            max_connections: ADMIN_MAX_CONNECTIONS,
+            header_timeout: Duration::from_secs(10),
+        },
+        "admin",
+        admin_stop.cancelled_owned(),
+    ));
     {
         let tracker = tracker.clone();
         let cancel = cancel.clone();
@@ -445,7 +443,6 @@ pub async fn launch<B: StreamBackend>(
         shutdown_timeout: Duration::from_millis(config.consumer.shutdown_timeout_ms),
         spool: parts.spool,
         status,
-        served,
     })
 }
 
@@ -533,15 +530,7 @@ impl App {
         if let Some(s) = self.spool {
             s.close().await;
         }
-        let errors = self
-            .served
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        match errors.first() {
-            Some(e) => Err(AppError::Serve(e.clone())),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }
 

@@ -99,6 +99,15 @@ pub struct IntakeConfig {
     pub linger_ms: u64,
     /// Give up writing a request's events after this long (503).
     pub put_timeout_ms: u64,
+    /// A request whose body pauses this long between two pieces gets 408
+    /// (its memory is freed).
+    pub body_timeout_ms: u64,
+    /// A request's headers (and an idle kept-alive connection's next
+    /// request) must arrive within this long, or the connection is closed.
+    pub header_timeout_ms: u64,
+    /// Open connections at most; more are closed at once (the admin
+    /// listener has its own, so it stays reachable).
+    pub max_connections: usize,
     /// Kinesis streams only: acknowledge once events are fsynced in the
     /// spool (`DATA_DIR/spool`) and ship them on in the background, so the
     /// intake keeps accepting while Kinesis is slow or unreachable.
@@ -122,6 +131,9 @@ impl Default for IntakeConfig {
             record_max_bytes: p.record_max_bytes,
             linger_ms: p.linger.as_millis() as u64,
             put_timeout_ms: p.put_timeout.as_millis() as u64,
+            body_timeout_ms: 30_000,
+            header_timeout_ms: 30_000,
+            max_connections: 1024,
             spool: true,
             spool_max_bytes: 1 << 30,
             tokens: Vec::new(),

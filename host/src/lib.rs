@@ -11,6 +11,7 @@ pub mod filter;
 mod fsutil;
 pub mod intake;
 pub mod malloc;
+pub mod net;
 pub mod pipeline;
 pub mod retry;
 pub mod sink;

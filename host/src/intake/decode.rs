@@ -48,6 +48,11 @@ pub enum DecodeError {
     Empty,
     #[error("the body is larger than {limit} bytes after decompression")]
     BodyTooLarge { limit: usize },
+    /// The intake's buffer cannot hold the decompressed body now.
+    #[error(
+        "the intake's buffer is full (the body had decompressed to {decoded} bytes); retry later"
+    )]
+    NoRoom { decoded: usize },
     #[error("the body has more than {limit} events; send them in several requests")]
     TooManyEvents { limit: usize },
     #[error("{at} is {len} bytes; the limit is {limit} bytes")]
@@ -82,6 +87,7 @@ impl DecodeError {
                 413
             }
             Self::Empty | Self::Malformed { .. } | Self::BadJson { .. } => 400,
+            Self::NoRoom { .. } => 503,
         }
     }
 }
@@ -145,6 +151,23 @@ pub fn encoding_of(content_encoding: Option<&str>) -> Result<Encoding, DecodeErr
 /// Decompresses `body`, refusing output beyond `max_bytes` as soon as it
 /// gets there (a small body can expand enormously).
 pub fn decompress(enc: Encoding, body: Bytes, max_bytes: usize) -> Result<Bytes, DecodeError> {
+    decompress_within(enc, body, max_bytes, &mut |_| true)
+}
+
+/// Output is decoded in steps of this many bytes, each paid for first.
+const DECODE_STEP: usize = 256 << 10;
+
+/// [`decompress`], paying for the output as it grows: before each step of
+/// [`DECODE_STEP`] bytes, `room(bytes)` is asked for the memory the output
+/// will then hold (its allocation); `false` stops with
+/// [`DecodeError::NoRoom`]. So a bomb costs at most what the caller grants,
+/// and stops at `max_bytes` (413) without ever holding much more.
+pub fn decompress_within(
+    enc: Encoding,
+    body: Bytes,
+    max_bytes: usize,
+    room: &mut dyn FnMut(usize) -> bool,
+) -> Result<Bytes, DecodeError> {
     let what = match enc {
         Encoding::Identity => {
             return if body.len() > max_bytes {
@@ -171,16 +194,46 @@ pub fn decompress(enc: Encoding, body: Bytes, max_bytes: usize) -> Result<Bytes,
             })?,
         ),
     };
-    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(max_bytes));
     // Read one byte past the limit to know it was exceeded.
-    let limit = u64::try_from(max_bytes)
-        .unwrap_or(u64::MAX)
-        .saturating_add(1);
-    let r = reader.take(limit).read_to_end(&mut out);
+    let limit = max_bytes.saturating_add(1);
+    let mut reader = reader;
+    let mut out: Vec<u8> = Vec::new();
+    let r = loop {
+        if out.len() >= limit {
+            break Ok(());
+        }
+        if out.capacity() - out.len() < DECODE_STEP.min(limit - out.len()) {
+            // Grow (doubling, so copies stay linear), and pay first: the
+            // allocation is what counts.
+            let want = (out.len() + DECODE_STEP)
+                .max(out.capacity().saturating_mul(2))
+                .min(limit);
+            if !room(want) {
+                return Err(DecodeError::NoRoom { decoded: out.len() });
+            }
+            out.reserve_exact(want - out.len());
+        }
+        let end = (out.len() + DECODE_STEP).min(limit).min(out.capacity());
+        let at = out.len();
+        out.resize(end, 0);
+        match reader.read(&mut out[at..]) {
+            Ok(0) => {
+                out.truncate(at);
+                break Ok(());
+            }
+            Ok(n) => out.truncate(at + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => out.truncate(at),
+            Err(e) => {
+                out.truncate(at);
+                break Err(e);
+            }
+        }
+    };
+    drop(reader);
     let consumed = body.len() - input.len();
     match r {
-        Ok(_) if out.len() > max_bytes => Err(DecodeError::BodyTooLarge { limit: max_bytes }),
-        Ok(_) => Ok(Bytes::from(out)),
+        Ok(()) if out.len() > max_bytes => Err(DecodeError::BodyTooLarge { limit: max_bytes }),
+        Ok(()) => Ok(Bytes::from(out)),
         Err(e) => Err(DecodeError::Malformed {
             what,
             offset: consumed,

@@ -127,6 +127,28 @@ impl Budget {
         })
     }
 
+    /// Makes `r` cover `bytes` (taking more room, or giving back what is
+    /// beyond it); `false`, with `r` unchanged, when the buffer is too full
+    /// to grow it.
+    pub fn resize(&self, r: &mut Reservation, bytes: usize) -> bool {
+        let Ok(want) = u32::try_from(bytes.div_ceil(UNIT).max(1)) else {
+            return false;
+        };
+        let have = r._permit.num_permits();
+        let want = want as usize;
+        if want > have {
+            let Ok(extra) = Arc::clone(&self.sem).try_acquire_many_owned((want - have) as u32)
+            else {
+                return false;
+            };
+            r._permit.merge(extra);
+        } else if want < have {
+            drop(r._permit.split(have - want));
+        }
+        r.bytes = bytes;
+        true
+    }
+
     /// Bytes reserved now.
     pub fn used_bytes(&self) -> usize {
         let total = (self.max_bytes / UNIT).clamp(1, Semaphore::MAX_PERMITS);

@@ -20,7 +20,9 @@ use tokio::sync::Mutex;
 
 use super::decode::{self, DecodeError};
 use super::metrics::{Metrics, OutcomeLabel};
-use super::producer::{self, Budget, Group, ProduceError, ProducerConfig, ProducerHandle, Stamped};
+use super::producer::{
+    self, Budget, Group, ProduceError, ProducerConfig, ProducerHandle, Reservation, Stamped,
+};
 use super::route::ShardMap;
 use super::stamp::{Listener, now_ms};
 use crate::config::{IntakeConfig, StreamSettings, TokenConfig};
@@ -265,12 +267,19 @@ impl<B: StreamBackend> Intake<B> {
 
 /// Reads a body of at most `max` bytes: refused at once when its declared
 /// length is over, or as soon as what arrives is.
+/// Reads the body, with `reservation` covering what it holds (the declared
+/// length up front); a pause of `body_timeout_ms` between two pieces of it
+/// ends the request with 408, so a client that declares a length and stops
+/// short does not hold its memory.
 async fn read_body(
     body: axum::body::Body,
     headers: &HeaderMap,
-    max: usize,
+    config: &IntakeConfig,
+    budget: &Budget,
+    reservation: &mut Reservation,
 ) -> Result<Bytes, IntakeError> {
     use futures::StreamExt;
+    let max = config.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -278,13 +287,27 @@ async fn read_body(
     if declared.is_some_and(|n| n > max as u64) {
         return Err(IntakeError::BodyTooLarge(max));
     }
-    let mut buf = bytes::BytesMut::with_capacity(declared.map_or(0, |n| n as usize));
+    let declared = declared.map_or(0, |n| n as usize);
+    if !budget.resize(reservation, declared) {
+        return Err(IntakeError::Busy);
+    }
+    let mut buf = bytes::BytesMut::with_capacity(declared);
     let mut frames = body.into_data_stream();
-    while let Some(chunk) = frames.next().await {
+    let pause = Duration::from_millis(config.body_timeout_ms);
+    loop {
+        let next = tokio::time::timeout(pause, frames.next())
+            .await
+            .map_err(|_| IntakeError::BodyTimeout(config.body_timeout_ms))?;
+        let Some(chunk) = next else { break };
         let chunk =
             chunk.map_err(|e| IntakeError::BadRequest(format!("cannot read the body: {e}")))?;
         if buf.len() + chunk.len() > max {
             return Err(IntakeError::BodyTooLarge(max));
+        }
+        if buf.len() + chunk.len() > declared
+            && !budget.resize(reservation, (buf.len() + chunk.len()).max(buf.capacity()))
+        {
+            return Err(IntakeError::Busy);
         }
         buf.extend_from_slice(&chunk);
     }
@@ -354,34 +377,6 @@ async fn accept<B: StreamBackend>(
         )?),
     };
     let open = intake.open(stream).await?;
-    // The body is read only now, after everything the headers decide (auth,
-    // formats, the stream): a refused client's upload is never buffered.
-    let body = read_body(body, headers, intake.inner.config.max_body_bytes).await?;
-    let decoding = open.handle.decoding();
-    let max_event =
-        Aggregator::max_event_len(intake.inner.config.record_max_bytes, MAX_KEY_CHARS * 4);
-    let (max_decoded, max_events) = (
-        intake.inner.config.max_decoded_bytes,
-        intake.inner.config.max_events_per_request,
-    );
-    let heavy = encoding != decode::Encoding::Identity || body.len() > HEAVY_BODY_BYTES;
-    let work = move || -> Result<decode::Events, DecodeError> {
-        let body = decode::decompress(encoding, body, max_decoded)?;
-        decode::split_at_most(format, body, max_event, max_events)
-    };
-    // Decompressing or splitting a big body takes milliseconds: off the
-    // async workers, so that other requests are not held up meanwhile.
-    let events = if heavy {
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| IntakeError::Stream(format!("decoding task failed: {e}")))??
-    } else {
-        work()?
-    };
-    let n = events.len();
-    // An event costs its bytes and its bookkeeping (span, group, stamp):
-    // a body of tiny lines is not cheap.
-    let cost = events.buffer_len() + n * EVENT_OVERHEAD_BYTES;
     // The gauge follows the budget on every way out of here, refusals
     // after the reservation included (declared first, dropped last).
     struct Gauge<'a, B: StreamBackend>(&'a Intake<B>);
@@ -392,11 +387,56 @@ async fn accept<B: StreamBackend>(
         }
     }
     let _gauge = Gauge(intake);
-    let reservation = intake
-        .inner
-        .budget
-        .try_reserve(cost)
-        .ok_or(IntakeError::Busy)?;
+    // The body is read only now, after everything the headers decide (auth,
+    // formats, the stream): a refused client's upload is never buffered.
+    // Its memory is reserved in the shared buffer before it is held (the
+    // declared length first, then as it arrives), and so is the memory of
+    // its decompression: many bodies at once get 503s, not the process
+    // killed for want of memory.
+    let budget = intake.inner.budget.clone();
+    let mut reservation = budget.try_reserve(0).ok_or(IntakeError::Busy)?;
+    let body = read_body(
+        body,
+        headers,
+        &intake.inner.config,
+        &budget,
+        &mut reservation,
+    )
+    .await?;
+    let decoding = open.handle.decoding();
+    let max_event =
+        Aggregator::max_event_len(intake.inner.config.record_max_bytes, MAX_KEY_CHARS * 4);
+    let (max_decoded, max_events) = (
+        intake.inner.config.max_decoded_bytes,
+        intake.inner.config.max_events_per_request,
+    );
+    let heavy = encoding != decode::Encoding::Identity || body.len() > HEAVY_BODY_BYTES;
+    let work = move || -> (Result<decode::Events, DecodeError>, Reservation) {
+        let mut reservation = reservation;
+        let held = body.len();
+        let events = decode::decompress_within(encoding, body, max_decoded, &mut |bytes| {
+            budget.resize(&mut reservation, held + bytes)
+        })
+        .and_then(|body| decode::split_at_most(format, body, max_event, max_events));
+        (events, reservation)
+    };
+    // Decompressing or splitting a big body takes milliseconds: off the
+    // async workers, so that other requests are not held up meanwhile.
+    let (events, mut reservation) = if heavy {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| IntakeError::Stream(format!("decoding task failed: {e}")))?
+    } else {
+        work()
+    };
+    let events = events?;
+    let n = events.len();
+    // An event costs its bytes and its bookkeeping (span, group, stamp):
+    // a body of tiny lines is not cheap.
+    let cost = events.buffer_len() + n * EVENT_OVERHEAD_BYTES;
+    if !intake.inner.budget.resize(&mut reservation, cost) {
+        return Err(IntakeError::Busy);
+    }
     intake
         .inner
         .metrics
@@ -549,6 +589,8 @@ pub enum IntakeError {
     BadRequest(String),
     #[error("the body is larger than {0} bytes")]
     BodyTooLarge(usize),
+    #[error("the body stopped arriving: nothing for {0} ms")]
+    BodyTimeout(u64),
     #[error("stream {0:?} does not exist")]
     NoSuchStream(String),
     #[error("missing or unknown bearer token")]
@@ -573,6 +615,7 @@ impl IntakeError {
             Self::Decode(e) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::NoSuchStream(_) => StatusCode::NOT_FOUND,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -591,11 +634,13 @@ impl IntakeError {
         match self {
             Self::Decode(e) => match e.status() {
                 413 => "too_large",
+                503 => "busy",
                 415 => "unsupported",
                 _ => "malformed",
             },
             Self::BadRequest(_) => "bad_request",
             Self::BodyTooLarge(_) => "too_large",
+            Self::BodyTimeout(_) => "body_timeout",
             Self::NoSuchStream(_) => "no_such_stream",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
