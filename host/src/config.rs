@@ -610,6 +610,28 @@ impl Config {
                 ),
             ));
         }
+        for (key, ms) in [
+            ("intake.body_timeout_ms", i.body_timeout_ms),
+            ("intake.header_timeout_ms", i.header_timeout_ms),
+        ] {
+            if !(100..=3_600_000).contains(&ms) {
+                return Err(bad(
+                    key,
+                    format!(
+                        "{ms}: expected 100 to 3600000 (milliseconds; a slow client holds its memory this long)"
+                    ),
+                ));
+            }
+        }
+        if !(1..=1_000_000).contains(&i.max_connections) {
+            return Err(bad(
+                "intake.max_connections",
+                format!(
+                    "{}: expected 1 to 1000000 (keep it under the process's open-file limit, `ulimit -n`)",
+                    i.max_connections
+                ),
+            ));
+        }
         for (n, t) in i.tokens.iter().enumerate() {
             let key = format!("intake.tokens[{n}].token");
             if t.token.chars().count() < 16 {
@@ -1340,6 +1362,20 @@ mod tests {
             (
                 "[intake]\nlinger_ms = 60000\n",
                 &["intake.linger_ms", "at most"],
+            ),
+            // Limits that would let a slow or idle client hold memory or
+            // a file descriptor for ever, or that refuse every connection.
+            (
+                "[intake]\nbody_timeout_ms = 0\n",
+                &["intake.body_timeout_ms", "100 to 3600000"],
+            ),
+            (
+                "[intake]\nheader_timeout_ms = 86400000\n",
+                &["intake.header_timeout_ms", "100 to 3600000"],
+            ),
+            (
+                "[intake]\nmax_connections = 0\n",
+                &["intake.max_connections", "ulimit -n"],
             ),
             // Tokens a client could never present, or listed twice.
             (

@@ -79,12 +79,29 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let first_byte = limits.header_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // The protocol is told from the first bytes, and that wait has
+            // no deadline of its own: a connection that never sends one is
+            // closed after the header timeout.
+            let mut one = [0u8; 1];
+            match tokio::time::timeout(first_byte, stream.peek(&mut one)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => {
+                    tracing::debug!(
+                        listener = name,
+                        "connection closed before its first request"
+                    );
+                    drop(slot);
+                    return;
+                }
+            }
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(listener = name, error = %e, "connection ended");
             }
             drop(slot);

@@ -23,6 +23,7 @@ mod filter_runtime;
 mod filter_std;
 mod intake;
 mod intake_decode;
+mod intake_hostile;
 mod intake_kinesis;
 mod kinesis_responses;
 mod stream_cli;

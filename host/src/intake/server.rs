@@ -277,6 +277,7 @@ async fn read_body(
     config: &IntakeConfig,
     budget: &Budget,
     reservation: &mut Reservation,
+    gauge: &prometheus_client::metrics::gauge::Gauge,
 ) -> Result<Bytes, IntakeError> {
     use futures::StreamExt;
     let max = config.max_body_bytes;
@@ -291,6 +292,8 @@ async fn read_body(
     if !budget.resize(reservation, declared) {
         return Err(IntakeError::Busy);
     }
+    // What is reserved shows at once, a body still arriving included.
+    gauge.set(budget.used_bytes() as i64);
     let mut buf = bytes::BytesMut::with_capacity(declared);
     let mut frames = body.into_data_stream();
     let pause = Duration::from_millis(config.body_timeout_ms);
@@ -308,6 +311,9 @@ async fn read_body(
             && !budget.resize(reservation, (buf.len() + chunk.len()).max(buf.capacity()))
         {
             return Err(IntakeError::Busy);
+        }
+        if buf.len() + chunk.len() > declared {
+            gauge.set(budget.used_bytes() as i64);
         }
         buf.extend_from_slice(&chunk);
     }
@@ -401,6 +407,7 @@ async fn accept<B: StreamBackend>(
         &intake.inner.config,
         &budget,
         &mut reservation,
+        &intake.inner.metrics.buffer_bytes,
     )
     .await?;
     let decoding = open.handle.decoding();
