@@ -311,10 +311,27 @@ pub async fn launch<B: StreamBackend>(
     }
 
     let Telemetry {
-        registry,
+        mut registry,
         metrics,
         consumer: consumer_metrics,
     } = telemetry;
+    // Damage found in the local log's and the spool's segments.
+    let mut logs = Vec::new();
+    if let Some(AnyBackend::Local(l)) = parts.create.as_ref().or(parts.consumer.as_ref()) {
+        logs.push(("stream", l.quarantined()));
+    }
+    if let Some(s) = &parts.spool {
+        logs.push(("spool", s.quarantined()));
+    }
+    for (log, counter) in logs {
+        registry
+            .sub_registry_with_label(("log".into(), log.into()))
+            .register(
+                "kinesthetic_local_log_quarantined",
+                "Damaged places found in segments: skipped, their bytes kept under DIR/.quarantine/",
+                counter,
+            );
+    }
     let mut admin_state = AdminState::new(Arc::new(registry));
     let mut roles = serde_json::Map::new();
 

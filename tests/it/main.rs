@@ -27,6 +27,7 @@ mod intake_hostile;
 mod intake_kinesis;
 mod kinesis_responses;
 mod stream_cli;
+mod stream_damage;
 mod stream_kinesis;
 mod stream_kpl;
 mod stream_local;

@@ -1,5 +1,6 @@
 //! The local log: Kinesis semantics, durability, recovery from torn tails,
-//! resharding, retention, and readers in another process.
+//! resharding, retention, and readers in another process (damaged
+//! segments: `stream_damage`).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -14,11 +15,11 @@ use kinesthetic::stream::{
     StreamRecord, reshard,
 };
 
-fn open(dir: &Path) -> LocalLog {
+pub(crate) fn open(dir: &Path) -> LocalLog {
     LocalLog::open(dir, LocalOptions::default()).unwrap_or_else(|e| panic!("open: {e}"))
 }
 
-fn entry(key: &str, data: impl Into<Vec<u8>>) -> PutEntry {
+pub(crate) fn entry(key: &str, data: impl Into<Vec<u8>>) -> PutEntry {
     PutEntry {
         partition_key: key.to_owned(),
         explicit_hash_key: None,
@@ -27,7 +28,7 @@ fn entry(key: &str, data: impl Into<Vec<u8>>) -> PutEntry {
 }
 
 /// Every record of one shard from `from`, until caught up or closed.
-async fn read_shard(
+pub(crate) async fn read_shard(
     log: &LocalLog,
     stream: &str,
     shard: &str,
@@ -53,7 +54,7 @@ async fn read_shard(
     out
 }
 
-fn written(o: &PutOutcome) -> (String, SequenceNumber) {
+pub(crate) fn written(o: &PutOutcome) -> (String, SequenceNumber) {
     match o {
         PutOutcome::Written { shard, sequence } => (shard.clone(), sequence.clone()),
         PutOutcome::Failed { code, message } => panic!("{code}: {message}"),
@@ -368,67 +369,6 @@ fn a_torn_tail_is_truncated_on_open_and_appends_continue() {
 }
 
 #[test]
-fn garbage_in_a_segment_is_reported_not_a_panic() {
-    rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let seg = dir
-            .path()
-            .join("s/shardId-000000000000/00000000000000000000.seg");
-        {
-            let log = open(dir.path());
-            log.create_stream("s", 1)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            for i in 0..5 {
-                log.put_records("s", &[entry("k", format!("r{i}"))])
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
-            }
-        }
-        // Flip a byte inside the third record's payload, as a reader sees it.
-        let mut bytes = std::fs::read(&seg).unwrap_or_else(|e| panic!("{e}"));
-        let third = bytes.len() * 2 / 5 + 12;
-        bytes[third] ^= 0x55;
-        std::fs::write(&seg, &bytes).unwrap_or_else(|e| panic!("{e}"));
-        let reader = LocalLog::open_read_only(dir.path(), LocalOptions::default())
-            .unwrap_or_else(|e| panic!("{e}"));
-        let it = reader
-            .shard_iterator("s", "shardId-000000000000", &StartPosition::TrimHorizon)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut seen = 0;
-        let mut cur = Some(it);
-        let mut error = None;
-        while let Some(c) = cur.take() {
-            match reader.get_records(&c, 1).await {
-                Ok(r) if r.records.is_empty() => break,
-                Ok(r) => {
-                    seen += r.records.len();
-                    cur = r.next_iterator;
-                }
-                Err(e) => error = Some(e.to_string()),
-            }
-        }
-        let e = error.unwrap_or_else(|| panic!("corruption not reported ({seen} records read)"));
-        assert!(
-            e.contains("00000000000000000000.seg") && e.contains("byte"),
-            "{e}"
-        );
-        assert_eq!(seen, 2);
-        // Re-opening for writing truncates at the damage and says where.
-        let log = open(dir.path());
-        let recs = read_shard(
-            &log,
-            "s",
-            "shardId-000000000000",
-            StartPosition::TrimHorizon,
-        )
-        .await;
-        assert_eq!(recs.len(), 2);
-    });
-}
-
-#[test]
 fn resharding_closes_parents_and_routes_to_children() {
     rt().block_on(async {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -739,159 +679,6 @@ fn trim_through_deletes_only_segments_wholly_at_or_before_the_sequence() {
         assert!(matches!(missing, Err(StreamError::NoSuchShard { .. })), "{missing:?}");
         let nostream = log.trim_through("nope", shard, &seqs[10]).await;
         assert!(matches!(nostream, Err(StreamError::NoSuchStream(_))), "{nostream:?}");
-    });
-}
-
-/// A record cut off at the end of a segment that is not the last one is
-/// damage, not a write in progress: a reader gets an error naming where the
-/// shard goes on, instead of empty answers forever.
-#[test]
-fn a_damaged_earlier_segment_is_an_error_not_an_endless_wait() {
-    rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let log = LocalLog::open(
-            dir.path(),
-            LocalOptions {
-                segment_bytes: 2_000,
-                ..LocalOptions::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        log.create_stream("s", 1)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        for i in 0..60 {
-            log.put_records("s", &[entry("k", format!("{i:04}-{}", "p".repeat(100)))])
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-        let shard_dir = dir.path().join("s/shardId-000000000000");
-        let mut segs: Vec<_> = std::fs::read_dir(&shard_dir)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-            .collect();
-        segs.sort();
-        assert!(segs.len() >= 3, "{segs:?}");
-        // Cut 3 bytes off the first segment's last record.
-        let len = std::fs::metadata(&segs[0]).map_or(0, |m| m.len());
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&segs[0])
-            .and_then(|f| f.set_len(len - 3))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut it = log
-            .shard_iterator("s", "shardId-000000000000", &StartPosition::TrimHorizon)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut read = 0;
-        let mut error = None;
-        for _ in 0..20 {
-            match log.get_records(&it, 1000).await {
-                Ok(out) => {
-                    read += out.records.len();
-                    match out.next_iterator {
-                        Some(n) => it = n,
-                        None => break,
-                    }
-                }
-                Err(e) => {
-                    error = Some(e.to_string());
-                    break;
-                }
-            }
-        }
-        let error = error.unwrap_or_else(|| panic!("no error after reading {read} records"));
-        assert!(error.contains("ends inside a record"), "{error}");
-        // The sequence number it names is where the rest can be read.
-        let next_first: u64 = segs[1]
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("{segs:?}"));
-        let seq = error
-            .split("at sequence number ")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .unwrap_or_else(|| panic!("{error}"));
-        let seq = SequenceNumber::parse(seq).unwrap_or_else(|e| panic!("{e}"));
-        let rest = read_shard(
-            &log,
-            "s",
-            "shardId-000000000000",
-            StartPosition::AtSequence(seq),
-        )
-        .await;
-        assert_eq!(read + rest.len(), 59, "all but the damaged record");
-        assert_eq!(
-            String::from_utf8_lossy(&rest[0].data[..4])
-                .parse::<u64>()
-                .ok(),
-            Some(next_first)
-        );
-    });
-}
-
-/// One flipped bit in an old record of the last segment: recovery cuts from
-/// there (it cannot tell it from a torn write), but keeps the cut bytes
-/// aside and never hands out the cut records' sequence numbers again, so a
-/// consumer checkpointed past them does not skip new records.
-#[test]
-fn recovery_from_a_damaged_record_never_reuses_sequence_numbers() {
-    rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let mut last = None;
-        {
-            let log = open(dir.path());
-            log.create_stream("s", 1)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            for d in ["a", "b", "c"] {
-                let out = log
-                    .put_records("s", &[entry("k", format!("{d}-{}", "x".repeat(40)))])
-                    .await
-                    .unwrap_or_else(|e| panic!("{e}"));
-                last = Some(written(&out[0]).1);
-            }
-        }
-        let c = last.unwrap_or_else(|| panic!("no put"));
-        let shard_dir = dir.path().join("s/shardId-000000000000");
-        let seg = shard_dir.join("00000000000000000000.seg");
-        let mut bytes = std::fs::read(&seg).unwrap_or_else(|e| panic!("{e}"));
-        let len = bytes.len();
-        // A bit in the first record's data (past its 8-byte frame header
-        // and 18-byte record header and key).
-        bytes[30] ^= 0x10;
-        std::fs::write(&seg, &bytes).unwrap_or_else(|e| panic!("{e}"));
-
-        let log = open(dir.path());
-        let out = log
-            .put_records("s", &[entry("k", "d")])
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let d = written(&out[0]).1;
-        assert!(d > c, "new record {d:?} must come after {c:?}");
-        // A consumer that had read up to c resumes and finds d.
-        let after_c = read_shard(
-            &log,
-            "s",
-            "shardId-000000000000",
-            StartPosition::AfterSequence(c),
-        )
-        .await;
-        assert_eq!(
-            after_c.iter().map(|r| &r.data[..]).collect::<Vec<_>>(),
-            [&b"d"[..]]
-        );
-        // The cut bytes are kept beside the segment.
-        let kept: Vec<_> = std::fs::read_dir(&shard_dir)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().contains(".seg.cut-"))
-            .collect();
-        assert_eq!(kept.len(), 1);
-        assert_eq!(kept[0].metadata().map(|m| m.len()).ok(), Some(len as u64));
     });
 }
 

@@ -237,6 +237,12 @@ impl<B: StreamBackend> Spooled<B> {
         Ok(())
     }
 
+    /// Damaged places found in the spool's segments (skipped and kept
+    /// aside), as a counter to register.
+    pub fn quarantined(&self) -> prometheus_client::metrics::counter::Counter {
+        self.inner.spool.quarantined()
+    }
+
     /// Bytes spooled and not yet shipped, per stream.
     pub fn backlog(&self) -> Vec<(String, u64)> {
         self.inner

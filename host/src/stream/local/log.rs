@@ -79,6 +79,89 @@ struct Inner {
     _lock: Option<File>,
     /// See [`LocalOptions::entry_overhead`].
     entry_overhead: usize,
+    quarantine: Arc<Quarantine>,
+}
+
+/// Where damaged bytes found in segments are kept (under the log's
+/// directory; not a stream name, as it starts with `.`).
+const QUARANTINE: &str = ".quarantine";
+
+/// Damage found in segments: reported once per place, counted, and its
+/// bytes kept aside under `DIR/.quarantine/` (when the log is writable),
+/// while the good frames around it are read on.
+#[derive(Debug)]
+struct Quarantine {
+    dir: PathBuf,
+    writable: bool,
+    found: prometheus_client::metrics::counter::Counter,
+    seen: std::sync::Mutex<std::collections::HashSet<(PathBuf, u64)>>,
+}
+
+impl Quarantine {
+    fn new(dir: &Path, writable: bool) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            writable,
+            found: Default::default(),
+            seen: Default::default(),
+        }
+    }
+
+    /// Keeps `bytes` (from byte `start` of the segment `path`) aside;
+    /// returns where, or why not.
+    fn keep(&self, path: &Path, start: u64, bytes: &[u8]) -> Result<PathBuf, String> {
+        let rel = path.strip_prefix(&self.dir).unwrap_or(path);
+        // Named by what they are: the same damage met again (by a reader,
+        // then at the next open) is kept once.
+        let name = format!(
+            "{}@{start}+{}-{:08x}",
+            rel.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("segment"),
+            bytes.len(),
+            crc32fast::hash(bytes)
+        );
+        let to = self
+            .dir
+            .join(QUARANTINE)
+            .join(rel.parent().unwrap_or(Path::new("")))
+            .join(name);
+        let parent = to.parent().unwrap_or(&self.dir);
+        std::fs::create_dir_all(parent)
+            .and_then(|()| std::fs::write(&to, bytes))
+            .map_err(|e| format!("cannot keep them in {}: {e}", to.display()))?;
+        Ok(to)
+    }
+
+    /// Damaged bytes `[start, start + bytes.len())` of segment `path`:
+    /// counted, logged and kept aside the first time they are met.
+    fn report(&self, path: &Path, start: u64, bytes: &[u8], why: &Bad, next: &str) {
+        let new = self
+            .seen
+            .lock()
+            .map(|mut s| s.insert((path.to_owned(), start)))
+            .unwrap_or(true);
+        if !new {
+            return;
+        }
+        self.found.inc();
+        let kept = if self.writable {
+            match self.keep(path, start, bytes) {
+                Ok(to) => to.display().to_string(),
+                Err(e) => e,
+            }
+        } else {
+            "not kept (the log is open read-only)".to_owned()
+        };
+        tracing::error!(
+            file = %path.display(),
+            byte = start,
+            bytes = bytes.len(),
+            reason = ?why,
+            kept = %kept,
+            "local log: damaged bytes in a segment are skipped; {next}"
+        );
+    }
 }
 
 impl Drop for Inner {
@@ -170,8 +253,10 @@ impl LocalLog {
         finish_deletes(dir);
         let ends = Arc::new(RwLock::new(HashMap::new()));
         let entry_overhead = options.entry_overhead;
+        let quarantine = Arc::new(Quarantine::new(dir, true));
         let mut w = Writer {
             dir: dir.to_owned(),
+            quarantine: Arc::clone(&quarantine),
             options,
             streams: BTreeMap::new(),
             ends: Arc::clone(&ends),
@@ -191,6 +276,7 @@ impl LocalLog {
                 ends,
                 _lock: Some(lock),
                 entry_overhead,
+                quarantine,
             }),
         })
     }
@@ -211,12 +297,19 @@ impl LocalLog {
                 ends: Arc::new(RwLock::new(HashMap::new())),
                 _lock: None,
                 entry_overhead: 0,
+                quarantine: Arc::new(Quarantine::new(dir, false)),
             }),
         })
     }
 
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// Damaged places found in segments so far (each skipped, its bytes
+    /// kept under `DIR/.quarantine/`), as a counter to register.
+    pub fn quarantined(&self) -> prometheus_client::metrics::counter::Counter {
+        self.inner.quarantine.found.clone()
     }
 
     async fn ask<T: Send + 'static>(
@@ -245,19 +338,78 @@ impl LocalLog {
         meta::read(&self.stream_dir(name))?.ok_or_else(|| StreamError::NoSuchStream(name.into()))
     }
 
+    /// Where readers stop in a shard: what the writer has committed
+    /// (fsynced and answered). In another process, from the shard's
+    /// `.committed` file; `None` (no limit) for a shard written before
+    /// that file existed.
     fn committed(&self, stream: &str, index: u32) -> Option<End> {
-        self.inner.writer.as_ref()?;
+        let none = End {
+            next_offset: 0,
+            segment: 0,
+            pos: 0,
+        };
+        if self.inner.writer.is_none() {
+            let dir = shard_dir(&self.stream_dir(stream), index);
+            for _ in 0..3 {
+                match read_committed(&dir) {
+                    Ok(end) => return end,
+                    // Read while being written: read again.
+                    Err(_) => continue,
+                }
+            }
+            // Nothing visible this time; the next read tries again.
+            return Some(none);
+        }
         self.inner
             .ends
             .read()
             .ok()
             .and_then(|m| m.get(&(stream.to_owned(), index)).copied())
-            .or(Some(End {
-                next_offset: 0,
-                segment: 0,
-                pos: 0,
-            }))
+            .or(Some(none))
     }
+}
+
+/// A shard's committed end, for readers in other processes: 24 bytes and
+/// their CRC-32, rewritten in place after each commit (never truncated).
+const COMMITTED: &str = ".committed";
+
+fn write_committed(dir: &Path, end: End) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 28];
+    b[0..8].copy_from_slice(&end.next_offset.to_le_bytes());
+    b[8..16].copy_from_slice(&end.segment.to_le_bytes());
+    b[16..24].copy_from_slice(&end.pos.to_le_bytes());
+    let crc = crc32fast::hash(&b[..24]);
+    b[24..].copy_from_slice(&crc.to_le_bytes());
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(COMMITTED))?;
+    f.write_all_at(&b, 0)
+}
+
+/// `Ok(None)` when the shard has no such file; an error when it cannot be
+/// read or does not check out (being written).
+fn read_committed(dir: &Path) -> std::io::Result<Option<End>> {
+    let b = match std::fs::read(dir.join(COMMITTED)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[i..i + 8]);
+        u64::from_le_bytes(w)
+    };
+    if b.len() != 28 || crc32fast::hash(&b[..24]).to_le_bytes() != b[24..28] {
+        return Err(std::io::Error::other("committed end does not check out"));
+    }
+    Ok(Some(End {
+        next_offset: word(0),
+        segment: word(8),
+        pos: word(16),
+    }))
 }
 
 // ---- iterators -----------------------------------------------------------
@@ -312,13 +464,13 @@ fn seek_offset(dir: &Path, offset: u64) -> Result<(u64, u64, u64), StreamError> 
         return Ok(segs.first().map_or((offset, 0, 0), |(f, _)| (*f, *f, 0)));
     };
     let (first, path) = &segs[idx];
-    let scan = segment::scan(path).map_err(io_err(path))?;
+    let scan = segment::scan(path, *first).map_err(io_err(path))?;
     for (o, pos, _) in &scan.frames {
         if *o >= offset {
             return Ok((*o, *first, *pos));
         }
     }
-    let next = scan.frames.last().map_or(*first, |(o, _, _)| o + 1);
+    let next = scan.next_offset(*first);
     // Past the last record: the end of the shard.
     Ok((next, *first, scan.valid_len))
 }
@@ -328,13 +480,13 @@ fn seek_time(dir: &Path, ms: i64) -> Result<(u64, u64, u64), StreamError> {
     let segs = segment::list(dir).map_err(io_err(dir))?;
     let mut last_end = None;
     for (first, path) in &segs {
-        let scan = segment::scan(path).map_err(io_err(path))?;
+        let scan = segment::scan(path, *first).map_err(io_err(path))?;
         for (o, pos, t) in &scan.frames {
             if *t >= ms {
                 return Ok((*o, *first, *pos));
             }
         }
-        let next = scan.frames.last().map_or(*first, |(o, _, _)| o + 1);
+        let next = scan.next_offset(*first);
         last_end = Some((next, *first, scan.valid_len));
     }
     Ok(last_end.unwrap_or((0, 0, 0)))
@@ -346,9 +498,8 @@ fn seek_end(dir: &Path) -> Result<(u64, u64, u64), StreamError> {
     match segs.last() {
         None => Ok((0, 0, 0)),
         Some((first, path)) => {
-            let scan = segment::scan(path).map_err(io_err(path))?;
-            let next = scan.frames.last().map_or(*first, |(o, _, _)| o + 1);
-            Ok((next, *first, scan.valid_len))
+            let scan = segment::scan(path, *first).map_err(io_err(path))?;
+            Ok((scan.next_offset(*first), *first, scan.valid_len))
         }
     }
 }
@@ -358,6 +509,29 @@ fn shard_dir(stream_dir: &Path, index: u32) -> PathBuf {
 }
 
 impl LocalLog {
+    /// Damage at byte `pos` of the segment `path`, where the record with
+    /// offset `offset` was expected: reports it (once) and returns where
+    /// the next good frame starts in that segment, if one does.
+    fn step_over(
+        &self,
+        path: &Path,
+        pos: u64,
+        offset: u64,
+        why: &Bad,
+    ) -> Result<Option<u64>, StreamError> {
+        let rest = segment::read_from(path, pos, usize::MAX).map_err(io_err(path))?;
+        let found = segment::resync(&rest, 1, offset);
+        let end = found.unwrap_or(rest.len());
+        let next = match found {
+            Some(_) => "reading on at the next good record in the segment".to_owned(),
+            None => "nothing good follows in this segment; reading on at the next".to_owned(),
+        };
+        self.inner
+            .quarantine
+            .report(path, pos, &rest[..end], why, &next);
+        Ok(found.map(|at| pos + at as u64))
+    }
+
     fn read_records(&self, p: Position, limit: u32) -> Result<GetRecordsOutput, StreamError> {
         let m = self.read_meta(&p.stream)?;
         let sm = m.shard(p.shard).ok_or_else(|| {
@@ -411,12 +585,28 @@ impl LocalLog {
                         }
                     }
                     Err(Bad::Short) => break,
-                    Err(Bad::Corrupt(why)) => {
-                        return Err(StreamError::Service(format!(
-                            "corrupt record in {} at byte {}: {why}",
-                            path.display(),
-                            pos
-                        )));
+                    Err(why) => {
+                        // What was good before the damage goes out first;
+                        // the next read steps over it.
+                        if !records.is_empty() {
+                            break 'outer;
+                        }
+                        match self.step_over(&path, pos, offset, &why)? {
+                            Some(at) => {
+                                pos = at;
+                                continue 'outer;
+                            }
+                            None => match segs.iter().find(|(f, _)| *f > seg) {
+                                Some((next, _)) => {
+                                    (offset, seg, pos) = (offset.max(*next), *next, 0);
+                                    continue 'outer;
+                                }
+                                None => {
+                                    exhausted = true;
+                                    break 'outer;
+                                }
+                            },
+                        }
                     }
                 }
             }
@@ -434,14 +624,15 @@ impl LocalLog {
                 {
                     // Only the last segment is written to: a record cut off
                     // at the end of an earlier one is damage, and waiting
-                    // would wait forever.
-                    return Err(StreamError::Service(format!(
-                        "{} ends inside a record at byte {pos}: records {offset}..{next} of this \
-                         shard are damaged; the shard goes on at sequence number {} (read from \
-                         there with an at-sequence iterator)",
-                        path.display(),
-                        sequence(p.shard, *next).as_str()
-                    )));
+                    // would wait forever. Good frames may follow it.
+                    if !records.is_empty() {
+                        break 'outer;
+                    }
+                    match self.step_over(&path, pos, offset, &Bad::Short)? {
+                        Some(at) => pos = at,
+                        None => (offset, seg, pos) = (offset.max(*next), *next, 0),
+                    }
+                    continue 'outer;
                 }
                 match later {
                     Some((next, _)) if at == buf.len() || buf.is_empty() => {
@@ -794,6 +985,16 @@ fn write_frames(
         // be durable before the first acknowledged write inside it.
         match std::fs::create_dir(&sh.dir) {
             Ok(()) => {
+                // Nothing of it is committed yet, for readers elsewhere.
+                write_committed(
+                    &sh.dir,
+                    End {
+                        next_offset: first_offset,
+                        segment: first_offset,
+                        pos: 0,
+                    },
+                )
+                .map_err(io_err(&sh.dir))?;
                 if fsync && let Some(stream_dir) = sh.dir.parent() {
                     meta::sync_dir(stream_dir).map_err(io_err(stream_dir))?;
                 }
@@ -886,6 +1087,7 @@ struct StreamState {
 
 struct Writer {
     dir: PathBuf,
+    quarantine: Arc<Quarantine>,
     options: LocalOptions,
     streams: BTreeMap<String, StreamState>,
     ends: Arc<RwLock<HashMap<(String, u32), End>>>,
@@ -944,9 +1146,21 @@ impl Writer {
         Ok(())
     }
 
+    /// Opens a shard's files. Every segment's frames are checked: damage
+    /// in any of them is kept aside and cut out, the good frames before and
+    /// after it stay; a write torn by a crash at the end of the last one is
+    /// cut off.
     fn recover_shard(&self, dir: &Path) -> Result<ShardState, StreamError> {
         let segs = segment::list(dir).map_err(io_err(dir))?;
-        let Some((first, path)) = segs.last() else {
+        let mut last = None;
+        for (n, (first, path)) in segs.iter().enumerate() {
+            let is_last = n + 1 == segs.len();
+            let len = self.repair_segment(path, *first, is_last)?;
+            if is_last {
+                last = Some((*first, path, len));
+            }
+        }
+        let Some((first, path, (valid_len, next_offset))) = last else {
             return Ok(ShardState {
                 dir: dir.to_owned(),
                 active: None,
@@ -954,61 +1168,102 @@ impl Writer {
                 poisoned: false,
             });
         };
-        let scan = segment::scan(path).map_err(io_err(path))?;
-        let mut next_offset = scan.frames.last().map_or(*first, |(o, _, _)| o + 1);
-        if let Some(why) = &scan.stop {
-            let all = bytes::Bytes::from(std::fs::read(path).map_err(io_err(path))?);
-            let start = usize::try_from(scan.valid_len).unwrap_or(usize::MAX);
-            // Whole records after the damage were written, maybe
-            // acknowledged: they are cut with it, but their offsets are not
-            // handed out again (a consumer checkpointed past them would
-            // skip the new records), and the cut bytes are kept aside.
-            let beyond = segment::offsets_after_damage(&all, start);
-            let kept = path.with_extension(format!("seg.cut-{}", now_ms()));
-            if let Some(tail) = all.get(start..)
-                && !tail.is_empty()
-            {
-                std::fs::write(&kept, tail).map_err(io_err(&kept))?;
-            }
-            match beyond {
-                Some(max) => {
-                    tracing::error!(
-                        file = %path.display(),
-                        offset = scan.valid_len,
-                        reason = ?why,
-                        lost_offsets = %format!("{next_offset}..={max}"),
-                        kept = %kept.display(),
-                        "local log: damaged record with whole records after it; cutting them all, \
-                         their bytes are kept aside, and new records continue after offset {max}"
-                    );
-                    next_offset = next_offset.max(max + 1);
-                }
-                None => tracing::warn!(
-                    file = %path.display(),
-                    offset = scan.valid_len,
-                    dropped_bytes = scan.file_len - scan.valid_len,
-                    reason = ?why,
-                    kept = %kept.display(),
-                    "local log: truncating a torn tail"
-                ),
-            }
-            let f = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(io_err(path))?;
-            f.set_len(scan.valid_len).map_err(io_err(path))?;
-            f.sync_all().map_err(io_err(path))?;
-        }
         let file = OpenOptions::new()
             .append(true)
             .open(path)
             .map_err(io_err(path))?;
         Ok(ShardState {
             dir: dir.to_owned(),
-            active: Some((*first, file, scan.valid_len)),
+            active: Some((first, file, valid_len)),
             next_offset,
             poisoned: false,
         })
+    }
+
+    /// Checks one segment at open, cutting out what is not a good frame;
+    /// returns its length after and the offset after its last record.
+    fn repair_segment(
+        &self,
+        path: &Path,
+        first: u64,
+        is_last: bool,
+    ) -> Result<(u64, u64), StreamError> {
+        let all = bytes::Bytes::from(std::fs::read(path).map_err(io_err(path))?);
+        let scan = segment::scan_bytes(&all, first);
+        let mut next_offset = scan.next_offset(first);
+        let range = |d: &segment::Damage| &all[d.start as usize..d.end as usize];
+        for d in &scan.damage {
+            self.quarantine.report(
+                path,
+                d.start,
+                range(d),
+                &d.why,
+                "found at open: cut out, the records after it kept",
+            );
+        }
+        if let Some(t) = &scan.tail {
+            if is_last && t.why == Bad::Short {
+                // A write torn by a crash: never acknowledged.
+                let kept = self
+                    .quarantine
+                    .keep(path, t.start, range(t))
+                    .map_or_else(|e| e, |p| p.display().to_string());
+                tracing::warn!(
+                    file = %path.display(),
+                    offset = t.start,
+                    dropped_bytes = t.end - t.start,
+                    kept = %kept,
+                    "local log: truncating a torn tail"
+                );
+            } else {
+                self.quarantine.report(
+                    path,
+                    t.start,
+                    range(t),
+                    &t.why,
+                    "found at open: cut off the end of the segment",
+                );
+            }
+            // A whole record that was written and then damaged may have
+            // been acknowledged: its offset is never handed out again (a
+            // consumer checkpointed past it would skip the new record).
+            if is_last && let Some(o) = segment::claimed_offset(&all, t.start as usize, next_offset)
+            {
+                next_offset = next_offset.max(o + 1);
+            }
+        }
+        if scan.damage.is_empty() && scan.tail.is_none() {
+            return Ok((scan.valid_len, next_offset));
+        }
+        // The good frames alone, in order, in place of the segment.
+        let mut good = Vec::with_capacity(all.len());
+        let mut frame_end = 0u64;
+        for &(_, at, _) in &scan.frames {
+            let size = segment::parse(&all.slice(at as usize..))
+                .map(|f| f.size)
+                .unwrap_or(0);
+            good.extend_from_slice(&all[at as usize..at as usize + size]);
+            frame_end = at + size as u64;
+        }
+        if scan.damage.is_empty() {
+            // Only a tail: cut it off where the good frames end.
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io_err(path))?;
+            f.set_len(frame_end).map_err(io_err(path))?;
+            f.sync_all().map_err(io_err(path))?;
+        } else {
+            let tmp = path.with_extension("seg.repair");
+            let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+            f.write_all(&good).map_err(io_err(&tmp))?;
+            f.sync_all().map_err(io_err(&tmp))?;
+            std::fs::rename(&tmp, path).map_err(io_err(path))?;
+            if let Some(d) = path.parent() {
+                meta::sync_dir(d).map_err(io_err(d))?;
+            }
+        }
+        Ok((good.len() as u64, next_offset))
     }
 
     /// Makes the committed ends of a stream's shards visible to readers.
@@ -1019,14 +1274,19 @@ impl Writer {
                     .active
                     .as_ref()
                     .map_or((s.next_offset, 0), |(f, _, size)| (*f, *size));
-                ends.insert(
-                    (name.to_owned(), *i),
-                    End {
-                        next_offset: s.next_offset,
-                        segment,
-                        pos,
-                    },
-                );
+                let end = End {
+                    next_offset: s.next_offset,
+                    segment,
+                    pos,
+                };
+                let before = ends.insert((name.to_owned(), *i), end);
+                // Readers in other processes see what is committed only.
+                if before != Some(end)
+                    && s.active.is_some()
+                    && let Err(e) = write_committed(&s.dir, end)
+                {
+                    tracing::warn!(dir = %s.dir.display(), error = %e, "local log: cannot note the committed end for other processes' readers");
+                }
             }
         }
     }

@@ -139,62 +139,127 @@ pub(crate) fn read_from(path: &Path, pos: u64, max_bytes: usize) -> std::io::Res
     Ok(Bytes::from(buf))
 }
 
-/// Scans a whole segment: the valid frames' (offset, position, arrival) and
-/// where valid data ends, with the reason it ends early if it does.
-pub(crate) struct Scan {
-    pub(crate) frames: Vec<(u64, u64, i64)>,
-    pub(crate) valid_len: u64,
-    pub(crate) file_len: u64,
-    pub(crate) stop: Option<Bad>,
+/// Bytes between two good frames (or after the last one) that are not a
+/// frame: damage, or a write torn by a crash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Damage {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) why: Bad,
 }
 
-pub(crate) fn scan(path: &Path) -> std::io::Result<Scan> {
-    let all = Bytes::from(std::fs::read(path)?);
+/// A whole segment read through: its good frames' (offset, position,
+/// arrival), the damaged stretches between them, and what follows the last
+/// good frame when that is not a frame (`tail`).
+pub(crate) struct Scan {
+    pub(crate) frames: Vec<(u64, u64, i64)>,
+    pub(crate) damage: Vec<Damage>,
+    pub(crate) tail: Option<Damage>,
+    /// Where the last good frame ends (where appends go on).
+    pub(crate) valid_len: u64,
+}
+
+impl Scan {
+    /// The offset after the last good frame, or `first` with none.
+    pub(crate) fn next_offset(&self, first: u64) -> u64 {
+        self.frames.last().map_or(first, |(o, _, _)| o + 1)
+    }
+}
+
+/// Scans the segment at `path`, whose first offset is `first`.
+pub(crate) fn scan(path: &Path, first: u64) -> std::io::Result<Scan> {
+    Ok(scan_bytes(&Bytes::from(std::fs::read(path)?), first))
+}
+
+/// Scans `all`, whose first frame has an offset of at least `first`.
+pub(crate) fn scan_bytes(all: &Bytes, first: u64) -> Scan {
     let mut pos = 0usize;
     let mut frames = Vec::new();
-    let mut stop = None;
+    let mut damage = Vec::new();
+    let mut tail = None;
+    let mut next = first;
     while pos < all.len() {
         match parse(&all.slice(pos..)) {
             Ok(f) => {
                 frames.push((f.offset, pos as u64, f.arrival_ms));
+                next = f.offset + 1;
                 pos += f.size;
             }
-            Err(b) => {
-                stop = Some(b);
-                break;
-            }
+            Err(why) => match resync(all, pos + 1, next) {
+                Some(at) => {
+                    damage.push(Damage {
+                        start: pos as u64,
+                        end: at as u64,
+                        why,
+                    });
+                    pos = at;
+                }
+                None => {
+                    tail = Some(Damage {
+                        start: pos as u64,
+                        end: all.len() as u64,
+                        why,
+                    });
+                    break;
+                }
+            },
         }
     }
-    Ok(Scan {
+    let valid_len = frames
+        .last()
+        .and_then(|&(_, p, _)| {
+            parse(&all.slice(p as usize..))
+                .ok()
+                .map(|f| p + f.size as u64)
+        })
+        .unwrap_or(0);
+    Scan {
         frames,
-        valid_len: pos as u64,
-        file_len: all.len() as u64,
-        stop,
-    })
+        damage,
+        tail,
+        valid_len,
+    }
 }
 
-/// The highest offset among the whole frames that follow damage at `pos`
-/// (a complete frame whose checksum fails, with a plausible length): `None`
-/// when nothing readable follows, as after a torn write. Recovery must
-/// never hand out these offsets again.
-pub(crate) fn offsets_after_damage(all: &Bytes, pos: usize) -> Option<u64> {
-    let head = all.get(pos..pos + HEADER)?;
+/// Where good frames go on after damage: the first position at or after
+/// `from` holding a whole frame whose checksum holds and whose offset is at
+/// least `min_offset` (and not beyond what the bytes could number). `None`
+/// when no such frame follows, as after a torn write.
+pub(crate) fn resync(all: &Bytes, from: usize, min_offset: u64) -> Option<usize> {
+    let max_offset = min_offset.saturating_add(all.len() as u64);
+    let mut at = from;
+    while at + HEADER + FIXED <= all.len() {
+        let len = u32::from_le_bytes([all[at], all[at + 1], all[at + 2], all[at + 3]]) as usize;
+        if (FIXED..=MAX_PAYLOAD).contains(&len) && at + HEADER + len <= all.len() {
+            let mut o = [0u8; 8];
+            o.copy_from_slice(&all[at + HEADER..at + HEADER + 8]);
+            let offset = u64::from_le_bytes(o);
+            // Cheap tests first: the checksum only where a frame could be.
+            if (min_offset..=max_offset).contains(&offset) && parse(&all.slice(at..)).is_ok() {
+                return Some(at);
+            }
+        }
+        at += 1;
+    }
+    None
+}
+
+/// The offset a frame at `pos` claims, when it is whole but damaged and
+/// the claim is plausible (after `min_offset`, within what the bytes could
+/// number): a record that was written, so its offset is never handed out
+/// again.
+pub(crate) fn claimed_offset(all: &Bytes, pos: usize, min_offset: u64) -> Option<u64> {
+    let head = all.get(pos..pos + HEADER + 8)?;
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    if !(FIXED..=MAX_PAYLOAD).contains(&len) {
+    if !(FIXED..=MAX_PAYLOAD).contains(&len) || pos + HEADER + len > all.len() {
         return None;
     }
-    let mut at = pos + HEADER + len;
-    let mut max = None;
-    while at < all.len() {
-        match parse(&all.slice(at..)) {
-            Ok(f) => {
-                max = Some(max.map_or(f.offset, |m: u64| m.max(f.offset)));
-                at += f.size;
-            }
-            Err(_) => break,
-        }
-    }
-    max
+    let mut o = [0u8; 8];
+    o.copy_from_slice(&head[HEADER..HEADER + 8]);
+    let offset = u64::from_le_bytes(o);
+    (min_offset..=min_offset.saturating_add(all.len() as u64))
+        .contains(&offset)
+        .then_some(offset)
 }
 
 #[cfg(test)]
@@ -227,5 +292,55 @@ mod tests {
             parse(&Bytes::from(bad)).err(),
             Some(Bad::Corrupt("checksum mismatch"))
         );
+    }
+
+    #[test]
+    fn a_scan_steps_over_damage_to_the_good_frames_after_it() {
+        let mut b = BytesMut::new();
+        for o in 10..20u64 {
+            encode(
+                &mut b,
+                o,
+                1000 + o as i64,
+                "k",
+                format!("record {o}").as_bytes(),
+            );
+        }
+        let good = b.freeze();
+        let clean = scan_bytes(&good, 10);
+        assert_eq!(clean.frames.len(), 10);
+        assert!(clean.damage.is_empty() && clean.tail.is_none());
+        assert_eq!(clean.valid_len, good.len() as u64);
+        let size = clean.frames[1].1 as usize;
+        // A flipped byte in the 4th frame's data, and one in the 7th's
+        // length: each costs its frame alone.
+        let mut bad = good.to_vec();
+        bad[3 * size + HEADER + 20] ^= 0x40;
+        bad[6 * size] ^= 0x08;
+        let s = scan_bytes(&Bytes::from(bad.clone()), 10);
+        let offsets: Vec<u64> = s.frames.iter().map(|f| f.0).collect();
+        assert_eq!(offsets, [10, 11, 12, 14, 15, 17, 18, 19]);
+        assert_eq!(s.damage.len(), 2);
+        assert_eq!(
+            (s.damage[0].start, s.damage[0].end),
+            (3 * size as u64, 4 * size as u64)
+        );
+        assert_eq!(s.damage[0].why, Bad::Corrupt("checksum mismatch"));
+        assert!(s.tail.is_none());
+        // A torn last frame is a tail, not damage.
+        let torn = Bytes::from(good[..good.len() - 3].to_vec());
+        let t = scan_bytes(&torn, 10);
+        assert_eq!(t.frames.len(), 9);
+        assert_eq!(t.tail.map(|d| d.why), Some(Bad::Short));
+        assert_eq!(t.valid_len, 9 * size as u64);
+        // A whole damaged last frame says which offset it held.
+        let mut last = good.to_vec();
+        let n = last.len();
+        last[n - 1] ^= 1;
+        let l = Bytes::from(last);
+        let ls = scan_bytes(&l, 10);
+        let at = ls.tail.as_ref().map_or(0, |d| d.start as usize);
+        assert_eq!(claimed_offset(&l, at, 19), Some(19));
+        assert_eq!(claimed_offset(&l, at, 20), None);
     }
 }
