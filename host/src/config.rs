@@ -556,11 +556,18 @@ impl Config {
                 ));
             }
         }
-        if !(1024..=crate::stream::kpl::KINESIS_RECORD_MAX).contains(&i.record_max_bytes) {
+        // Kinesis counts a record's partition key toward its 1 MiB, and a
+        // record's key is its first event's (up to 256 characters, 4 bytes
+        // each in UTF-8): above this, a full record with a long key is
+        // refused; below the floor, no event with a long key fits at all.
+        let key_room = crate::stream::kpl::MAX_KEY_CHARS * 4;
+        let most = crate::stream::kpl::KINESIS_RECORD_MAX - key_room;
+        if !(4096..=most).contains(&i.record_max_bytes) {
             return Err(bad(
                 "intake.record_max_bytes",
                 format!(
-                    "{} is outside 1024..={} (Kinesis's record limit)",
+                    "{} is outside 4096..={most}: Kinesis takes {} bytes per record, its \
+                     partition key included, and {key_room} are kept for a key of 256 characters",
                     i.record_max_bytes,
                     crate::stream::kpl::KINESIS_RECORD_MAX
                 ),
@@ -1365,6 +1372,15 @@ mod tests {
             ),
             // Limits that would let a slow or idle client hold memory or
             // a file descriptor for ever, or that refuse every connection.
+            // A full record and its partition key must fit in 1 MiB.
+            (
+                "[intake]\nrecord_max_bytes = 1048576\n",
+                &["intake.record_max_bytes", "partition key included"],
+            ),
+            (
+                "[intake]\nrecord_max_bytes = 2000\n",
+                &["intake.record_max_bytes", "4096..="],
+            ),
             (
                 "[intake]\nbody_timeout_ms = 0\n",
                 &["intake.body_timeout_ms", "100 to 3600000"],

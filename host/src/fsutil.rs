@@ -10,6 +10,24 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Replaces `path` with `bytes` whole or not at all, durably: a temporary
+/// file beside it, fsynced, renamed over it, and the directory fsynced.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => sync_dir(d),
+        _ => Ok(()),
+    }
+}
+
 /// Takes the exclusive lock file `name` in `dir` (created if needed) for
 /// this process, and writes its pid there. `Ok(Err(holder))` when another
 /// process holds it: what that process wrote (`pid N`), for the message.

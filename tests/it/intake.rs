@@ -1633,6 +1633,24 @@ fn a_reopened_spool_counts_what_it_already_holds() {
         }
         let got = read_all(&log, "s").await;
         assert_eq!(got.len(), accepted, "records lost or doubled");
+
+        // A second outage, after the restart: the same limit again, not
+        // the limit plus what was carried over and shipped before.
+        let _ = open.send(false);
+        let mut again = 0;
+        loop {
+            match put(second.clone(), 100 + again).await {
+                Ok(_) => again += 1,
+                Err(StreamError::Full(_)) => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(again < 20, "the limit never applied");
+        }
+        assert!(
+            again <= accepted,
+            "{again} MiB taken in the second outage, {accepted} in the first"
+        );
+        let _ = open.send(true);
         second.close().await;
     });
 }
@@ -2265,4 +2283,149 @@ fn serve_names_configured_streams_that_do_not_exist() {
             && !warnings[1].contains("did you mean"),
         "{warnings:#?}"
     );
+}
+
+/// A stream split under the intake: the first record that lands on another
+/// shard than the map predicted has the map refreshed at once, so what is
+/// posted a moment later goes to the children by their ranges (the timed
+/// refresh alone comes every 30 s on average).
+#[test]
+fn a_split_is_followed_at_the_first_record_that_lands_elsewhere() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = local(dir.path(), &[("s", 1)]).await;
+        let mut c = config();
+        c.streams.insert(
+            "s".into(),
+            StreamSettings {
+                partition_key_field: Some("user".into()),
+                ..StreamSettings::default()
+            },
+        );
+        let r = start_intake(log.clone(), &c)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let body = |batch: &str| -> Vec<u8> {
+            (0..200)
+                .map(|i| format!("{{\"user\":\"u{}\",\"batch\":\"{batch}\"}}\n", i % 50))
+                .collect::<String>()
+                .into_bytes()
+        };
+        assert_eq!(post(&r, "s", &[], body("before")).await.0, 200);
+        let parent = "shardId-000000000000";
+        log.split_shard("s", parent, 1u128 << 127)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Aimed by the old map: lands on the left child, and says so.
+        assert_eq!(post(&r, "s", &[], body("during")).await.0, 200);
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        assert_eq!(post(&r, "s", &[], body("after")).await.0, 200);
+
+        let d = log.describe("s").await.unwrap_or_else(|e| panic!("{e}"));
+        let got = read_all(&log, "s").await;
+        let mut outside: HashMap<String, usize> = HashMap::new();
+        for e in &got {
+            let range = d
+                .shards
+                .iter()
+                .find(|s| s.id == e.shard)
+                .map(|s| s.hash_range)
+                .unwrap_or_else(|| panic!("no shard {}", e.shard));
+            if !range.contains(hash_key_of(&e.key)) {
+                let v: Value = serde_json::from_slice(&e.data).unwrap_or(Value::Null);
+                *outside
+                    .entry(v["batch"].as_str().unwrap_or("?").to_owned())
+                    .or_default() += 1;
+            }
+        }
+        eprintln!("events outside their shard's range, per batch: {outside:?}");
+        assert_eq!(got.len(), 600);
+        assert_eq!(outside.get("after"), None, "{outside:?}");
+        r.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+}
+
+/// A backend that counts describe calls.
+#[derive(Clone)]
+struct CountingDescribes {
+    inner: LocalLog,
+    describes: Arc<AtomicUsize>,
+}
+
+impl StreamBackend for CountingDescribes {
+    async fn create_stream(&self, n: &str, s: u32) -> Result<(), StreamError> {
+        self.inner.create_stream(n, s).await
+    }
+    async fn delete_stream(&self, n: &str) -> Result<(), StreamError> {
+        self.inner.delete_stream(n).await
+    }
+    async fn list_streams(&self) -> Result<Vec<String>, StreamError> {
+        self.inner.list_streams().await
+    }
+    async fn describe(&self, n: &str) -> Result<StreamDescription, StreamError> {
+        self.describes.fetch_add(1, Ordering::SeqCst);
+        self.inner.describe(n).await
+    }
+    async fn put_records(&self, s: &str, e: &[PutEntry]) -> Result<Vec<PutOutcome>, StreamError> {
+        self.inner.put_records(s, e).await
+    }
+    async fn shard_iterator(
+        &self,
+        s: &str,
+        sh: &str,
+        f: &StartPosition,
+    ) -> Result<ShardIterator, StreamError> {
+        self.inner.shard_iterator(s, sh, f).await
+    }
+    async fn get_records(
+        &self,
+        i: &ShardIterator,
+        l: u32,
+    ) -> Result<GetRecordsOutput, StreamError> {
+        self.inner.get_records(i, l).await
+    }
+    async fn split_shard(&self, s: &str, sh: &str, k: u128) -> Result<(), StreamError> {
+        self.inner.split_shard(s, sh, k).await
+    }
+    async fn merge_shards(&self, s: &str, a: &str, b: &str) -> Result<(), StreamError> {
+        self.inner.merge_shards(s, a, b).await
+    }
+}
+
+/// Kinesis allows 20 DescribeStreamSummary calls a second per account,
+/// shared by every client. One intake writing to 100 streams keeps well
+/// under it once they are open (one describe each to open them).
+#[test]
+fn shard_map_refreshes_of_100_streams_stay_far_under_the_describe_limit() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
+        let log = local(
+            dir.path(),
+            &names.iter().map(|n| (n.as_str(), 1)).collect::<Vec<_>>(),
+        )
+        .await;
+        let b = CountingDescribes {
+            inner: log,
+            describes: Arc::default(),
+        };
+        let r = start_intake(b.clone(), &config())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for n in &names {
+            assert_eq!(post(&r, n, &[], b"{\"a\":1}\n".to_vec()).await.0, 200);
+        }
+        let opened = b.describes.load(Ordering::SeqCst);
+        let window = std::time::Duration::from_secs(6);
+        tokio::time::sleep(window).await;
+        let polled = b.describes.load(Ordering::SeqCst) - opened;
+        let rate = polled as f64 / window.as_secs_f64();
+        eprintln!(
+            "100 streams: {opened} describes to open them, then {polled} in {window:?} \
+             ({rate:.1}/s; Kinesis allows 20/s per account)"
+        );
+        assert!(opened <= 110, "{opened} describes to open 100 streams");
+        assert!(rate <= 7.0, "{rate:.1} describes a second");
+        r.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    });
 }

@@ -579,3 +579,93 @@ fn failed_entries_of_real_put_records_calls_are_resent_alone() {
             .unwrap_or_else(|e| panic!("{e}"));
     });
 }
+
+/// A restart while Kinesis is away: the stream cannot be described, and
+/// the spool still takes its events, routed by the shard map it kept; they
+/// are shipped once Kinesis is back.
+#[test]
+fn a_restart_during_an_outage_spools_with_the_shard_map_last_seen() {
+    let Some(endpoint) = kinesis_endpoint() else {
+        return;
+    };
+    rt().block_on(async move {
+        let direct = kinesis(&endpoint).await;
+        let proxy = Proxy::start(endpoint.clone()).await;
+        let stream = new_stream(&direct, "restart-outage", 2).await;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let post = async |addr: std::net::SocketAddr, from: u64| {
+            let body: String = (from..from + 50)
+                .map(|n| format!("{{\"user\":\"u{}\",\"n\":{n}}}\n", n % 7))
+                .collect();
+            reqwest::Client::new()
+                .post(format!("http://{addr}/v1/streams/{stream}/events"))
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        };
+        // A first run sees the stream and keeps its shard map.
+        {
+            let telemetry = Telemetry::new();
+            let spooled = spool(kinesis(&proxy.url()).await, dir.path(), &telemetry, 1 << 30);
+            let running = start_intake_with(spooled.clone(), &config(&stream), telemetry)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(post(running.intake_addr, 0).await, 200);
+            wait_shipped(&spooled, Duration::from_secs(60)).await;
+            running.stop().await.unwrap_or_else(|e| panic!("{e}"));
+            spooled.close().await;
+        }
+        // Kinesis goes away; the intake restarts.
+        proxy.set_up(false);
+        let telemetry = Telemetry::new();
+        let spooled = spool(kinesis(&proxy.url()).await, dir.path(), &telemetry, 1 << 30);
+        spooled.resume().await.unwrap_or_else(|e| panic!("{e}"));
+        let running = start_intake_with(spooled.clone(), &config(&stream), telemetry)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for i in 1..4 {
+            assert_eq!(
+                post(running.intake_addr, i * 50).await,
+                200,
+                "refused during the outage after a restart"
+            );
+        }
+        assert!(proxy.refused() > 0, "Kinesis was never called");
+        let during: u64 = spooled.backlog().iter().map(|(_, b)| b).sum();
+        assert!(during > 0, "nothing waited in the spool");
+        proxy.set_up(true);
+        wait_shipped(&spooled, Duration::from_secs(120)).await;
+        running.stop().await.unwrap_or_else(|e| panic!("{e}"));
+        spooled.close().await;
+
+        // Every event once, each in a shard whose range holds its key.
+        let got = read_all(&direct, &stream).await;
+        let mut ns: Vec<u64> = got
+            .iter()
+            .filter_map(|e| serde_json::from_slice::<Value>(&e.data).ok()?["n"].as_u64())
+            .collect();
+        ns.sort_unstable();
+        assert_eq!(ns, (0..200).collect::<Vec<u64>>());
+        let d = direct
+            .describe(&stream)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for e in &got {
+            let h = kinesthetic::stream::hash_key_of(&e.key);
+            let shard = d.shards.iter().find(|s| s.id == e.shard);
+            assert!(
+                shard.is_some_and(|s| s.hash_range.contains(h)),
+                "{:?} of key {} stored in {}",
+                String::from_utf8_lossy(&e.data),
+                e.key,
+                e.shard
+            );
+        }
+        direct
+            .delete_stream(&stream)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+}

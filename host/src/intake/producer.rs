@@ -226,6 +226,7 @@ pub fn spawn<B: StreamBackend>(
     stream: String,
     config: ProducerConfig,
     metrics: Metrics,
+    landed: Option<Landed>,
 ) -> (ProducerHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(1024);
     let decoding = Arc::new(AtomicUsize::new(0));
@@ -235,6 +236,7 @@ pub fn spawn<B: StreamBackend>(
         stream,
         config,
         metrics,
+        landed,
         decoding: Arc::clone(&decoding),
         decoded: Arc::clone(&decoded),
     };
@@ -249,11 +251,18 @@ pub fn spawn<B: StreamBackend>(
     )
 }
 
+/// Told of each record written: its explicit hash key and the shard it
+/// landed on (the intake compares it with the shard its map predicted).
+pub type Landed = Arc<LandedFn>;
+/// See [`Landed`].
+pub type LandedFn = dyn Fn(u128, &str) + Send + Sync;
+
 struct Producer<B> {
     backend: B,
     stream: String,
     config: ProducerConfig,
     metrics: Metrics,
+    landed: Option<Landed>,
     decoding: Arc<AtomicUsize>,
     /// Woken when no request is being decoded any more.
     decoded: Arc<tokio::sync::Notify>,
@@ -316,6 +325,7 @@ impl<B: StreamBackend> Producer<B> {
                             &p.metrics,
                             queues,
                             Some(p.config.put_timeout),
+                            p.landed.as_deref(),
                         )
                         .await
                         .map_err(|u| (u, cut))
@@ -525,6 +535,7 @@ pub(crate) async fn write_queues<B: StreamBackend>(
     metrics: &Metrics,
     mut queues: Queues,
     timeout: Option<Duration>,
+    landed: Option<&LandedFn>,
 ) -> Result<(), Unwritten> {
     let label = Metrics::put(stream, backend.put_target());
     let stream_label = Metrics::stream(stream);
@@ -599,9 +610,12 @@ pub(crate) async fn write_queues<B: StreamBackend>(
                 let mut blocked: Vec<u128> = Vec::new();
                 for ((k, i), o) in keys.iter().zip(&outcomes) {
                     match o {
-                        PutOutcome::Written { .. } if !blocked.contains(k) => {
+                        PutOutcome::Written { shard, .. } if !blocked.contains(k) => {
                             debug_assert_eq!(done.get(k).copied().unwrap_or(0), *i);
                             *done.entry(*k).or_default() += 1;
+                            if let Some(f) = landed {
+                                f(*k, shard);
+                            }
                         }
                         PutOutcome::Written { .. } => {
                             // Written after an earlier failure of the same

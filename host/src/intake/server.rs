@@ -71,12 +71,23 @@ struct Inner<B> {
 /// A stream this intake writes to: its producer and current shard map.
 struct OpenStream {
     handle: ProducerHandle,
-    map: RwLock<ShardMap>,
+    map: Arc<RwLock<ShardMap>>,
     key_field: Option<String>,
 }
 
-/// How often the shard map of an open stream is refreshed.
-const SHARD_REFRESH: Duration = Duration::from_secs(5);
+/// How often, on average, the shard map of an open stream is refreshed.
+/// Kinesis allows 20 DescribeStreamSummary calls a second per account,
+/// shared by every client: 100 listener-stream pairs at this pace make 3.3
+/// a second. The first wait is drawn from [0, it], the others from ±50 %
+/// of it, so streams opened together do not ask together; a throttled ask
+/// doubles the wait, up to [`SHARD_REFRESH_MAX`].
+pub const SHARD_REFRESH: Duration = Duration::from_secs(30);
+const SHARD_REFRESH_MAX: Duration = Duration::from_secs(300);
+
+/// A wait drawn uniformly from [base/2, 3·base/2].
+fn jittered(base: Duration) -> Duration {
+    base.mul_f64(0.5 + rand::random::<f64>())
+}
 
 impl<B: StreamBackend> Intake<B> {
     pub fn new(
@@ -187,18 +198,39 @@ impl<B: StreamBackend> Intake<B> {
         if self.inner.shutdown.is_cancelled() {
             return Err(IntakeError::ShuttingDown);
         }
+        let map = Arc::new(RwLock::new(map));
+        // A record that lands on another shard than the map predicted says
+        // the stream was resharded: the map is refreshed at once, not at
+        // its next turn. (Not behind the spool: that answers for itself.)
+        let refresh = Arc::new(tokio::sync::Notify::new());
+        let landed: Option<producer::Landed> =
+            (self.inner.backend.put_target() != "spool").then(|| {
+                let (map, refresh) = (Arc::clone(&map), Arc::clone(&refresh));
+                let f: producer::Landed = Arc::new(move |ehk: u128, shard: &str| {
+                    let stale = map.read().is_ok_and(|m| {
+                        m.targets()
+                            .get(m.index_of(ehk))
+                            .is_some_and(|t| t.shard != shard)
+                    });
+                    if stale {
+                        refresh.notify_one();
+                    }
+                });
+                f
+            });
         let (handle, task) = producer::spawn(
             self.inner.backend.clone(),
             stream.to_owned(),
             self.inner.producer.clone(),
             self.inner.metrics.clone(),
+            landed,
         );
         self.inner.tasks.spawn(async move {
             let _ = task.await;
         });
         let s = Arc::new(OpenStream {
             handle,
-            map: RwLock::new(map),
+            map,
             key_field: self
                 .inner
                 .streams
@@ -211,17 +243,31 @@ impl<B: StreamBackend> Intake<B> {
         let name = stream.to_owned();
         let stop = self.inner.shutdown.clone();
         self.inner.tasks.spawn(async move {
+            let mut every = SHARD_REFRESH;
+            let mut last = tokio::time::Instant::now();
+            let mut wait = SHARD_REFRESH.mul_f64(rand::random::<f64>());
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(SHARD_REFRESH) => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = refresh.notified() => {
+                        tracing::info!(stream = %name, "a record landed on another shard than the map predicted: refreshing the shard map");
+                        // At most one refresh a second however many land.
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep_until(last + Duration::from_secs(1)) => {}
+                        }
+                    }
                 }
+                last = tokio::time::Instant::now();
                 let Some(s) = weak.upgrade() else { return };
-                match backend
-                    .describe(&name)
-                    .await
-                    .and_then(|d| ShardMap::from_description(&d))
-                {
+                let described = backend.describe(&name).await;
+                every = match &described {
+                    Err(StreamError::Throttled(_)) => (every * 2).min(SHARD_REFRESH_MAX),
+                    _ => SHARD_REFRESH,
+                };
+                wait = jittered(every);
+                match described.and_then(|d| ShardMap::from_description(&d)) {
                     Ok(m) => {
                         if let Ok(mut cur) = s.map.write()
                             && !cur.same_shards(&m)

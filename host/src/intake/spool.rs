@@ -52,6 +52,8 @@ struct Inner<B> {
     metrics: Metrics,
     max_backlog_bytes: u64,
     streams: Mutex<HashMap<String, Arc<Shipper>>>,
+    /// The descriptions last kept on disk, per stream.
+    known: Mutex<HashMap<String, StreamDescription>>,
     stop: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
 }
@@ -77,8 +79,11 @@ impl Shipper {
     /// A put counted after that note may not have been read yet, so it
     /// stays in the backlog.
     fn caught_up(&self, spooled_before: u64) {
+        // What was carried over from before a restart was shipped too, and
+        // counted in `shipped` as it went: set, not raised, or a later
+        // outage would admit the limit plus everything carried before.
         self.carried.store(0, Ordering::Relaxed);
-        self.shipped.fetch_max(spooled_before, Ordering::Relaxed);
+        self.shipped.store(spooled_before, Ordering::Relaxed);
     }
 }
 
@@ -101,6 +106,93 @@ impl<B: StreamBackend> std::fmt::Debug for Spooled<B> {
         f.debug_struct("Spooled")
             .field("dir", &self.inner.dir)
             .finish_non_exhaustive()
+    }
+}
+
+/// The last shard map seen of a stream, kept beside its spool as JSON.
+mod known_shards {
+    use std::path::Path;
+
+    use serde::{Deserialize, Serialize};
+
+    use crate::stream::{HashRange, SequenceNumber, ShardInfo, StreamDescription, StreamStatus};
+
+    #[derive(Serialize, Deserialize)]
+    struct Known {
+        stream: String,
+        retention_hours: u32,
+        shards: Vec<Shard>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Shard {
+        id: String,
+        parent: Option<String>,
+        adjacent_parent: Option<String>,
+        start: String,
+        end: String,
+        starting_sequence: String,
+        ending_sequence: Option<String>,
+    }
+
+    pub(super) fn write(path: &Path, d: &StreamDescription) -> std::io::Result<()> {
+        let k = Known {
+            stream: d.name.clone(),
+            retention_hours: d.retention_hours,
+            shards: d
+                .shards
+                .iter()
+                .map(|s| Shard {
+                    id: s.id.clone(),
+                    parent: s.parent.clone(),
+                    adjacent_parent: s.adjacent_parent.clone(),
+                    start: s.hash_range.start.to_string(),
+                    end: s.hash_range.end.to_string(),
+                    starting_sequence: s.starting_sequence.as_str().to_owned(),
+                    ending_sequence: s.ending_sequence.as_ref().map(|q| q.as_str().to_owned()),
+                })
+                .collect(),
+        };
+        let text = serde_json::to_vec_pretty(&k).map_err(std::io::Error::other)?;
+        crate::fsutil::write_atomic(path, &text)
+    }
+
+    /// `None` when there is none, or it does not read back whole (it is
+    /// only a fallback: the error that called for it is reported).
+    pub(super) fn read(path: &Path) -> Option<StreamDescription> {
+        let text = std::fs::read(path).ok()?;
+        let k: Known = match serde_json::from_slice(&text) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "the kept shard map cannot be read");
+                return None;
+            }
+        };
+        let mut shards = Vec::with_capacity(k.shards.len());
+        for s in k.shards {
+            shards.push(ShardInfo {
+                id: s.id,
+                parent: s.parent,
+                adjacent_parent: s.adjacent_parent,
+                hash_range: HashRange {
+                    start: s.start.parse().ok()?,
+                    end: s.end.parse().ok()?,
+                },
+                starting_sequence: SequenceNumber::parse(&s.starting_sequence).ok()?,
+                ending_sequence: match s.ending_sequence {
+                    Some(q) => Some(SequenceNumber::parse(&q).ok()?),
+                    None => None,
+                },
+            });
+        }
+        let d = StreamDescription {
+            name: k.stream,
+            status: StreamStatus::Active,
+            retention_hours: k.retention_hours,
+            shards,
+        };
+        let any_open = d.open_shards().next().is_some();
+        any_open.then_some(d)
     }
 }
 
@@ -223,6 +315,7 @@ impl<B: StreamBackend> Spooled<B> {
                 metrics,
                 max_backlog_bytes,
                 streams: Mutex::new(HashMap::new()),
+                known: Mutex::new(HashMap::new()),
                 stop: CancellationToken::new(),
                 tasks: tokio_util::task::TaskTracker::new(),
             }),
@@ -259,6 +352,39 @@ impl<B: StreamBackend> Spooled<B> {
         self.inner.tasks.wait().await;
     }
 
+    fn known_shards_path(&self, stream: &str) -> PathBuf {
+        self.inner.dir.join(format!("{stream}.shards.json"))
+    }
+
+    /// Keeps `d` on disk when its shards changed since last kept.
+    async fn remember(&self, d: &StreamDescription) {
+        let changed = self
+            .inner
+            .known
+            .lock()
+            .map(|mut k| {
+                if k.get(&d.name) == Some(d) {
+                    false
+                } else {
+                    k.insert(d.name.clone(), d.clone());
+                    true
+                }
+            })
+            .unwrap_or(false);
+        if !changed {
+            return;
+        }
+        let path = self.known_shards_path(&d.name);
+        let d2 = d.clone();
+        let r = tokio::task::spawn_blocking(move || known_shards::write(&path, &d2)).await;
+        if let Ok(Err(e)) | Err(e) = r.map_err(std::io::Error::other) {
+            tracing::warn!(stream = %d.name, error = %e, "cannot keep the shard map beside the spool");
+            if let Ok(mut k) = self.inner.known.lock() {
+                k.remove(&d.name);
+            }
+        }
+    }
+
     fn checkpoint_path(&self, stream: &str) -> PathBuf {
         self.inner.dir.join(format!("{stream}.shipped"))
     }
@@ -277,7 +403,12 @@ impl<B: StreamBackend> Spooled<B> {
         // or each restart during an outage would admit another full limit.
         let carried = match self.inner.spool.create_stream(stream, 1).await {
             Ok(()) => 0,
-            Err(StreamError::StreamExists(_)) => bytes_under(&self.inner.spool.dir().join(stream)),
+            Err(StreamError::StreamExists(_)) => {
+                let dir = self.inner.spool.dir().join(stream);
+                tokio::task::spawn_blocking(move || bytes_under(&dir))
+                    .await
+                    .unwrap_or(0)
+            }
             Err(e) => return Err(e),
         };
         let s = Arc::new(Shipper {
@@ -310,12 +441,13 @@ impl<B: StreamBackend> Spooled<B> {
         SequenceNumber::parse(text.trim()).ok()
     }
 
-    fn write_checkpoint(&self, stream: &str, seq: &SequenceNumber) -> std::io::Result<()> {
+    /// Writes the checkpoint durably, off the async workers (two fsyncs).
+    async fn write_checkpoint(&self, stream: &str, seq: &SequenceNumber) -> std::io::Result<()> {
         let path = self.checkpoint_path(stream);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, seq.as_str())?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &path)
+        let text = seq.as_str().to_owned();
+        tokio::task::spawn_blocking(move || crate::fsutil::write_atomic(&path, text.as_bytes()))
+            .await
+            .map_err(std::io::Error::other)?
     }
 
     /// Ships a stream's spool to the remote, in order, until stopped.
@@ -405,6 +537,7 @@ impl<B: StreamBackend> Spooled<B> {
                     &self.inner.metrics,
                     queues,
                     None,
+                    None,
                 );
                 let done = tokio::select! {
                     r = write => r,
@@ -431,7 +564,7 @@ impl<B: StreamBackend> Spooled<B> {
             }
             delay = Duration::from_millis(100);
             if let Some(seq) = last {
-                match self.write_checkpoint(&stream, &seq) {
+                match self.write_checkpoint(&stream, &seq).await {
                     Ok(()) => {
                         // Whole segments now shipped free their space.
                         if let Err(e) = spool.trim_through(&stream, SPOOL_SHARD, &seq).await {
@@ -477,8 +610,36 @@ impl<B: StreamBackend> StreamBackend for Spooled<B> {
         self.inner.remote.list_streams().await
     }
 
+    /// The remote's description, remembered beside the spool; while the
+    /// remote cannot answer (an outage, throttling), the last one
+    /// remembered, so that a restart during an outage still takes events.
     async fn describe(&self, name: &str) -> Result<StreamDescription, StreamError> {
-        self.inner.remote.describe(name).await
+        match self.inner.remote.describe(name).await {
+            Ok(d) => {
+                self.remember(&d).await;
+                Ok(d)
+            }
+            Err(e @ (StreamError::NoSuchStream(_) | StreamError::BadInput(_))) => Err(e),
+            Err(e) => {
+                let path = self.known_shards_path(name);
+                let known = tokio::task::spawn_blocking(move || known_shards::read(&path))
+                    .await
+                    .ok()
+                    .flatten();
+                match known {
+                    Some(d) if d.name == name => {
+                        tracing::warn!(
+                            stream = name,
+                            error = %e,
+                            shards = d.open_shards().count(),
+                            "the stream cannot be described; spooling with the shard map last seen"
+                        );
+                        Ok(d)
+                    }
+                    _ => Err(e),
+                }
+            }
+        }
     }
 
     /// Writes to the spool; answers once fsynced there.

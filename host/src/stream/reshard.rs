@@ -86,6 +86,32 @@ pub enum Phase {
     Done,
 }
 
+/// Calls `call` again while it is throttled (Kinesis allows 20
+/// DescribeStreamSummary calls a second per account, shared with every
+/// other client, and 5 SplitShard or MergeShards calls), backing off, until
+/// `deadline`; then the last error.
+async fn patiently<T, F, Fut>(
+    what: &str,
+    deadline: tokio::time::Instant,
+    mut call: F,
+) -> Result<T, StreamError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StreamError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match call().await {
+            Err(StreamError::Throttled(m)) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::info!("{what} throttled ({m}); trying again in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Waits until the stream is ACTIVE (polling `describe`), at most `timeout`.
 pub async fn wait_active<B: StreamBackend>(
     backend: &B,
@@ -95,7 +121,10 @@ pub async fn wait_active<B: StreamBackend>(
     let start = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(20);
     loop {
-        let d = backend.describe(stream).await?;
+        let d = patiently("DescribeStreamSummary", start + timeout, || {
+            backend.describe(stream)
+        })
+        .await?;
         if d.status == StreamStatus::Active {
             return Ok(());
         }
@@ -136,12 +165,19 @@ pub async fn reshard<B: StreamBackend>(
              open shards)"
         )));
     }
-    let d = backend.describe(stream).await?;
+    let by = |t: Duration| tokio::time::Instant::now() + t;
+    let d = patiently("DescribeStreamSummary", by(timeout_per_step), || {
+        backend.describe(stream)
+    })
+    .await?;
     let open: Vec<HashRange> = d.open_shards().map(|s| s.hash_range).collect();
     let steps = plan(&open, target);
     let total = steps.len();
     for (done, step) in steps.into_iter().enumerate() {
-        let d = backend.describe(stream).await?;
+        let d = patiently("DescribeStreamSummary", by(timeout_per_step), || {
+            backend.describe(stream)
+        })
+        .await?;
         let find = |r: HashRange| {
             d.open_shards()
                 .find(|s| s.hash_range == r)
@@ -162,11 +198,17 @@ pub async fn reshard<B: StreamBackend>(
         match &step {
             Step::Split { range, at } => {
                 let id = find(*range)?;
-                backend.split_shard(stream, &id, *at).await?;
+                patiently("SplitShard", by(timeout_per_step), || {
+                    backend.split_shard(stream, &id, *at)
+                })
+                .await?;
             }
             Step::Merge { left, right } => {
                 let (l, r) = (find(*left)?, find(*right)?);
-                backend.merge_shards(stream, &l, &r).await?;
+                patiently("MergeShards", by(timeout_per_step), || {
+                    backend.merge_shards(stream, &l, &r)
+                })
+                .await?;
             }
         }
         wait_active(backend, stream, timeout_per_step).await?;
@@ -243,5 +285,100 @@ mod tests {
         ];
         let steps = plan(&open, 3);
         assert_eq!(apply(&open, &steps), HashRange::even(3));
+    }
+
+    /// A backend whose describes and splits are throttled every other
+    /// call, as Kinesis throttles when other clients share the account's
+    /// 20 describes a second.
+    #[derive(Clone)]
+    struct Throttled {
+        inner: crate::stream::local::LocalLog,
+        calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Throttled {
+        fn turn(&self) -> Result<(), StreamError> {
+            let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n.is_multiple_of(2) {
+                Err(StreamError::Throttled(
+                    "LimitExceededException: Rate exceeded".into(),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl StreamBackend for Throttled {
+        async fn create_stream(&self, n: &str, s: u32) -> Result<(), StreamError> {
+            self.inner.create_stream(n, s).await
+        }
+        async fn delete_stream(&self, n: &str) -> Result<(), StreamError> {
+            self.inner.delete_stream(n).await
+        }
+        async fn list_streams(&self) -> Result<Vec<String>, StreamError> {
+            self.inner.list_streams().await
+        }
+        async fn describe(&self, n: &str) -> Result<crate::stream::StreamDescription, StreamError> {
+            self.turn()?;
+            self.inner.describe(n).await
+        }
+        async fn put_records(
+            &self,
+            s: &str,
+            e: &[crate::stream::PutEntry],
+        ) -> Result<Vec<crate::stream::PutOutcome>, StreamError> {
+            self.inner.put_records(s, e).await
+        }
+        async fn shard_iterator(
+            &self,
+            s: &str,
+            sh: &str,
+            f: &crate::stream::StartPosition,
+        ) -> Result<crate::stream::ShardIterator, StreamError> {
+            self.inner.shard_iterator(s, sh, f).await
+        }
+        async fn get_records(
+            &self,
+            i: &crate::stream::ShardIterator,
+            l: u32,
+        ) -> Result<crate::stream::GetRecordsOutput, StreamError> {
+            self.inner.get_records(i, l).await
+        }
+        async fn split_shard(&self, s: &str, sh: &str, k: u128) -> Result<(), StreamError> {
+            self.turn()?;
+            self.inner.split_shard(s, sh, k).await
+        }
+        async fn merge_shards(&self, s: &str, a: &str, b: &str) -> Result<(), StreamError> {
+            self.inner.merge_shards(s, a, b).await
+        }
+    }
+
+    #[test]
+    fn a_reshard_rides_out_throttled_describes_and_splits() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(async {
+            let log = crate::stream::local::LocalLog::open(dir.path(), Default::default())
+                .unwrap_or_else(|e| panic!("{e}"));
+            log.create_stream("s", 2)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let b = Throttled {
+                inner: log.clone(),
+                calls: Default::default(),
+            };
+            let steps = reshard(&b, "s", 4, Duration::from_secs(30), |_| {})
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(steps, 2);
+            let d = log.describe("s").await.unwrap_or_else(|e| panic!("{e}"));
+            let open: Vec<HashRange> = d.open_shards().map(|s| s.hash_range).collect();
+            assert_eq!(open, HashRange::even(4));
+            assert!(b.calls.load(std::sync::atomic::Ordering::SeqCst) >= 8);
+        });
     }
 }
