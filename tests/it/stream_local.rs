@@ -820,3 +820,62 @@ fn a_failed_metadata_write_during_a_reshard_changes_nothing() {
         );
     });
 }
+
+/// Files of this process open under `dir`.
+fn open_files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
+/// A shard closed by a split or merge takes no writes: the log lets its
+/// segment file go, at once and after a restart.
+#[test]
+fn closed_shards_release_their_files() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let root = dir.path().canonicalize().unwrap_or_else(|e| panic!("{e}"));
+        let parent = root.join("s/shardId-000000000000");
+        {
+            let log = open(&root);
+            log.create_stream("s", 1)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            log.put_records("s", &[entry("k", "before")])
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                open_files_under(&parent).len() == 1,
+                "{:?}",
+                open_files_under(&parent)
+            );
+            log.split_shard("s", "shardId-000000000000", 1u128 << 127)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            log.put_records("s", &[entry("k", "after")])
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(open_files_under(&parent), Vec::<std::path::PathBuf>::new());
+            assert_eq!(
+                open_files_under(&root.join("s")).len(),
+                1,
+                "one child written"
+            );
+        }
+        let log = open(&root);
+        assert_eq!(open_files_under(&parent), Vec::<std::path::PathBuf>::new());
+        // Still read whole.
+        let recs = read_shard(
+            &log,
+            "s",
+            "shardId-000000000000",
+            StartPosition::TrimHorizon,
+        )
+        .await;
+        assert_eq!(recs.len(), 1);
+    });
+}

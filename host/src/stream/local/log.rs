@@ -12,7 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, mpsc};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use tokio::sync::oneshot;
@@ -80,6 +80,9 @@ struct Inner {
     /// See [`LocalOptions::entry_overhead`].
     entry_overhead: usize,
     quarantine: Arc<Quarantine>,
+    /// See [`LocalOptions::retention`] and [`LocalOptions::retention_bytes`].
+    retention: Option<Duration>,
+    retention_bytes: Option<u64>,
 }
 
 /// Where damaged bytes found in segments are kept (under the log's
@@ -253,6 +256,7 @@ impl LocalLog {
         finish_deletes(dir);
         let ends = Arc::new(RwLock::new(HashMap::new()));
         let entry_overhead = options.entry_overhead;
+        let (retention, retention_bytes) = (options.retention, options.retention_bytes);
         let quarantine = Arc::new(Quarantine::new(dir, true));
         let mut w = Writer {
             dir: dir.to_owned(),
@@ -260,7 +264,6 @@ impl LocalLog {
             options,
             streams: BTreeMap::new(),
             ends: Arc::clone(&ends),
-            last_retention: Instant::now(),
             cycle_start: HashMap::new(),
         };
         w.recover()?;
@@ -269,7 +272,7 @@ impl LocalLog {
             .name("local-log-writer".into())
             .spawn(move || w.run(rx))
             .map_err(io_err(dir))?;
-        Ok(Self {
+        let log = Self {
             inner: Arc::new(Inner {
                 dir: dir.to_owned(),
                 writer: Some(tx),
@@ -277,8 +280,12 @@ impl LocalLog {
                 _lock: Some(lock),
                 entry_overhead,
                 quarantine,
+                retention,
+                retention_bytes,
             }),
-        })
+        };
+        spawn_retention(&log, retention, retention_bytes);
+        Ok(log)
     }
 
     /// Opens the log in `dir` for reading only (no lock; another process
@@ -298,6 +305,8 @@ impl LocalLog {
                 _lock: None,
                 entry_overhead: 0,
                 quarantine: Arc::new(Quarantine::new(dir, false)),
+                retention: None,
+                retention_bytes: None,
             }),
         })
     }
@@ -727,17 +736,24 @@ impl StreamBackend for LocalLog {
     }
 
     async fn describe(&self, name: &str) -> Result<StreamDescription, StreamError> {
-        let m = self.read_meta(name)?;
-        let mut shards = Vec::with_capacity(m.shards.len());
-        for s in &m.shards {
-            shards.push(s.info()?);
-        }
-        Ok(StreamDescription {
-            name: m.name,
-            status: StreamStatus::Active,
-            retention_hours: m.retention_hours,
-            shards,
+        // A file read: off the async workers.
+        let this = self.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let m = this.read_meta(&name)?;
+            let mut shards = Vec::with_capacity(m.shards.len());
+            for s in &m.shards {
+                shards.push(s.info()?);
+            }
+            Ok(StreamDescription {
+                name: m.name,
+                status: StreamStatus::Active,
+                retention_hours: m.retention_hours,
+                shards,
+            })
         })
+        .await
+        .map_err(|e| StreamError::Service(format!("describe task failed: {e}")))?
     }
 
     async fn put_records(
@@ -940,9 +956,6 @@ enum Req {
         b: u32,
         reply: Reply<()>,
     },
-    Retention {
-        reply: Reply<()>,
-    },
     TrimThrough {
         stream: String,
         index: u32,
@@ -1091,7 +1104,6 @@ struct Writer {
     options: LocalOptions,
     streams: BTreeMap<String, StreamState>,
     ends: Arc<RwLock<HashMap<(String, u32), End>>>,
-    last_retention: Instant,
     /// Each shard touched in this commit cycle, as it was before: active
     /// segment, its size, next offset. A shard whose fsync fails is cut
     /// back to it.
@@ -1132,7 +1144,11 @@ impl Writer {
             let mut shards = HashMap::new();
             for s in &m.shards {
                 let sd = shard_dir(&dir, s.index);
-                let state = self.recover_shard(&sd)?;
+                let mut state = self.recover_shard(&sd)?;
+                if !s.is_open() {
+                    // Closed by a reshard: checked, but no file kept open.
+                    state.active = None;
+                }
                 shards.insert(s.index, state);
             }
             let st = StreamState {
@@ -1317,10 +1333,6 @@ impl Writer {
                 }
             }
             self.commit(&mut puts, &mut touched);
-            if self.last_retention.elapsed() > Duration::from_secs(10) {
-                self.last_retention = Instant::now();
-                self.retention();
-            }
         }
     }
 
@@ -1505,10 +1517,6 @@ impl Writer {
             } => {
                 let _ = reply.send(self.merge(&stream, a, b));
             }
-            Req::Retention { reply } => {
-                self.retention();
-                let _ = reply.send(Ok(()));
-            }
             Req::TrimThrough {
                 stream,
                 index,
@@ -1656,6 +1664,13 @@ impl Writer {
             .get_mut(stream)
             .ok_or_else(|| StreamError::NoSuchStream(stream.to_owned()))?;
         meta::write(&st.dir, &meta, fsync)?;
+        // A closed shard takes no more writes: its file is let go (what
+        // it holds is committed; readers go through the files).
+        for sm in meta.shards.iter().filter(|s| !s.is_open()) {
+            if let Some(sh) = st.shards.get_mut(&sm.index) {
+                sh.active = None;
+            }
+        }
         st.meta = meta;
         for &index in children {
             st.shards.insert(
@@ -1769,46 +1784,76 @@ impl Writer {
         }
         Ok(freed)
     }
+}
 
-    /// Deletes whole segments past the retention age or size. The segment
-    /// being appended to is kept.
-    fn retention(&mut self) {
-        for st in self.streams.values() {
-            let age = self.options.retention.unwrap_or(Duration::from_secs(
-                u64::from(st.meta.retention_hours) * 3600,
-            ));
-            for sh in st.shards.values() {
-                let Ok(segs) = segment::list(&sh.dir) else {
-                    continue;
-                };
-                let active = sh.active.as_ref().map(|(f, _, _)| *f);
-                let mut sized: Vec<(u64, PathBuf, u64, Option<SystemTime>)> = segs
-                    .into_iter()
-                    .map(|(f, p)| {
-                        let md = std::fs::metadata(&p).ok();
-                        let len = md.as_ref().map_or(0, |m| m.len());
-                        let mtime = md.and_then(|m| m.modified().ok());
-                        (f, p, len, mtime)
-                    })
-                    .collect();
-                let mut total: u64 = sized.iter().map(|s| s.2).sum();
-                sized.retain(|s| Some(s.0) != active);
-                for (_, path, len, mtime) in sized {
-                    let old = mtime
-                        .and_then(|t| t.elapsed().ok())
-                        .is_some_and(|e| e > age);
-                    let big = self.options.retention_bytes.is_some_and(|max| total > max);
-                    if !(old || big) {
-                        break;
+/// How often retention runs, on its own thread (deleting files must not
+/// hold up the writer's puts).
+const RETENTION_EVERY: Duration = Duration::from_secs(10);
+
+/// Deletes whole segments past the retention age or size, in every stream
+/// of the log in `dir`. A shard's segment being appended to (where its
+/// committed end is, in `ends`) and those after it are kept.
+fn retention_pass(
+    dir: &Path,
+    retention: Option<Duration>,
+    retention_bytes: Option<u64>,
+    ends: &RwLock<HashMap<(String, u32), End>>,
+) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if check_name(&name).is_err() {
+            continue;
+        }
+        let Ok(Some(m)) = meta::read(&e.path()) else {
+            continue;
+        };
+        let age = retention.unwrap_or(Duration::from_secs(u64::from(m.retention_hours) * 3600));
+        for sm in &m.shards {
+            let sdir = shard_dir(&e.path(), sm.index);
+            let Ok(segs) = segment::list(&sdir) else {
+                continue;
+            };
+            // Not known to the writer (yet): leave it.
+            let Some(end) = ends
+                .read()
+                .ok()
+                .and_then(|m| m.get(&(name.clone(), sm.index)).copied())
+            else {
+                continue;
+            };
+            let mut sized: Vec<(u64, PathBuf, u64, Option<SystemTime>)> = segs
+                .into_iter()
+                .map(|(f, p)| {
+                    let md = std::fs::metadata(&p).ok();
+                    let len = md.as_ref().map_or(0, |m| m.len());
+                    let mtime = md.and_then(|m| m.modified().ok());
+                    (f, p, len, mtime)
+                })
+                .collect();
+            let mut total: u64 = sized.iter().map(|s| s.2).sum();
+            // An open shard's active segment starts at `end.segment`; a
+            // closed shard has none, and its `end.segment` is past its last.
+            sized.retain(|s| s.0 < end.segment);
+            for (_, path, len, mtime) in sized {
+                let old = mtime
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|e| e > age);
+                let big = retention_bytes.is_some_and(|max| total > max);
+                if !(old || big) {
+                    break;
+                }
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {
+                        total -= len;
+                        tracing::info!(file = %path.display(), "local log: segment past retention deleted");
                     }
-                    match std::fs::remove_file(&path) {
-                        Ok(()) => {
-                            total -= len;
-                            tracing::info!(file = %path.display(), "local log: segment past retention deleted");
-                        }
-                        Err(e) => {
-                            tracing::warn!(file = %path.display(), error = %e, "cannot delete segment")
-                        }
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot delete segment")
                     }
                 }
             }
@@ -1816,11 +1861,49 @@ impl Writer {
     }
 }
 
+/// Runs retention every [`RETENTION_EVERY`] until the log is dropped.
+fn spawn_retention(log: &LocalLog, retention: Option<Duration>, retention_bytes: Option<u64>) {
+    let weak = Arc::downgrade(&log.inner);
+    let spawned = std::thread::Builder::new()
+        .name("local-log-retention".into())
+        .spawn(move || {
+            let mut waited = Duration::ZERO;
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                waited += Duration::from_secs(1);
+                let Some(inner) = weak.upgrade() else { return };
+                if waited >= RETENTION_EVERY {
+                    waited = Duration::ZERO;
+                    retention_pass(&inner.dir, retention, retention_bytes, &inner.ends);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "local log: cannot start the retention thread; segments are kept");
+    }
+}
+
 impl LocalLog {
     /// Applies retention now (tools and tests); the writer also does it
     /// every 10 s while it is writing.
     pub async fn run_retention(&self) -> Result<(), StreamError> {
-        self.ask(|reply| Req::Retention { reply }).await
+        if self.inner.writer.is_none() {
+            return Err(StreamError::BadInput(format!(
+                "the local log in {} is open read-only",
+                self.inner.dir.display()
+            )));
+        }
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            retention_pass(
+                &inner.dir,
+                inner.retention,
+                inner.retention_bytes,
+                &inner.ends,
+            )
+        })
+        .await
+        .map_err(|e| StreamError::Service(format!("retention task failed: {e}")))
     }
 
     /// Deletes the shard's whole segments that hold nothing after
