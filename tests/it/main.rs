@@ -26,6 +26,7 @@ mod intake_decode;
 mod intake_hostile;
 mod intake_kinesis;
 mod kinesis_responses;
+mod reshard_routing;
 mod stream_cli;
 mod stream_damage;
 mod stream_kinesis;

@@ -401,6 +401,7 @@ impl<B: StreamBackend, C: CheckpointStore> Consumer<B, C> {
                 from,
                 s.settings.max_records,
             )
+            .with_range(shard.hash_range)
             .with_max_lines(s.settings.batch_lines);
             let ctx = WorkerContext {
                 store: s.store.clone(),

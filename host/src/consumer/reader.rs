@@ -70,6 +70,8 @@ pub struct ShardReader<B: StreamBackend> {
     millis_behind: i64,
     throttled: u32,
     backoff: Backoff,
+    /// The shard's hash range, when known: see [`ShardReader::with_range`].
+    range: Option<crate::stream::HashRange>,
 }
 
 /// About how many bytes a read asks for (Kinesis serves 2 MB/s per shard
@@ -104,6 +106,7 @@ impl<B: StreamBackend> ShardReader<B> {
             millis_behind: 0,
             throttled: 0,
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(10)),
+            range: None,
         }
     }
 
@@ -117,6 +120,14 @@ impl<B: StreamBackend> ShardReader<B> {
     /// Cuts reads into batches of at most `n` lines (at record boundaries).
     pub fn with_max_lines(mut self, n: usize) -> Self {
         self.max_lines = n.max(1);
+        self
+    }
+
+    /// Drops, as the KCL does, an aggregated record with a sub-record
+    /// whose hash lies outside `range` (the shard's): a producer that met
+    /// a reshard sent its events again, to the right shard.
+    pub fn with_range(mut self, range: crate::stream::HashRange) -> Self {
+        self.range = Some(range);
         self
     }
 
@@ -205,16 +216,23 @@ impl<B: StreamBackend> ShardReader<B> {
         self.next_limit = u32::try_from(self.read_bytes / average)
             .unwrap_or(u32::MAX)
             .clamp(1, self.limit);
-        let (stream, shard, max_lines) = (self.stream.clone(), self.shard.clone(), self.max_lines);
+        let (stream, shard, max_lines, range) = (
+            self.stream.clone(),
+            self.shard.clone(),
+            self.max_lines,
+            self.range,
+        );
         // De-aggregation checks an MD5 per record: big reads go to the
         // blocking pool, so shards decode in parallel and the async
         // workers stay free.
         let batches = if bytes >= DECODE_OFF_THREAD_BYTES {
-            tokio::task::spawn_blocking(move || decode(&stream, &shard, out.records, max_lines))
-                .await
-                .map_err(|e| StreamError::Service(format!("decode task failed: {e}")))??
+            tokio::task::spawn_blocking(move || {
+                decode(&stream, &shard, range, out.records, max_lines)
+            })
+            .await
+            .map_err(|e| StreamError::Service(format!("decode task failed: {e}")))??
         } else {
-            decode(&stream, &shard, out.records, max_lines)?
+            decode(&stream, &shard, range, out.records, max_lines)?
         };
         self.queue.extend(batches);
         if let Some(last) = last {
@@ -258,6 +276,7 @@ const DECODE_OFF_THREAD_BYTES: usize = 256 << 10;
 fn decode(
     stream: &str,
     shard: &ShardId,
+    range: Option<crate::stream::HashRange>,
     records: Vec<crate::stream::StreamRecord>,
     max_lines: usize,
 ) -> Result<Vec<(Batch, Vec<Undecodable>)>, StreamError> {
@@ -283,6 +302,14 @@ fn decode(
         out.push((batch, undecodable));
     };
     for rec in records {
+        if let (Some(range), Some((lo, hi))) = (range, kpl::hash_span(&rec.data))
+            && !(range.contains(lo) && range.contains(hi))
+            && kpl::is_aggregated(&rec.data)
+        {
+            tracing::warn!(%stream, %shard, sequence = %rec.sequence, "an aggregated record with events outside the shard's hash range is skipped (as the KCL does): its producer met a reshard and sent them again");
+            batch.end_record(rec.sequence, rec.arrival_ms);
+            continue;
+        }
         match kpl::events_of(&rec.data, &rec.partition_key) {
             Ok(events) => {
                 for (sub, e) in events.into_iter().enumerate() {
@@ -322,4 +349,62 @@ fn decode(
         finish(batch, undecodable, &mut out);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventId, Stamp};
+    use crate::stream::{HashRange, StreamRecord, hash_key_of, kpl::Aggregator};
+
+    /// A record whose events hash into both halves of the key space is
+    /// skipped whole by a reader of the lower half (as the KCL skips it),
+    /// its sequence number still passed; one within the range is read.
+    #[test]
+    fn records_with_events_outside_the_shard_are_skipped_whole() {
+        let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+        let half = 1u128 << 127;
+        let low: Vec<&String> = keys.iter().filter(|k| hash_key_of(k) < half).collect();
+        assert!(low.len() > 1 && low.len() < keys.len());
+        let record = |keys: &[&String], seq: u64| {
+            let mut a = Aggregator::new(1 << 20);
+            for (i, k) in keys.iter().enumerate() {
+                let stamp = Stamp {
+                    id: EventId {
+                        listener: 1,
+                        counter: i as u64,
+                    },
+                    received_ms: 5,
+                };
+                assert!(a.try_push(k, b"{}", stamp));
+            }
+            let agg = a.finish();
+            StreamRecord {
+                sequence: SequenceNumber::parse(&seq.to_string()).unwrap_or_else(|e| panic!("{e}")),
+                partition_key: agg.partition_key,
+                data: agg.data,
+                arrival_ms: 5,
+            }
+        };
+        let all: Vec<&String> = keys.iter().collect();
+        let records = vec![record(&all, 1), record(&low, 2)];
+        let range = HashRange {
+            start: 0,
+            end: half - 1,
+        };
+        let shard = ShardId::new("shardId-000000000000");
+        let out = decode("s", &shard, Some(range), records.clone(), usize::MAX)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let lines: usize = out.iter().map(|(b, _)| b.len()).sum();
+        assert_eq!(lines, low.len(), "only the record within the range is read");
+        let ends: usize = out.iter().map(|(b, _)| b.records().len()).sum();
+        assert_eq!(
+            ends, 2,
+            "both records are passed (checkpoints move past them)"
+        );
+        // Without a range (or for the whole key space), both are read.
+        let out = decode("s", &shard, None, records, usize::MAX).unwrap_or_else(|e| panic!("{e}"));
+        let lines: usize = out.iter().map(|(b, _)| b.len()).sum();
+        assert_eq!(lines, keys.len() + low.len());
+    }
 }

@@ -128,7 +128,8 @@ impl<B: StreamBackend> StreamWalk<B> {
                             ShardId::new(shard.id.clone()),
                             pos,
                             self.limit,
-                        );
+                        )
+                        .with_range(shard.hash_range);
                         self.readers.insert(shard.id.clone(), r);
                     }
                 }

@@ -55,6 +55,9 @@ pub struct Metrics {
     pub put_retries: Family<PutLabel, Counter>,
     pub buffer_bytes: Gauge,
     pub spool_bytes: Family<StreamLabel, Gauge>,
+    /// Records a reshard sent to a shard not holding all their events,
+    /// whose events were sent again.
+    pub rerouted_records: Family<StreamLabel, Counter>,
 }
 
 impl Metrics {
@@ -74,6 +77,7 @@ impl Metrics {
             put_retries: Family::default(),
             buffer_bytes: Gauge::default(),
             spool_bytes: Family::default(),
+            rerouted_records: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("kinesthetic_intake");
         r.register(
@@ -136,6 +140,11 @@ impl Metrics {
             "spool_bytes",
             "Bytes in the spool not yet shipped to the stream",
             m.spool_bytes.clone(),
+        );
+        r.register(
+            "rerouted_records",
+            "Records a reshard put on a shard not holding all their events (their events were sent again; readers drop such a record whole)",
+            m.rerouted_records.clone(),
         );
         m
     }

@@ -226,7 +226,7 @@ pub fn spawn<B: StreamBackend>(
     stream: String,
     config: ProducerConfig,
     metrics: Metrics,
-    landed: Option<Landed>,
+    map: Option<SharedMap>,
 ) -> (ProducerHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(1024);
     let decoding = Arc::new(AtomicUsize::new(0));
@@ -236,7 +236,7 @@ pub fn spawn<B: StreamBackend>(
         stream,
         config,
         metrics,
-        landed,
+        map,
         decoding: Arc::clone(&decoding),
         decoded: Arc::clone(&decoded),
     };
@@ -251,18 +251,19 @@ pub fn spawn<B: StreamBackend>(
     )
 }
 
-/// Told of each record written: its explicit hash key and the shard it
-/// landed on (the intake compares it with the shard its map predicted).
-pub type Landed = Arc<LandedFn>;
-/// See [`Landed`].
-pub type LandedFn = dyn Fn(u128, &str) + Send + Sync;
+/// A stream's shard map, shared by whoever routes events by it (the
+/// intake) and whoever writes by it (the producer, the spool's shipper),
+/// which refreshes it when a record lands on another shard than predicted.
+pub type SharedMap = Arc<std::sync::RwLock<super::route::ShardMap>>;
 
 struct Producer<B> {
     backend: B,
     stream: String,
     config: ProducerConfig,
     metrics: Metrics,
-    landed: Option<Landed>,
+    /// Routes by this map, and re-routes what a reshard sends elsewhere
+    /// (`None` when writing to the spool, whose shipper does that).
+    map: Option<SharedMap>,
     decoding: Arc<AtomicUsize>,
     /// Woken when no request is being decoded any more.
     decoded: Arc<tokio::sync::Notify>,
@@ -318,14 +319,14 @@ impl<B: StreamBackend> Producer<B> {
                 let result = match packed {
                     Ok(queues) => {
                         let cut = queues.iter().map(|(k, q)| (*k, q.len())).collect();
-                        write_queues(
+                        write_routed(
                             &p.backend,
                             &p.stream,
                             &p.config,
                             &p.metrics,
                             queues,
                             Some(p.config.put_timeout),
-                            p.landed.as_deref(),
+                            p.map.as_ref(),
                         )
                         .await
                         .map_err(|u| (u, cut))
@@ -334,6 +335,7 @@ impl<B: StreamBackend> Producer<B> {
                         Unwritten {
                             error: e,
                             queues: Queues::new(),
+                            rerouted: false,
                         },
                         BTreeMap::new(),
                     )),
@@ -454,9 +456,10 @@ fn answer(
         failed: 0,
     };
     for (i, s) in cycle.into_iter().enumerate() {
-        let all_written = needs
-            .get(i)
-            .is_some_and(|n| n.iter().all(|(k, pos)| *pos < written_through(k)));
+        let all_written = !unwritten.rerouted
+            && needs
+                .get(i)
+                .is_some_and(|n| n.iter().all(|(k, pos)| *pos < written_through(k)));
         if all_written {
             a.written += 1;
             let _ = s.done.send(Ok(()));
@@ -518,6 +521,10 @@ pub(crate) type Queues = BTreeMap<u128, VecDeque<Aggregated>>;
 pub(crate) struct Unwritten {
     pub error: ProduceError,
     pub queues: Queues,
+    /// The records were packed again for a reshard: `queues` no longer
+    /// line up with the ones given, so nobody can tell which of them were
+    /// written (every request of the cycle fails: at least once).
+    pub rerouted: bool,
 }
 
 /// Writes queued records, one per destination per PutRecords call, in
@@ -535,8 +542,24 @@ pub(crate) async fn write_queues<B: StreamBackend>(
     metrics: &Metrics,
     mut queues: Queues,
     timeout: Option<Duration>,
-    landed: Option<&LandedFn>,
-) -> Result<(), Unwritten> {
+    map: Option<&SharedMap>,
+) -> Result<Rerouting, Unwritten> {
+    let mut rerouting = Rerouting::default();
+    // Records taken out of their queues to be re-routed go back into the
+    // unwritten ones if the write stops: they were not written.
+    let stop = |error: ProduceError, mut queues: Queues, rerouting: Rerouting| {
+        for (k, q) in rerouting.queues {
+            let rest = queues.remove(&k).unwrap_or_default();
+            let mut all = q;
+            all.extend(rest);
+            queues.insert(k, all);
+        }
+        Err(Unwritten {
+            error,
+            queues,
+            rerouted: false,
+        })
+    };
     let label = Metrics::put(stream, backend.put_target());
     let stream_label = Metrics::stream(stream);
     let started = Instant::now();
@@ -581,8 +604,8 @@ pub(crate) async fn write_queues<B: StreamBackend>(
                 match tokio::time::timeout(left, backend.put_records(stream, &entries)).await {
                     Ok(r) => r,
                     Err(_) => {
-                        return Err(Unwritten {
-                            error: ProduceError::Timeout {
+                        return stop(
+                            ProduceError::Timeout {
                                 secs: limit.as_secs(),
                                 last: format!(
                                     "a PutRecords call had not answered after {} ms",
@@ -590,7 +613,8 @@ pub(crate) async fn write_queues<B: StreamBackend>(
                                 ),
                             },
                             queues,
-                        });
+                            rerouting,
+                        );
                     }
                 }
             }
@@ -608,13 +632,51 @@ pub(crate) async fn write_queues<B: StreamBackend>(
                 // its first failure (what follows it waits, to keep order).
                 let mut done: BTreeMap<u128, usize> = BTreeMap::new();
                 let mut blocked: Vec<u128> = Vec::new();
+                // Destinations a reshard has made stale: the rest of their
+                // queue is re-routed, not sent to the same place again.
+                let mut stale: Vec<u128> = Vec::new();
+                // Whether a record that landed on `shard` may hold events
+                // outside its range: the shard is not in the map (the map
+                // is older than it), or its range does not hold them all.
+                let misplaced = |r: &Aggregated, shard: &str| -> bool {
+                    let Some(Ok(m)) = map.map(|m| m.read()) else {
+                        return false;
+                    };
+                    let span = crate::stream::kpl::hash_span(&r.data).unwrap_or_else(|| {
+                        let h = crate::stream::hash_key_of(&r.partition_key);
+                        (h, h)
+                    });
+                    match m.targets().iter().find(|t| t.shard == shard) {
+                        Some(t) => !(t.range.contains(span.0) && t.range.contains(span.1)),
+                        None => true,
+                    }
+                };
                 for ((k, i), o) in keys.iter().zip(&outcomes) {
+                    if stale.contains(k) {
+                        continue;
+                    }
                     match o {
+                        PutOutcome::Failed { code, .. } if code == crate::stream::WRONG_SHARD => {
+                            // Refused whole (the local log): nothing stored.
+                            // Behind another failure of its queue, it stays
+                            // queued for the next call.
+                            if !blocked.contains(k) {
+                                stale.push(*k);
+                            }
+                        }
                         PutOutcome::Written { shard, .. } if !blocked.contains(k) => {
                             debug_assert_eq!(done.get(k).copied().unwrap_or(0), *i);
                             *done.entry(*k).or_default() += 1;
-                            if let Some(f) = landed {
-                                f(*k, shard);
+                            if let Some(r) = queues.get(k).and_then(|q| q.get(*i))
+                                && misplaced(r, shard)
+                            {
+                                // Stored where its events may not belong
+                                // (Kinesis cannot refuse): checked once the
+                                // map is fresh, its events sent again if some
+                                // fall outside that shard; the rest of its
+                                // queue is routed again.
+                                rerouting.landed.push((r.clone(), shard.clone()));
+                                stale.push(*k);
                             }
                         }
                         PutOutcome::Written { .. } => {
@@ -655,6 +717,13 @@ pub(crate) async fn write_queues<B: StreamBackend>(
                         }
                     }
                 }
+                for k in stale {
+                    if let Some(q) = queues.remove(&k)
+                        && !q.is_empty()
+                    {
+                        rerouting.queues.entry(k).or_default().extend(q);
+                    }
+                }
                 queues.retain(|_, q| !q.is_empty());
                 if let Some(refusal) = refused {
                     // Entries written in this call have left their queues
@@ -663,10 +732,7 @@ pub(crate) async fn write_queues<B: StreamBackend>(
                         .put_failed_entries
                         .get_or_create(&label)
                         .inc_by(failed);
-                    return Err(Unwritten {
-                        error: ProduceError::Refused(refusal),
-                        queues,
-                    });
+                    return stop(ProduceError::Refused(refusal), queues, rerouting);
                 }
                 if failed > 0 {
                     metrics
@@ -682,17 +748,11 @@ pub(crate) async fn write_queues<B: StreamBackend>(
             // The spool is full: waiting out the deadline would not empty it
             // (the stream has been away a while); the caller is told at once.
             Err(StreamError::Full(m)) => {
-                return Err(Unwritten {
-                    error: ProduceError::Full(m),
-                    queues,
-                });
+                return stop(ProduceError::Full(m), queues, rerouting);
             }
             Err(e) if transient(&e) => Some(e.to_string()),
             Err(e) => {
-                return Err(Unwritten {
-                    error: ProduceError::Refused(e.to_string()),
-                    queues,
-                });
+                return stop(ProduceError::Refused(e.to_string()), queues, rerouting);
             }
         };
         match failure {
@@ -701,13 +761,14 @@ pub(crate) async fn write_queues<B: StreamBackend>(
                 if let Some(t) = timeout
                     && started.elapsed() >= t
                 {
-                    return Err(Unwritten {
-                        error: ProduceError::Timeout {
+                    return stop(
+                        ProduceError::Timeout {
                             secs: t.as_secs(),
                             last,
                         },
                         queues,
-                    });
+                        rerouting,
+                    );
                 }
                 attempt = attempt.saturating_add(1);
                 metrics.put_retries.get_or_create(&label).inc();
@@ -725,7 +786,243 @@ pub(crate) async fn write_queues<B: StreamBackend>(
             }
         }
     }
-    Ok(())
+    Ok(rerouting)
+}
+
+/// What a write found a reshard had made stale.
+#[derive(Debug, Default)]
+pub(crate) struct Rerouting {
+    /// Records not written (refused by the local log, or queued behind a
+    /// stale destination), per destination, in order.
+    pub queues: Queues,
+    /// Records written, but on another shard than predicted, and where.
+    pub landed: Vec<(Aggregated, String)>,
+}
+
+impl Rerouting {
+    fn is_empty(&self) -> bool {
+        self.queues.is_empty() && self.landed.is_empty()
+    }
+}
+
+/// How many times a write refreshes the map and re-routes before giving up.
+const REROUTE_ROUNDS: u32 = 5;
+
+/// [`write_queues`], then, with a shard map, the re-routing a reshard
+/// calls for: the map is refreshed; records written on another shard than
+/// predicted whose sub-records all lie in that shard's range stand, the
+/// others have every event sent again (a KCL reader drops such a record
+/// whole, as Kinesthetic's consumer does), and records not written are
+/// packed again by the fresh map. Every sub-record then lies in the range
+/// of the shard it is read from.
+pub(crate) async fn write_routed<B: StreamBackend>(
+    backend: &B,
+    stream: &str,
+    config: &ProducerConfig,
+    metrics: &Metrics,
+    queues: Queues,
+    timeout: Option<Duration>,
+    map: Option<&SharedMap>,
+) -> Result<(), Unwritten> {
+    let started = Instant::now();
+    let left = |t: Duration| t.saturating_sub(started.elapsed());
+    let mut r = write_queues(backend, stream, config, metrics, queues, timeout, map).await?;
+    let Some(map) = map else { return Ok(()) };
+    for round in 0..REROUTE_ROUNDS {
+        if r.is_empty() {
+            return Ok(());
+        }
+        let fail = |error: ProduceError, r: Rerouting| Unwritten {
+            error,
+            queues: r.queues,
+            rerouted: true,
+        };
+        let described = match timeout {
+            Some(t) => tokio::time::timeout(left(t), backend.describe(stream))
+                .await
+                .unwrap_or_else(|_| Err(StreamError::Service("describe timed out".into()))),
+            None => backend.describe(stream).await,
+        };
+        let d = match described {
+            Ok(d) => d,
+            Err(e) => {
+                return Err(fail(
+                    ProduceError::Refused(format!(
+                        "the stream was resharded and cannot be described: {e}"
+                    )),
+                    r,
+                ));
+            }
+        };
+        let fresh = match super::route::ShardMap::from_description(&d) {
+            Ok(m) => m,
+            Err(e) => return Err(fail(ProduceError::Refused(e.to_string()), r)),
+        };
+        tracing::info!(
+            stream,
+            round,
+            shards = fresh.len(),
+            "records met a reshard: the shard map is refreshed and they are re-routed"
+        );
+        if let Ok(mut m) = map.write() {
+            *m = fresh.clone();
+        }
+        let mut again: Vec<Aggregated> = Vec::new();
+        for (record, shard) in std::mem::take(&mut r.landed) {
+            let range = d
+                .shards
+                .iter()
+                .find(|s| s.id == shard)
+                .map(|s| s.hash_range);
+            let inside = match (range, crate::stream::kpl::hash_span(&record.data)) {
+                (Some(range), Some((lo, hi))) => range.contains(lo) && range.contains(hi),
+                (Some(range), None) => {
+                    range.contains(crate::stream::hash_key_of(&record.partition_key))
+                }
+                (None, _) => false,
+            };
+            if !inside {
+                metrics
+                    .rerouted_records
+                    .get_or_create(&Metrics::stream(stream))
+                    .inc();
+                tracing::warn!(
+                    stream,
+                    %shard,
+                    events = record.events,
+                    "a record landed on a shard whose range does not hold all its events: they are sent again"
+                );
+                again.push(record);
+            }
+        }
+        for (_, q) in std::mem::take(&mut r.queues) {
+            again.extend(q);
+        }
+        if again.is_empty() {
+            return Ok(());
+        }
+        let queues = match regroup(again, &fresh, config.record_max_bytes) {
+            Ok(q) => q,
+            Err(e) => return Err(fail(e, Rerouting::default())),
+        };
+        let t = timeout.map(left);
+        r = write_queues(backend, stream, config, metrics, queues, t, Some(map))
+            .await
+            .map_err(|mut u| {
+                u.rerouted = true;
+                u
+            })?;
+    }
+    if r.is_empty() {
+        return Ok(());
+    }
+    Err(Unwritten {
+        error: ProduceError::Refused(format!(
+            "the stream kept being resharded: records re-routed {REROUTE_ROUNDS} times"
+        )),
+        queues: r.queues,
+        rerouted: true,
+    })
+}
+
+/// The events of `records`, packed again by `map`: each to the shard whose
+/// range holds its hash, in their order.
+fn regroup(
+    records: Vec<Aggregated>,
+    map: &super::route::ShardMap,
+    limit: usize,
+) -> Result<Queues, ProduceError> {
+    let mut p = Packer::new(limit);
+    for r in records {
+        p.push_events_of(&r, map)?;
+    }
+    Ok(p.finish())
+}
+
+/// Builds queues of records per destination, in order: whole records
+/// where they can go as they are, single events packed into records.
+pub(crate) struct Packer {
+    limit: usize,
+    aggs: BTreeMap<u128, Aggregator>,
+    queues: Queues,
+}
+
+impl Packer {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            aggs: BTreeMap::new(),
+            queues: Queues::new(),
+        }
+    }
+
+    fn flush(&mut self, k: u128) {
+        if let Some(a) = self.aggs.get_mut(&k)
+            && !a.is_empty()
+        {
+            self.queues.entry(k).or_default().push_back(a.finish());
+        }
+    }
+
+    /// A record to destination `k` as it is, after what came before.
+    pub(crate) fn push_record(&mut self, k: u128, r: Aggregated) {
+        self.flush(k);
+        self.queues.entry(k).or_default().push_back(r);
+    }
+
+    /// The events of `r`, each to the shard of `map` its hash falls in.
+    pub(crate) fn push_events_of(
+        &mut self,
+        r: &Aggregated,
+        map: &super::route::ShardMap,
+    ) -> Result<(), ProduceError> {
+        let events = crate::stream::kpl::events_of(&r.data, &r.partition_key)
+            .map_err(|e| ProduceError::Refused(format!("a record to re-route: {e}")))?;
+        for e in events {
+            let h = match e.explicit_hash_key.as_deref().map(str::parse::<u128>) {
+                Some(Ok(h)) => h,
+                _ => crate::stream::hash_key_of(&e.partition_key),
+            };
+            let Some(k) = map.targets().get(map.index_of(h)).map(|t| t.range.start) else {
+                continue;
+            };
+            let Some(stamp) = e.stamp else {
+                // Not ours to pack (no stamp to carry): on its own.
+                self.push_record(
+                    k,
+                    Aggregated {
+                        data: e.data,
+                        partition_key: e.partition_key,
+                        events: 1,
+                        stamp_bytes: 0,
+                    },
+                );
+                continue;
+            };
+            let limit = self.limit;
+            let a = self.aggs.entry(k).or_insert_with(|| Aggregator::new(limit));
+            if a.try_push(&e.partition_key, &e.data, stamp) {
+                continue;
+            }
+            let full = a.finish();
+            if !a.try_push(&e.partition_key, &e.data, stamp) {
+                return Err(ProduceError::Refused(format!(
+                    "an event of {} bytes does not fit in a record of {limit} bytes",
+                    e.data.len()
+                )));
+            }
+            self.queues.entry(k).or_default().push_back(full);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn finish(mut self) -> Queues {
+        let keys: Vec<u128> = self.aggs.keys().copied().collect();
+        for k in keys {
+            self.flush(k);
+        }
+        self.queues
+    }
 }
 
 fn transient(e: &StreamError) -> bool {
@@ -745,6 +1042,48 @@ fn backoff(c: &ProducerConfig, attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After a reshard's re-routing failed, no request of the cycle is
+    /// answered written: what was re-packed cannot be traced back to them.
+    #[test]
+    fn a_failed_reroute_fails_every_request_of_its_cycle() {
+        let budget = Budget::new(1 << 20);
+        // Each request needs record 0 of its destination; both queues of
+        // one record each were written, as far as the positions go.
+        let needs: Vec<Needs> = vec![vec![(1, 0)], vec![(2, 0)]];
+        let cut: BTreeMap<u128, usize> = [(1, 1), (2, 1)].into_iter().collect();
+        for (rerouted, want_ok) in [(false, 2), (true, 0)] {
+            let mut waits_now = Vec::new();
+            let mut cycle_now = Vec::new();
+            for _ in 0..2 {
+                let (done, wait) = oneshot::channel();
+                waits_now.push(wait);
+                cycle_now.push(Submission {
+                    groups: Vec::new(),
+                    bytes: 1,
+                    done,
+                    _reservation: budget.try_reserve(1).unwrap_or_else(|| panic!("budget")),
+                });
+            }
+            let u = Unwritten {
+                error: ProduceError::Refused("x".into()),
+                queues: Queues::new(),
+                rerouted,
+            };
+            let a = answer(cycle_now, &needs, &cut, &u);
+            assert_eq!(
+                (a.written, a.failed),
+                (want_ok, 2 - want_ok),
+                "rerouted {rerouted}"
+            );
+            let ok = waits_now
+                .into_iter()
+                .filter_map(|mut w| w.try_recv().ok())
+                .filter(Result::is_ok)
+                .count();
+            assert_eq!(ok, want_ok);
+        }
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

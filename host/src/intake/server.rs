@@ -199,31 +199,16 @@ impl<B: StreamBackend> Intake<B> {
             return Err(IntakeError::ShuttingDown);
         }
         let map = Arc::new(RwLock::new(map));
-        // A record that lands on another shard than the map predicted says
-        // the stream was resharded: the map is refreshed at once, not at
-        // its next turn. (Not behind the spool: that answers for itself.)
-        let refresh = Arc::new(tokio::sync::Notify::new());
-        let landed: Option<producer::Landed> =
-            (self.inner.backend.put_target() != "spool").then(|| {
-                let (map, refresh) = (Arc::clone(&map), Arc::clone(&refresh));
-                let f: producer::Landed = Arc::new(move |ehk: u128, shard: &str| {
-                    let stale = map.read().is_ok_and(|m| {
-                        m.targets()
-                            .get(m.index_of(ehk))
-                            .is_some_and(|t| t.shard != shard)
-                    });
-                    if stale {
-                        refresh.notify_one();
-                    }
-                });
-                f
-            });
+        // The producer re-routes what a reshard sends elsewhere, and keeps
+        // the map fresh for the requests after (not behind the spool: its
+        // shipper does that for itself).
+        let producer_map = (self.inner.backend.put_target() != "spool").then(|| Arc::clone(&map));
         let (handle, task) = producer::spawn(
             self.inner.backend.clone(),
             stream.to_owned(),
             self.inner.producer.clone(),
             self.inner.metrics.clone(),
-            landed,
+            producer_map,
         );
         self.inner.tasks.spawn(async move {
             let _ = task.await;
@@ -244,22 +229,12 @@ impl<B: StreamBackend> Intake<B> {
         let stop = self.inner.shutdown.clone();
         self.inner.tasks.spawn(async move {
             let mut every = SHARD_REFRESH;
-            let mut last = tokio::time::Instant::now();
             let mut wait = SHARD_REFRESH.mul_f64(rand::random::<f64>());
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(wait) => {}
-                    _ = refresh.notified() => {
-                        tracing::info!(stream = %name, "a record landed on another shard than the map predicted: refreshing the shard map");
-                        // At most one refresh a second however many land.
-                        tokio::select! {
-                            _ = stop.cancelled() => return,
-                            _ = tokio::time::sleep_until(last + Duration::from_secs(1)) => {}
-                        }
-                    }
                 }
-                last = tokio::time::Instant::now();
                 let Some(s) = weak.upgrade() else { return };
                 let described = backend.describe(&name).await;
                 every = match &described {

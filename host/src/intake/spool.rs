@@ -10,7 +10,7 @@
 //! puts are refused as throttled, so the intake answers 503 rather than
 //! accept what it could not keep.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +20,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
-use super::producer::{ProducerConfig, Queues, write_queues};
+use super::producer::{Packer, ProducerConfig, Queues, SharedMap, write_routed};
+use super::route::ShardMap;
 use crate::stream::kpl::{self, Aggregated, Aggregator, Decoded};
 use crate::stream::local::LocalLog;
 use crate::stream::{
@@ -455,6 +456,9 @@ impl<B: StreamBackend> Spooled<B> {
         let spool = &self.inner.spool;
         let mut delay = Duration::from_millis(100);
         let mut iterator: Option<ShardIterator> = None;
+        // The remote's shards, described when shipping starts and kept
+        // fresh by the writes (a record landing elsewhere refreshes it).
+        let mut map: Option<SharedMap> = None;
         loop {
             if self.inner.stop.is_cancelled() {
                 return;
@@ -499,30 +503,66 @@ impl<B: StreamBackend> Spooled<B> {
                 }
                 continue;
             }
-            let mut queues: BTreeMap<u128, VecDeque<Aggregated>> = BTreeMap::new();
+            // Routed by the stream's shards as they are now, not as they
+            // were when spooled (the stream may have been resharded during
+            // the outage): a record whose events all fall in one shard goes
+            // as it is, the others are split by shard.
+            if map.is_none() {
+                map = match self.describe(&stream).await {
+                    Ok(d) => ShardMap::from_description(&d)
+                        .ok()
+                        .map(|m| Arc::new(std::sync::RwLock::new(m))),
+                    Err(e) => {
+                        tracing::warn!(stream, error = %e, "spool: the stream cannot be described; shipping by the hash keys spooled");
+                        None
+                    }
+                };
+            }
+            let limit = self.inner.config.record_max_bytes;
+            let mut packer = Packer::new(limit);
+            let current = map.as_ref().and_then(|m| m.read().ok().map(|m| m.clone()));
             let mut bytes = 0u64;
             for r in &batch.records {
                 bytes += r.data.len() as u64;
-                match decode(&r.data) {
-                    Some((ehk, key, data)) => {
-                        queues.entry(ehk).or_default().push_back(Aggregated {
-                            data,
-                            partition_key: key,
-                            events: 0,
-                            stamp_bytes: 0,
-                        })
-                    }
-                    None => {
-                        tracing::error!(stream, sequence = %r.sequence, "spool: a record that is not ours; skipped")
+                let Some((ehk, key, data)) = decode(&r.data) else {
+                    tracing::error!(stream, sequence = %r.sequence, "spool: a record that is not ours; skipped");
+                    continue;
+                };
+                let record = Aggregated {
+                    data,
+                    partition_key: key,
+                    events: 0,
+                    stamp_bytes: 0,
+                };
+                let Some(m) = &current else {
+                    packer.push_record(ehk, record);
+                    continue;
+                };
+                let (lo, hi) = kpl::hash_span(&record.data).unwrap_or((ehk, ehk));
+                match m.targets().get(m.index_of(lo)) {
+                    Some(t) if t.range.contains(hi) => packer.push_record(t.range.start, record),
+                    _ => {
+                        if let Err(e) = packer.push_events_of(&record, m) {
+                            tracing::error!(stream, sequence = %r.sequence, error = %e, "spool: a record that cannot be split by shard; sent as spooled");
+                            packer.push_record(ehk, record);
+                        }
                     }
                 }
             }
             // A backlog is often many small records (cycles of a few
             // events each); Kinesis counts records, so fill them up again.
-            let limit = self.inner.config.record_max_bytes;
-            let queues: BTreeMap<u128, VecDeque<Aggregated>> = queues
+            let queues: Queues = packer
+                .finish()
                 .into_iter()
-                .map(|(k, q)| (k, repack(q, limit)))
+                .map(|(k, q)| {
+                    // Counted when they were spooled.
+                    let q = q.into_iter().map(|mut r| {
+                        r.events = 0;
+                        r.stamp_bytes = 0;
+                        r
+                    });
+                    (k, repack(q.collect(), limit))
+                })
                 .collect();
             let last = batch.records.last().map(|r| r.sequence.clone());
             let mut queues: Queues = queues;
@@ -530,14 +570,14 @@ impl<B: StreamBackend> Spooled<B> {
             // what it did not take goes again: re-reading the batch from
             // the checkpoint would send the rest twice.
             loop {
-                let write = write_queues(
+                let write = write_routed(
                     &self.inner.remote,
                     &stream,
                     &self.inner.config,
                     &self.inner.metrics,
                     queues,
                     None,
-                    None,
+                    map.as_ref(),
                 );
                 let done = tokio::select! {
                     r = write => r,

@@ -399,6 +399,43 @@ pub fn is_aggregated(data: &[u8]) -> bool {
     }
 }
 
+/// The lowest and highest hash key among an aggregated record's key
+/// tables (the MD5 of each partition key, each explicit hash key): where
+/// its sub-records go. `None` for a record without the KPL magic or whose
+/// tables cannot be read (a plain record, one hash: its own key's). Reads
+/// only the tables, without checking the MD5 trailer, so it is cheap
+/// enough for every put.
+pub fn hash_span(data: &[u8]) -> Option<(u128, u128)> {
+    if data.len() < MAGIC.len() + DIGEST_LEN || data[..MAGIC.len()] != MAGIC {
+        return None;
+    }
+    let mut body = &data[MAGIC.len()..data.len() - DIGEST_LEN];
+    let mut span: Option<(u128, u128)> = None;
+    let mut take = |h: u128| {
+        span = Some(span.map_or((h, h), |(lo, hi)| (lo.min(h), hi.max(h))));
+    };
+    while !body.is_empty() {
+        let tag = prost::encoding::decode_varint(&mut body).ok()?;
+        match (tag >> 3, tag & 7) {
+            (field, 2) => {
+                let len = usize::try_from(prost::encoding::decode_varint(&mut body).ok()?).ok()?;
+                let value = body.get(..len)?;
+                body = &body[len..];
+                match field {
+                    1 => take(crate::stream::hash_key_of(std::str::from_utf8(value).ok()?)),
+                    2 => take(std::str::from_utf8(value).ok()?.parse().ok()?),
+                    _ => {}
+                }
+            }
+            (_, 0) => {
+                prost::encoding::decode_varint(&mut body).ok()?;
+            }
+            _ => return None,
+        }
+    }
+    span
+}
+
 fn parse_stamp(v: &str) -> Option<Stamp> {
     let mut it = v.split('.');
     let listener = u64::from_str_radix(it.next()?, 16).ok()?;
@@ -530,6 +567,24 @@ mod tests {
             id: EventId { listener, counter },
             received_ms: ms,
         }
+    }
+
+    #[test]
+    fn the_hash_span_covers_every_key_of_a_record() {
+        use crate::stream::hash_key_of;
+        let mut a = Aggregator::new(1 << 20);
+        let keys = ["alpha", "beta", "gamma", "delta"];
+        for (i, k) in keys.iter().enumerate() {
+            assert!(a.try_push(k, b"x", stamp(1, i as u64, 5)));
+        }
+        let agg = a.finish();
+        let hashes: Vec<u128> = keys.iter().map(|k| hash_key_of(k)).collect();
+        let lo = hashes.iter().copied().min().unwrap_or(0);
+        let hi = hashes.iter().copied().max().unwrap_or(0);
+        assert_eq!(hash_span(&agg.data), Some((lo, hi)));
+        // Plain records and truncated ones have none.
+        assert_eq!(hash_span(b"plain text"), None);
+        assert_eq!(hash_span(&agg.data[..12]), None);
     }
 
     #[test]

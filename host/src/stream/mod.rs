@@ -119,6 +119,14 @@ impl PutOutcome {
     }
 }
 
+/// The code of a put entry the local log refuses, nothing of it stored,
+/// because some of its sub-records hash outside the shard it would land on
+/// (its explicit hash key was chosen from a shard map made before a
+/// reshard): the producer refreshes its map and re-routes the events.
+/// Later entries of the same put bound for that shard are refused with it,
+/// so the events of a key keep their order.
+pub const WRONG_SHARD: &str = "KinesthesticWrongShard";
+
 /// Where a reader starts in a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartPosition {

@@ -1412,14 +1412,27 @@ impl Writer {
         let mut bufs: BTreeMap<u32, (u64, BytesMut)> = BTreeMap::new();
         let mut out = Vec::with_capacity(entries.len());
         // Where each entry goes, checked before any offset is handed out.
+        // An aggregated record whose sub-records do not all hash into that
+        // shard is refused (`WRONG_SHARD`), and so are the later entries
+        // bound for the same shard.
         let mut targets = Vec::with_capacity(entries.len());
+        let mut wrong: Vec<u32> = Vec::new();
         for e in entries {
             let h = e.hash_key();
-            let index = open
+            let (index, range) = open
                 .iter()
                 .find(|(r, _)| r.contains(h))
-                .map(|(_, i)| *i)
+                .map(|(r, i)| (*i, *r))
                 .ok_or_else(|| StreamError::Service(format!("no open shard holds hash key {h}")))?;
+            let outside = crate::stream::kpl::hash_span(&e.data)
+                .is_some_and(|(lo, hi)| !(range.contains(lo) && range.contains(hi)));
+            if outside || wrong.contains(&index) {
+                if !wrong.contains(&index) {
+                    wrong.push(index);
+                }
+                targets.push(Err(index));
+                continue;
+            }
             match st.shards.get(&index) {
                 None => {
                     return Err(StreamError::Service(format!("shard {index} has no state")));
@@ -1430,10 +1443,24 @@ impl Writer {
                          be cut out of its segment; reopen the log"
                     )));
                 }
-                Some(_) => targets.push(index),
+                Some(_) => targets.push(Ok(index)),
             }
         }
-        for (e, index) in entries.iter().zip(targets) {
+        for (e, target) in entries.iter().zip(targets) {
+            let index = match target {
+                Ok(i) => i,
+                Err(i) => {
+                    out.push(PutOutcome::Failed {
+                        code: crate::stream::WRONG_SHARD.to_owned(),
+                        message: format!(
+                            "some of the record's sub-records hash outside shard {}'s range \
+                             (the stream was resharded): re-route them",
+                            shard_id(i)
+                        ),
+                    });
+                    continue;
+                }
+            };
             let Some(sh) = st.shards.get_mut(&index) else {
                 continue;
             };
