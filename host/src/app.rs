@@ -69,7 +69,7 @@ fn local_options(config: &Config) -> LocalOptions {
             config.stream.retention_hours.saturating_mul(3600),
         )),
         retention_bytes: config.stream.retention_bytes,
-        entry_overhead: 0,
+        ..LocalOptions::default()
     }
 }
 

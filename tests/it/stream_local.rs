@@ -879,3 +879,56 @@ fn closed_shards_release_their_files() {
         assert_eq!(recs.len(), 1);
     });
 }
+
+/// Retention runs on its own thread: an idle log (no puts) still deletes
+/// segments past their age, and the segment being written to stays.
+#[test]
+fn retention_runs_while_the_log_is_idle() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = LocalLog::open(
+            dir.path(),
+            LocalOptions {
+                segment_bytes: 2_000,
+                retention: Some(Duration::from_millis(300)),
+                retention_every: Duration::from_millis(100),
+                ..LocalOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        log.create_stream("s", 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..60 {
+            log.put_records("s", &[entry("k", format!("{i:04}-{}", "p".repeat(100)))])
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let shard_dir = dir.path().join("s/shardId-000000000000");
+        let segments = || {
+            std::fs::read_dir(&shard_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+                .count()
+        };
+        let before = segments();
+        assert!(before >= 3, "{before} segments");
+        // No put from here on.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(segments(), 1, "{before} segments, none deleted while idle");
+        let recs = read_shard(
+            &log,
+            "s",
+            "shardId-000000000000",
+            StartPosition::TrimHorizon,
+        )
+        .await;
+        assert!(
+            !recs.is_empty() && recs.len() < 60,
+            "{} records",
+            recs.len()
+        );
+    });
+}

@@ -35,6 +35,9 @@ pub struct LocalOptions {
     pub retention: Option<Duration>,
     /// Keep at most this many bytes per shard (whole segments are deleted).
     pub retention_bytes: Option<u64>,
+    /// How often retention runs (on its own thread, whether or not the log
+    /// is being written).
+    pub retention_every: Duration,
     /// Bytes each entry may carry beyond Kinesis's limits on a record and
     /// on a put: the spool wraps every record with its destination, and
     /// must take whatever Kinesis would.
@@ -48,6 +51,7 @@ impl Default for LocalOptions {
             segment_bytes: 64 << 20,
             retention: None,
             retention_bytes: None,
+            retention_every: Duration::from_secs(10),
             entry_overhead: 0,
         }
     }
@@ -256,7 +260,11 @@ impl LocalLog {
         finish_deletes(dir);
         let ends = Arc::new(RwLock::new(HashMap::new()));
         let entry_overhead = options.entry_overhead;
-        let (retention, retention_bytes) = (options.retention, options.retention_bytes);
+        let (retention, retention_bytes, retention_every) = (
+            options.retention,
+            options.retention_bytes,
+            options.retention_every,
+        );
         let quarantine = Arc::new(Quarantine::new(dir, true));
         let mut w = Writer {
             dir: dir.to_owned(),
@@ -284,7 +292,7 @@ impl LocalLog {
                 retention_bytes,
             }),
         };
-        spawn_retention(&log, retention, retention_bytes);
+        spawn_retention(&log, retention, retention_bytes, retention_every);
         Ok(log)
     }
 
@@ -1813,10 +1821,6 @@ impl Writer {
     }
 }
 
-/// How often retention runs, on its own thread (deleting files must not
-/// hold up the writer's puts).
-const RETENTION_EVERY: Duration = Duration::from_secs(10);
-
 /// Deletes whole segments past the retention age or size, in every stream
 /// of the log in `dir`. A shard's segment being appended to (where its
 /// committed end is, in `ends`) and those after it are kept.
@@ -1888,18 +1892,25 @@ fn retention_pass(
     }
 }
 
-/// Runs retention every [`RETENTION_EVERY`] until the log is dropped.
-fn spawn_retention(log: &LocalLog, retention: Option<Duration>, retention_bytes: Option<u64>) {
+/// Runs retention every `every` until the log is dropped, on a thread of
+/// its own: deleting files does not hold up the writer's puts.
+fn spawn_retention(
+    log: &LocalLog,
+    retention: Option<Duration>,
+    retention_bytes: Option<u64>,
+    every: Duration,
+) {
     let weak = Arc::downgrade(&log.inner);
+    let tick = every.clamp(Duration::from_millis(10), Duration::from_secs(1));
     let spawned = std::thread::Builder::new()
         .name("local-log-retention".into())
         .spawn(move || {
             let mut waited = Duration::ZERO;
             loop {
-                std::thread::sleep(Duration::from_secs(1));
-                waited += Duration::from_secs(1);
+                std::thread::sleep(tick);
+                waited += tick;
                 let Some(inner) = weak.upgrade() else { return };
-                if waited >= RETENTION_EVERY {
+                if waited >= every {
                     waited = Duration::ZERO;
                     retention_pass(&inner.dir, retention, retention_bytes, &inner.ends);
                 }
