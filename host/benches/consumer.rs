@@ -256,8 +256,8 @@ fn throughput_config(dir: &Path) -> Config {
     c.filters.dir = dir.join("filters");
     c.filters.cache_dir = Some(dir.join("cache"));
     let mut sink = SinkConfig::dir(dir.join("archive"));
-    sink.max_age_ms = 3_600_000;
-    sink.max_bytes = 256 << 10;
+    sink.max_age_ms = Some(3_600_000);
+    sink.max_bytes = Some(256 << 10);
     c.sinks.insert("filtered".into(), sink);
     c.pipelines.push(pipeline(
         "errors",
@@ -581,7 +581,7 @@ fn latency_config(dir: &Path, kinesis: Option<(&str, &str)>) -> Config {
         },
     );
     let mut sink = SinkConfig::dir(dir.join("archive"));
-    sink.max_age_ms = AGE_MS;
+    sink.max_age_ms = Some(AGE_MS);
     c.sinks.insert("filtered".into(), sink);
     c.pipelines.push(pipeline(
         "errors",

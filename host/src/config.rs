@@ -372,6 +372,22 @@ pub enum SinkKind {
     Dir,
     /// An S3 bucket (or a stand-in at `endpoint`).
     S3,
+    /// POSTed to a consumer's HTTP endpoint, batch by batch, each with an
+    /// `Idempotency-Key`.
+    Http,
+}
+
+/// How an `http` sink sends a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushFormat {
+    /// The batch's lines as the body (`application/x-ndjson`, compressed
+    /// as `compression` says).
+    #[default]
+    Ndjson,
+    /// Amazon Data Firehose's HTTP endpoint delivery request: a JSON
+    /// envelope with `requestId`, `timestamp` and base64 `records`.
+    Firehose,
 }
 
 /// How archive objects are compressed.
@@ -426,19 +442,58 @@ pub struct SinkConfig {
     /// and the compression's extension (`.ndjson.gz`).
     #[serde(default)]
     pub key_template: Option<String>,
+    /// `gzip` (default), `zstd` or `none` (the default for http).
     #[serde(default)]
-    pub compression: Compression,
-    /// An object is closed before it would grow past this many bytes of lines.
-    #[serde(default = "default_max_bytes")]
-    pub max_bytes: u64,
+    pub compression: Option<Compression>,
+    /// An object (a batch, for http) is closed before it would grow past
+    /// this many bytes of lines. Default 64 MiB; 1 MiB for http.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
     /// An object holds records that reached the stream within this long of
-    /// its first one.
-    #[serde(default = "default_max_age")]
-    pub max_age_ms: u64,
+    /// its first one. Default 60 s; 200 ms for http.
+    #[serde(default)]
+    pub max_age_ms: Option<u64>,
     /// Longest wait between two attempts of a failing write (writes are
     /// retried until they succeed, holding the checkpoint).
     #[serde(default = "default_retry_max")]
     pub retry_max_ms: u64,
+    /// http: the consumer's endpoint (`http://` or `https://`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// http: `ndjson` (default) or `firehose`.
+    #[serde(default)]
+    pub format: PushFormat,
+    /// http: the header that carries `auth_value` or `$auth_env`
+    /// (default `Authorization`; `X-Amz-Firehose-Access-Key` for firehose).
+    #[serde(default)]
+    pub auth_header: Option<String>,
+    /// http: the header's value (prefer `auth_env`: it stays out of files).
+    #[serde(default)]
+    pub auth_value: Option<String>,
+    /// http: the environment variable holding the header's value.
+    #[serde(default)]
+    pub auth_env: Option<String>,
+    /// http: one POST's deadline.
+    #[serde(default = "default_push_timeout")]
+    pub timeout_ms: u64,
+    /// http: how long a batch is retried (connection errors, timeouts,
+    /// 408, 429, 5xx) before it goes to the dead-letter sink.
+    #[serde(default = "default_retry_budget")]
+    pub retry_budget_ms: u64,
+    /// http: POSTs in flight at most, over all shards (a shard's next
+    /// batch always waits for its previous one).
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn default_push_timeout() -> u64 {
+    10_000
+}
+fn default_retry_budget() -> u64 {
+    3_600_000
+}
+fn default_in_flight() -> usize {
+    16
 }
 
 fn yes() -> bool {
@@ -470,11 +525,53 @@ impl SinkConfig {
             multipart_threshold_bytes: default_multipart(),
             prefix: String::new(),
             key_template: None,
-            compression: Compression::Gzip,
-            max_bytes: default_max_bytes(),
-            max_age_ms: default_max_age(),
+            compression: None,
+            max_bytes: None,
+            max_age_ms: None,
             retry_max_ms: default_retry_max(),
+            url: None,
+            format: PushFormat::Ndjson,
+            auth_header: None,
+            auth_value: None,
+            auth_env: None,
+            timeout_ms: default_push_timeout(),
+            retry_budget_ms: default_retry_budget(),
+            max_in_flight: default_in_flight(),
         }
+    }
+
+    /// An http push sink to `url` with the defaults: batches of at most
+    /// 1 MiB or 200 ms of records, uncompressed.
+    pub fn http(url: impl Into<String>) -> Self {
+        let mut c = Self::dir("unused");
+        c.kind = SinkKind::Http;
+        c.path = None;
+        c.url = Some(url.into());
+        c
+    }
+
+    /// See the field: the kind's default unless set.
+    pub fn compression(&self) -> Compression {
+        self.compression.unwrap_or(match self.kind {
+            SinkKind::Http => Compression::None,
+            _ => Compression::Gzip,
+        })
+    }
+
+    /// See the field: the kind's default unless set.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes.unwrap_or(match self.kind {
+            SinkKind::Http => 1 << 20,
+            _ => default_max_bytes(),
+        })
+    }
+
+    /// See the field: the kind's default unless set.
+    pub fn max_age_ms(&self) -> u64 {
+        self.max_age_ms.unwrap_or(match self.kind {
+            SinkKind::Http => 200,
+            _ => default_max_age(),
+        })
     }
 
     /// The key template in force.
@@ -482,7 +579,7 @@ impl SinkConfig {
         self.key_template.clone().unwrap_or_else(|| {
             format!(
                 "{{prefix}}/{{stream}}/{{yyyy}}/{{MM}}/{{dd}}/{{HH}}/{{stream}}-{{shard}}-{{first_seq}}-{{last_seq}}{}",
-                self.compression.extension()
+                self.compression().extension()
             )
         })
     }
@@ -750,6 +847,18 @@ impl Config {
                     format!("{name:?} is not a sink name (1 to 64 of A-Z a-z 0-9 _ . -)"),
                 ));
             }
+            if k.kind != SinkKind::Http {
+                for (f, set) in [
+                    ("url", k.url.is_some()),
+                    ("auth_header", k.auth_header.is_some()),
+                    ("auth_value", k.auth_value.is_some()),
+                    ("auth_env", k.auth_env.is_some()),
+                ] {
+                    if set {
+                        return Err(bad(&key(f), "only for type = \"http\"".into()));
+                    }
+                }
+            }
             match k.kind {
                 SinkKind::Dir => {
                     if k.path.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
@@ -763,6 +872,48 @@ impl Config {
                         if set {
                             return Err(bad(&key(f), "only for type = \"s3\"".into()));
                         }
+                    }
+                }
+                SinkKind::Http => {
+                    let url = k.url.as_deref().unwrap_or("");
+                    if !(url.starts_with("http://") || url.starts_with("https://"))
+                        || reqwest::Url::parse(url).is_err()
+                    {
+                        return Err(bad(
+                            &key("url"),
+                            format!("{url:?}: an http sink needs a url, http:// or https://"),
+                        ));
+                    }
+                    for (f, set) in [
+                        ("path", k.path.is_some()),
+                        ("bucket", k.bucket.is_some()),
+                        ("region", k.region.is_some()),
+                        ("endpoint", k.endpoint.is_some()),
+                    ] {
+                        if set {
+                            return Err(bad(&key(f), "not for type = \"http\"".into()));
+                        }
+                    }
+                    if k.auth_value.is_some() && k.auth_env.is_some() {
+                        return Err(bad(
+                            &key("auth_env"),
+                            "give auth_value or auth_env, not both".into(),
+                        ));
+                    }
+                    if k.format == PushFormat::Firehose && k.compression() != Compression::None {
+                        return Err(bad(
+                            &key("compression"),
+                            "format = \"firehose\" sends JSON: set compression = \"none\"".into(),
+                        ));
+                    }
+                    if !(100..=600_000).contains(&k.timeout_ms) {
+                        return Err(bad(
+                            &key("timeout_ms"),
+                            format!("{}: expected 100 to 600000 (milliseconds)", k.timeout_ms),
+                        ));
+                    }
+                    if k.max_in_flight == 0 {
+                        return Err(bad(&key("max_in_flight"), "at least 1".into()));
                     }
                 }
                 SinkKind::S3 => {
@@ -796,7 +947,7 @@ impl Config {
             crate::sink::util::template::KeyTemplate::parse(&template)
                 .map_err(|m| bad(&key("key_template"), m))?;
             if k.key_template.is_some() {
-                let ext = k.compression.extension();
+                let ext = k.compression().extension();
                 let ends_like = [".gz", ".zst", ".ndjson"]
                     .iter()
                     .find(|e| template.ends_with(*e));
@@ -807,21 +958,31 @@ impl Config {
                         &key("key_template"),
                         format!(
                             "ends in {e:?} but compression is {:?}: end it in {ext:?}",
-                            k.compression
+                            k.compression()
                         ),
                     ));
                 }
             }
-            if k.max_bytes < 1024 || k.max_bytes > 5 << 30 {
+            if k.max_bytes() < 1024 || k.max_bytes() > 5 << 30 {
                 return Err(bad(
                     &key("max_bytes"),
-                    format!("{}: expected 1024 to 5 GiB", k.max_bytes),
+                    format!("{}: expected 1024 to 5 GiB", k.max_bytes()),
                 ));
             }
-            if !(100..=86_400_000).contains(&k.max_age_ms) {
+            // An http batch is held in memory uncompressed until it is sent.
+            if k.kind == SinkKind::Http && k.max_bytes() > 64 << 20 {
+                return Err(bad(
+                    &key("max_bytes"),
+                    format!(
+                        "{}: at most 64 MiB for an http sink (one POST)",
+                        k.max_bytes()
+                    ),
+                ));
+            }
+            if !(10..=86_400_000).contains(&k.max_age_ms()) {
                 return Err(bad(
                     &key("max_age_ms"),
-                    format!("{} ms: expected 100 to 86400000 (a day)", k.max_age_ms),
+                    format!("{} ms: expected 10 to 86400000 (a day)", k.max_age_ms()),
                 ));
             }
             if k.retry_max_ms < 100 {
@@ -911,6 +1072,14 @@ impl Config {
             }
             if let Some(d) = &p.dead_letter {
                 sink_exists(key("dead_letter"), d)?;
+                if self.sinks.get(d).is_some_and(|k| k.kind == SinkKind::Http) {
+                    return Err(bad(
+                        &key("dead_letter"),
+                        format!(
+                            "{d:?} is an http sink: a dead-letter sink keeps what could not be delivered; use a dir or s3 sink"
+                        ),
+                    ));
+                }
             }
             validate_limits(&p.limits).map_err(|(f, m)| bad(&key(&format!("limits.{f}")), m))?;
         }
@@ -945,7 +1114,8 @@ impl Config {
             let Some(k) = self.sinks.get(*sink) else {
                 continue;
             };
-            if who.len() < 2 {
+            // An http batch's idempotency key names its pipeline already.
+            if who.len() < 2 || k.kind == SinkKind::Http {
                 continue;
             }
             let text = format!("{}{}", k.prefix, k.template());
@@ -1011,10 +1181,10 @@ impl Config {
         );
         let archive = data_dir.join("archive");
         let mut raw = SinkConfig::dir(archive.join("raw"));
-        raw.max_age_ms = EMBEDDED_MAX_AGE_MS;
+        raw.max_age_ms = Some(EMBEDDED_MAX_AGE_MS);
         let mut filtered = SinkConfig::dir(archive.join("filtered"));
         filtered.prefix = "{filter}".to_owned();
-        filtered.max_age_ms = EMBEDDED_MAX_AGE_MS;
+        filtered.max_age_ms = Some(EMBEDDED_MAX_AGE_MS);
         c.sinks.insert("raw".to_owned(), raw);
         c.sinks.insert("filtered".to_owned(), filtered);
         c.pipelines.push(PipelineConfig {
@@ -1410,6 +1580,34 @@ mod tests {
             (
                 "[[intake.tokens]]\ntoken = \"long-enough-token-123\"\nstreams = [\"logs*\"]\n",
                 &["intake.tokens[0].streams", "\"logs*\"", "not a stream name"],
+            ),
+            // http sinks: a url that is one, no archive keys, one auth
+            // source, JSON bodies for Firehose, not a dead-letter sink.
+            ("[sinks.p]\ntype = \"http\"\n", &["sinks.p.url", "http://"]),
+            (
+                "[sinks.p]\ntype = \"http\"\nurl = \"ftp://x/\"\n",
+                &["sinks.p.url"],
+            ),
+            (
+                "[sinks.p]\ntype = \"http\"\nurl = \"http://x/\"\npath = \"d\"\n",
+                &["sinks.p.path", "not for type = \"http\""],
+            ),
+            (
+                "[sinks.p]\ntype = \"http\"\nurl = \"http://x/\"\nauth_value = \"a\"\nauth_env = \"B\"\n",
+                &["sinks.p.auth_env", "not both"],
+            ),
+            (
+                "[sinks.p]\ntype = \"http\"\nurl = \"http://x/\"\nformat = \"firehose\"\ncompression = \"gzip\"\n",
+                &["sinks.p.compression", "firehose"],
+            ),
+            (
+                "[sinks.p]\ntype = \"dir\"\npath = \"d\"\nurl = \"http://x/\"\n",
+                &["sinks.p.url", "only for type = \"http\""],
+            ),
+            (
+                "[sinks.p]\ntype = \"http\"\nurl = \"http://x/\"\n\
+                 [[pipelines]]\nname = \"a\"\nstream = \"s\"\nsinks = [\"p\"]\ndead_letter = \"p\"\n",
+                &["pipelines[0].dead_letter", "http sink"],
             ),
             // A stream section whose name can never match a stream.
             (

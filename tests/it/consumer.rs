@@ -143,13 +143,13 @@ pub(crate) fn local_config(dir: &Path, shards: u32) -> Config {
         },
     );
     let mut raw = SinkConfig::dir(dir.join("archive/raw"));
-    raw.max_age_ms = 300;
+    raw.max_age_ms = Some(300);
     let mut filtered = SinkConfig::dir(dir.join("archive/filtered"));
     filtered.prefix = "{filter}".into();
-    filtered.max_age_ms = 300;
+    filtered.max_age_ms = Some(300);
     let mut dead = SinkConfig::dir(dir.join("archive/dead"));
     dead.prefix = "{pipeline}".into();
-    dead.max_age_ms = 300;
+    dead.max_age_ms = Some(300);
     c.sinks.insert("raw".into(), raw);
     c.sinks.insert("filtered".into(), filtered);
     c.sinks.insert("dead".into(), dead);
@@ -1115,7 +1115,7 @@ fn from_latest_a_new_pipeline_skips_the_past_and_follows_a_reshard() {
         let mut c2 = c.clone();
         c2.consumer.initial_position = InitialPosition::Latest;
         let mut mirror = SinkConfig::dir(dir.path().join("archive/mirror"));
-        mirror.max_age_ms = 300;
+        mirror.max_age_ms = Some(300);
         c2.sinks.insert("mirror".into(), mirror);
         c2.pipelines.push(pipeline("mirror", None, &["mirror"]));
         let (app, b) = start_with(&c2).await;

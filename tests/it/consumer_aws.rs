@@ -115,7 +115,7 @@ fn s3_sink(endpoint: &str, bucket: &str, prefix: &str) -> SinkConfig {
     s.bucket = Some(bucket.to_owned());
     s.endpoint = Some(endpoint.to_owned());
     s.prefix = prefix.to_owned();
-    s.max_age_ms = 500;
+    s.max_age_ms = Some(500);
     s
 }
 

@@ -12,7 +12,7 @@ use crate::filters;
 use crate::harness::rt;
 
 /// A config file for a serve process on the local log in `dir`.
-fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+pub(crate) fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
     let d = dir.display();
     let text = format!(
         r#"[stream]
@@ -58,7 +58,7 @@ sinks = ["filtered"]
 
 /// Starts `kinesthetic ROLE --config FILE [args]`; returns the process and
 /// the first address printed on the line starting `prefix`.
-fn spawn(role: &str, config: &Path, args: &[&str], prefix: &str) -> (Child, String) {
+pub(crate) fn spawn(role: &str, config: &Path, args: &[&str], prefix: &str) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
         .args([role, "--config"])
         .arg(config)
@@ -87,7 +87,7 @@ fn spawn(role: &str, config: &Path, args: &[&str], prefix: &str) -> (Child, Stri
 }
 
 /// Posts batches of unique events until `stop`; returns the lines acked.
-async fn post_until(addr: String, stop: Instant, first: usize) -> Vec<String> {
+pub(crate) async fn post_until(addr: String, stop: Instant, first: usize) -> Vec<String> {
     let client = reqwest::Client::new();
     let mut acked = Vec::new();
     let mut n = first;
@@ -108,7 +108,7 @@ async fn post_until(addr: String, stop: Instant, first: usize) -> Vec<String> {
     acked
 }
 
-fn sigterm(child: &Child) {
+pub(crate) fn sigterm(child: &Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

@@ -14,6 +14,7 @@ mod config_cli;
 mod consumer;
 mod consumer_aws;
 mod consumer_process;
+mod consumer_push;
 mod filter_bad_input;
 mod filter_cli;
 mod filter_examples;

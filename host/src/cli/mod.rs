@@ -213,13 +213,16 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
                     .map(|e| format!(" at {e}"))
                     .unwrap_or_default()
             ),
+            kinesthetic::config::SinkKind::Http => {
+                format!("POST {} ({:?})", s.url.as_deref().unwrap_or("?"), s.format)
+            }
         };
         println!(
             "  sink {name:<10}: {place}, keys {}, {:?}, objects of at most {} or {} s",
             s.template(),
-            s.compression,
-            mib(s.max_bytes),
-            s.max_age_ms as f64 / 1000.0
+            s.compression(),
+            mib(s.max_bytes()),
+            s.max_age_ms() as f64 / 1000.0
         );
     }
     for p in &c.pipelines {

@@ -259,6 +259,7 @@ fn sink_place(config: &Config, sink: &str, pipeline: &str, filter: &str) -> Stri
             format!("{}/", p.display())
         }
         SinkKind::S3 => format!("s3://{}/{}", s.bucket.as_deref().unwrap_or("?"), prefix),
+        SinkKind::Http => format!("POST {}", s.url.as_deref().unwrap_or("?")),
     }
 }
 

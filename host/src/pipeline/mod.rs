@@ -163,6 +163,6 @@ impl Sinks {
 pub fn default_dead_letter(data_dir: &Path) -> SinkConfig {
     let mut c = SinkConfig::dir(data_dir.join("dead-letter"));
     c.prefix = "{pipeline}".to_owned();
-    c.max_age_ms = crate::config::EMBEDDED_MAX_AGE_MS;
+    c.max_age_ms = Some(crate::config::EMBEDDED_MAX_AGE_MS);
     c
 }

@@ -31,6 +31,7 @@ use crate::filter::{
     Input, JobError, LoadedFilter, OutLine, Ran, Registry, is_line_dependent, run_batch,
 };
 use crate::retry::Backoff;
+use crate::sink::SinkError;
 use crate::sink::archive::{ArchiveLine, ArchiveWriter, Origin, Sealed};
 use crate::sink::dead_letter::{Entry, Reason};
 use crate::stream::StreamBackend;
@@ -583,12 +584,32 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
             sink: name.clone(),
         };
         let retries = self.ctx.metrics.sink_retries.get_or_create(&label).clone();
-        let bytes = self.writers[w]
-            .write(&sealed, |_| {
-                retries.inc();
-            })
-            .await
-            .map_err(|e| WorkerError::Setup(e.to_string()))?;
+        let bytes = loop {
+            match self.writers[w]
+                .write(&sealed, |_| {
+                    retries.inc();
+                })
+                .await
+            {
+                Ok(bytes) => break bytes,
+                Err(SinkError::Rejected { message, .. }) => {
+                    if self.dead_letter_batch(w, &sealed, &message).await {
+                        break 0;
+                    }
+                    // Nowhere to put it: held (the checkpoint waits), and
+                    // tried again after the longest backoff.
+                    tracing::error!(pipeline = %self.spec.name, sink = %name, key = %sealed.key, error = %message, "batch refused and this pipeline has no dead-letter sink: trying again later");
+                    retries.inc();
+                    tokio::select! {
+                        () = self.ctx.cancel.cancelled() => {
+                            return Err(WorkerError::Setup(format!("stopped while {message}")));
+                        }
+                        () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    }
+                }
+                Err(e) => return Err(WorkerError::Setup(e.to_string())),
+            }
+        };
         let m = &self.ctx.metrics;
         m.sink_writes.get_or_create(&label).inc();
         m.sink_bytes.get_or_create(&label).inc_by(bytes);
@@ -603,6 +624,81 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
             },
         );
         self.checkpoint_positions_force().await
+    }
+
+    /// Keeps a batch sink `w` refused in the dead-letter sink, one entry
+    /// per line saying why, as one object beside the dead-letter
+    /// sink's own (`rejected/SINK/KEY.ndjson`, so a batch refused again
+    /// replaces it). `false` when the pipeline has no dead-letter sink.
+    async fn dead_letter_batch(&mut self, w: usize, sealed: &Sealed, why: &str) -> bool {
+        let n_sinks = self.spec.sinks.len();
+        if self.spec.dead_letter.is_none() || w >= n_sinks || self.writers.len() <= n_sinks {
+            return false;
+        }
+        let sink = self.writers[w].sink().to_owned();
+        let meta = |name: &str| {
+            sealed
+                .metadata
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let module = meta("module-sha256").filter(|m| m != "none");
+        let first = meta("first-sequence")
+            .and_then(|s| SequenceNumber::parse(&s).ok())
+            .unwrap_or_default();
+        let mut body = Vec::new();
+        let mut lines = 0u64;
+        for line in sealed.body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let e = Entry {
+                reason: Reason::Rejected,
+                error: why,
+                pipeline: &self.spec.name,
+                filter: self.spec.filter_label(),
+                module_sha256: module.as_deref(),
+                stream: &self.spec.stream,
+                shard: &self.lease.shard,
+                sequence: &first,
+                stamp: None,
+                partition_key: b"",
+                line,
+                isolated: false,
+            };
+            body.extend_from_slice(&e.to_json());
+            body.push(b'\n');
+            lines += 1;
+        }
+        let dl = &self.writers[n_sinks];
+        let key = {
+            let prefix = dl.prefix().trim_matches('/');
+            let rest = format!(
+                "rejected/{sink}/{}.ndjson",
+                sealed.key.trim_start_matches('/')
+            );
+            if prefix.is_empty() {
+                rest
+            } else {
+                format!("{prefix}/{rest}")
+            }
+        };
+        let object = crate::sink::Object {
+            body: bytes::Bytes::from(body),
+            content_type: "application/x-ndjson",
+            content_encoding: None,
+            metadata: sealed.metadata.clone(),
+        };
+        dl.put_aside(&key, &object).await;
+        tracing::warn!(pipeline = %self.spec.name, %sink, %key, lines, error = %why, "batch refused: kept in the dead-letter sink");
+        self.ctx
+            .metrics
+            .dead_letters
+            .get_or_create(&DeadLabel {
+                pipeline: self.spec.name.clone(),
+                reason: "rejected",
+            })
+            .inc_by(lines);
+        self.status(|s| s.dead_letters += lines);
+        true
     }
 
     /// The checkpoint every sink allows: the smallest of their positions.

@@ -88,6 +88,13 @@ pub struct ArchiveWriter {
     max_bytes: usize,
     max_age_ms: i64,
     retry: Backoff,
+    /// How long a write is retried before it is refused (http), or for
+    /// ever (`None`: an archive holds the checkpoint until it is stored).
+    retry_budget: Option<Duration>,
+    /// Whether lines are compressed as they wait (archives); an http batch
+    /// keeps them as they are, so a refused one can be dead-lettered line
+    /// by line.
+    packs: bool,
     origin: Origin,
     /// Lines not yet compressed.
     body: Vec<u8>,
@@ -136,13 +143,16 @@ impl ArchiveWriter {
             store,
             template,
             prefix,
-            compression: config.compression,
-            max_bytes: usize::try_from(config.max_bytes).unwrap_or(usize::MAX),
-            max_age_ms: i64::try_from(config.max_age_ms).unwrap_or(i64::MAX),
+            compression: config.compression(),
+            max_bytes: usize::try_from(config.max_bytes()).unwrap_or(usize::MAX),
+            max_age_ms: i64::try_from(config.max_age_ms()).unwrap_or(i64::MAX),
             retry: Backoff::new(
                 Duration::from_millis(100),
                 Duration::from_millis(config.retry_max_ms),
             ),
+            retry_budget: (config.kind == crate::config::SinkKind::Http)
+                .then(|| Duration::from_millis(config.retry_budget_ms)),
+            packs: config.kind != crate::config::SinkKind::Http,
             origin,
             body: Vec::new(),
             packed: Vec::new(),
@@ -186,7 +196,7 @@ impl ArchiveWriter {
 
     /// Whether enough lines wait to be compressed ([`Self::pack`]).
     pub fn wants_pack(&self) -> bool {
-        self.body.len() >= PACK_BYTES
+        self.packs && self.body.len() >= PACK_BYTES
     }
 
     /// Compresses the lines waiting into a member of the open object, on
@@ -387,19 +397,55 @@ impl ArchiveWriter {
             metadata: s.metadata.clone(),
         };
         let size = object.body.len() as u64;
+        let started = Instant::now();
         let mut attempt = 0u32;
         loop {
             match self.store.put(&s.key, &object).await {
                 Ok(()) => return Ok(size),
+                Err(e @ SinkError::Rejected { .. }) => return Err(e),
                 Err(e) => {
                     attempt = attempt.saturating_add(1);
-                    let wait = self.retry.delay(attempt);
+                    let backoff = self.retry.delay(attempt);
+                    let wait = match &e {
+                        SinkError::Retry { after: Some(a), .. } => *a,
+                        _ => backoff,
+                    };
+                    if let Some(budget) = self.retry_budget
+                        && started.elapsed() + wait > budget
+                    {
+                        return Err(SinkError::Rejected {
+                            sink: self.sink.clone(),
+                            key: s.key.clone(),
+                            message: format!(
+                                "not delivered within the retry budget ({} s, {attempt} attempts): {e}",
+                                budget.as_secs()
+                            ),
+                        });
+                    }
                     tracing::warn!(sink = %self.sink, key = %s.key, error = %e, attempt, ?wait, "object write failed; retrying");
                     on_retry(&e);
                     tokio::time::sleep(wait).await;
                 }
             }
         }
+    }
+
+    /// Stores `object` under `key` as it is, retrying until it is stored:
+    /// the dead-letter sink keeps a refused batch this way, beside its
+    /// own objects.
+    pub async fn put_aside(&self, key: &str, object: &Object) {
+        let mut attempt = 0u32;
+        while let Err(e) = self.store.put(key, object).await {
+            attempt = attempt.saturating_add(1);
+            let wait = self.retry.delay(attempt);
+            tracing::warn!(sink = %self.sink, %key, error = %e, attempt, ?wait, "dead-letter write failed; retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// The prefix this sink's keys start with (`{prefix}` rendered).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     pub fn location(&self) -> String {
@@ -429,10 +475,82 @@ mod tests {
         }
     }
 
+    /// A receiver that is always busy.
+    #[derive(Debug)]
+    struct Busy;
+
+    impl ObjectStore for Busy {
+        fn put<'a>(
+            &'a self,
+            key: &'a str,
+            _object: &'a Object,
+        ) -> futures::future::BoxFuture<'a, Result<(), SinkError>> {
+            Box::pin(async move {
+                Err(SinkError::Retry {
+                    sink: "t".into(),
+                    key: key.into(),
+                    message: "HTTP 503".into(),
+                    after: None,
+                })
+            })
+        }
+
+        fn location(&self) -> String {
+            "busy".into()
+        }
+    }
+
+    /// An http batch is retried within its budget, then refused (to the
+    /// dead-letter sink); an archive would be retried for ever.
+    #[test]
+    fn an_http_batch_is_refused_once_its_retry_budget_is_spent() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut c = SinkConfig::http("http://127.0.0.1:9/");
+        c.retry_budget_ms = 400;
+        c.retry_max_ms = 100;
+        let mut w = ArchiveWriter::new(
+            "t",
+            &c,
+            Arc::new(Busy),
+            Origin {
+                pipeline: "p".into(),
+                filter: "raw".into(),
+                stream: "s".into(),
+                shard: ShardId::new("shardId-000000000000"),
+            },
+            None,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            w.offer(&rec(1, 0), [line(b"a", 1)].into_iter(), None)
+                .is_none()
+        );
+        let sealed = w.seal().unwrap_or_else(|| panic!("open"));
+        assert!(!w.wants_pack(), "http batches are not packed");
+        let mut attempts = 0;
+        let started = Instant::now();
+        let r = rt.block_on(w.write(&sealed, |_| attempts += 1));
+        match r {
+            Err(SinkError::Rejected { message, .. }) => {
+                assert!(
+                    message.contains("retry budget") && message.contains("503"),
+                    "{message}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(attempts >= 2, "{attempts} attempts");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
     fn writer(max_bytes: u64, pending: Option<Cut>) -> ArchiveWriter {
         let mut c = SinkConfig::dir("unused");
-        c.max_age_ms = 1000;
-        c.max_bytes = max_bytes;
+        c.max_age_ms = Some(1000);
+        c.max_bytes = Some(max_bytes);
         ArchiveWriter::new(
             "t",
             &c,
@@ -610,7 +728,7 @@ mod tests {
         for how in [Compression::Gzip, Compression::Zstd, Compression::None] {
             let keep = Arc::new(Keep::default());
             let mut c = SinkConfig::dir("unused");
-            c.compression = how;
+            c.compression = Some(how);
             let mut w = ArchiveWriter::new(
                 "t",
                 &c,

@@ -25,6 +25,10 @@ pub enum Reason {
     /// The stream record could not be de-aggregated (a KPL record with a
     /// valid checksum and a broken body); `line_hex` holds the whole record.
     Undecodable,
+    /// An http sink's receiver refused the batch the line was in (a 4xx
+    /// other than 408 and 429), or it was not delivered within the sink's
+    /// retry budget; `error` has the status and the start of the answer.
+    Rejected,
 }
 
 /// One entry.

@@ -1,8 +1,9 @@
 //! Sinks: where a pipeline's output goes.
 //!
-//! Today every sink is an archive of objects — time-stamped, compressed
-//! NDJSON files — in a directory ([`dir`]) or an S3 bucket ([`s3`]), both
-//! behind [`ObjectStore`]. [`archive::ArchiveWriter`] buffers one shard's
+//! Every sink is fed like an archive of objects — time-stamped, compressed
+//! NDJSON files — in a directory ([`dir`]) or an S3 bucket ([`s3`]), or
+//! batches POSTed to a consumer's endpoint ([`http`]), all behind
+//! [`ObjectStore`]. [`archive::ArchiveWriter`] buffers one shard's
 //! lines for one sink and cuts them into objects at boundaries a restart
 //! reproduces; the dead-letter sink is such an archive whose lines say why
 //! each entry is there ([`dead_letter`]).
@@ -10,6 +11,7 @@
 pub mod archive;
 pub mod dead_letter;
 pub mod dir;
+pub mod http;
 pub mod s3;
 pub mod util;
 
@@ -44,6 +46,24 @@ pub enum SinkError {
     },
     #[error("sink {sink}: {message}")]
     Setup { sink: String, message: String },
+    /// Worth trying again, not before `after` if the receiver said so
+    /// (`Retry-After`).
+    #[error("{sink}: cannot deliver {key}: {message}")]
+    Retry {
+        sink: String,
+        key: String,
+        message: String,
+        after: Option<std::time::Duration>,
+    },
+    /// Refused for a reason retrying will not fix (an HTTP 4xx other than
+    /// 408 and 429), or retried past the sink's budget: the batch goes to
+    /// the dead-letter sink.
+    #[error("{sink}: {key} refused: {message}")]
+    Rejected {
+        sink: String,
+        key: String,
+        message: String,
+    },
 }
 
 /// A place that keeps objects by key; writing a key again replaces it.
@@ -69,5 +89,6 @@ pub async fn open_store(
             Arc::new(dir::DirStore::open(name, &path, config.fsync)?)
         }
         SinkKind::S3 => Arc::new(s3::S3Store::connect(name, config).await?),
+        SinkKind::Http => Arc::new(http::HttpStore::new(name, config)?),
     })
 }
