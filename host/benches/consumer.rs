@@ -33,7 +33,12 @@
 //!
 //!    `BENCH_IDLE_SECS` (3): the wait before the idle reading.
 //!
-//! `BENCH_THROUGHPUT=0`, `BENCH_LATENCY=0`, `BENCH_RSS=0` skip a part. The
+//! 2b. **Push latency.** The same load and filter into an `http` sink (its
+//!    defaults: batches of ≤ 1 MiB or 100 ms of records) POSTing to a
+//!    receiver in this process: event → line received, per line; local log.
+//!
+//! `BENCH_THROUGHPUT=0`, `BENCH_LATENCY=0`, `BENCH_PUSH=0`, `BENCH_RSS=0`
+//! skip a part. The
 //! figures share the machine with whatever else runs: run it on a quiet one.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -146,6 +151,9 @@ fn main() -> anyhow::Result<()> {
     }
     if enabled("BENCH_LATENCY") {
         latency(&rt, &filters, secs)?;
+    }
+    if enabled("BENCH_PUSH") {
+        push_latency(&rt, &filters, secs)?;
     }
     if enabled("BENCH_RSS") {
         rss(&rt, &filters, secs)?;
@@ -891,6 +899,121 @@ fn sent_of(line: &[u8]) -> Option<(u64, i64)> {
     let msg = text.split(r#""msg":""#).nth(1)?.split('"').next()?;
     let (seq, sent) = msg.split_once(' ')?;
     Some((seq.parse().ok()?, sent.parse().ok()?))
+}
+
+// ---------------------------------------------------------------------------
+// 2b. Push latency
+// ---------------------------------------------------------------------------
+
+/// Event → an HTTP consumer: the latency run's load and filter, with the
+/// `http` sink's defaults (batches of ≤ 1 MiB or 100 ms of records) and
+/// `consumer.poll_interval_ms` as configured, into a receiver in this
+/// process that notes each line's arrival.
+fn push_latency(rt: &tokio::runtime::Runtime, filters: &Filters, secs: u64) -> anyhow::Result<()> {
+    let run = rt.block_on(push_latency_run(filters, secs))?;
+    let mut l = run.seen.latencies_us.clone();
+    l.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if l.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((p * l.len() as f64).ceil() as usize).clamp(1, l.len()) - 1;
+        l[i] as f64 / 1000.0
+    };
+    let (p50, p99) = (pct(0.50), pct(0.99));
+    let max = l.last().map_or(f64::NAN, |&v| v as f64 / 1000.0);
+    let missing = run.sent.events.saturating_sub(run.seen.distinct);
+    println!(
+        "latency, push to an HTTP consumer, local log : p50 {p50:.0} ms  p99 {p99:.0} ms  max \
+         {max:.0} ms over {} lines (target p99 ≤ 250 ms) {}; missing {missing}",
+        l.len(),
+        met(p99 <= 250.0 && missing == 0)
+    );
+    println!(
+        "  {} events sent, {} requests failed; {} received once, {} twice; {} POSTs; {} shards, \
+         consumer.poll_interval_ms {}, http max_age_ms {}",
+        run.sent.events,
+        run.sent.failed_requests,
+        run.seen.distinct,
+        run.seen.duplicates,
+        run.seen.objects,
+        run.shards,
+        run.poll_ms,
+        SinkConfig::http("http://x/").max_age_ms()
+    );
+    Ok(())
+}
+
+async fn push_latency_run(filters: &Filters, secs: u64) -> anyhow::Result<LatencyRun> {
+    #[derive(Default)]
+    struct Got {
+        seen: HashSet<u64>,
+        latencies_us: Vec<i64>,
+        duplicates: u64,
+        posts: u64,
+    }
+    let got = Arc::new(Mutex::new(Got::default()));
+    let handler = {
+        let got = Arc::clone(&got);
+        move |body: axum::body::Bytes| {
+            let got = Arc::clone(&got);
+            async move {
+                let now = now_us();
+                let mut g = got.lock().unwrap_or_else(|e| e.into_inner());
+                g.posts += 1;
+                for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                    if let Some((seq, sent)) = sent_of(line) {
+                        if g.seen.insert(seq) {
+                            g.latencies_us.push(now - sent);
+                        } else {
+                            g.duplicates += 1;
+                        }
+                    }
+                }
+                "ok"
+            }
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/ingest", listener.local_addr()?);
+    let server = tokio::spawn(async move {
+        let app = axum::Router::new().fallback(axum::routing::post(handler));
+        let _ = axum::serve(listener, app).await;
+    });
+    let dir = tempfile::tempdir()?;
+    let mut c = latency_config(dir.path(), None);
+    c.sinks.insert("filtered".into(), SinkConfig::http(url));
+    let stream = c.pipelines[0].stream.clone();
+    drop_filter(&c.filters.dir, "errors-only", &filters.errors_only)?;
+    eprintln!("push latency run on the local log for {secs} s …");
+    let (app, _backend) = launch_full(&c).await?;
+    let board = app
+        .status()
+        .cloned()
+        .ok_or_else(|| anyhow!("no consumer"))?;
+    wait_ready(&board).await?;
+    let addr = app.intake_addr.ok_or_else(|| anyhow!("no intake"))?;
+    let sent = send_steady(&format!("http://{addr}/v1/streams/{stream}/events"), secs).await?;
+    let want = sent.events - sent.failed_events;
+    let until = Instant::now() + Duration::from_secs(15);
+    while (got.lock().map(|g| g.seen.len() as u64).unwrap_or(0)) < want && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.stop().await?;
+    server.abort();
+    let g = std::mem::take(&mut *got.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok(LatencyRun {
+        shards: c.streams.get(&stream).and_then(|s| s.shards).unwrap_or(0),
+        poll_ms: c.consumer.poll_interval_ms,
+        secs,
+        sent,
+        seen: Watched {
+            distinct: g.seen.len() as u64,
+            latencies_us: g.latencies_us,
+            duplicates: g.duplicates,
+            objects: g.posts,
+        },
+    })
 }
 
 // ---------------------------------------------------------------------------

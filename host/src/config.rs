@@ -450,7 +450,7 @@ pub struct SinkConfig {
     #[serde(default)]
     pub max_bytes: Option<u64>,
     /// An object holds records that reached the stream within this long of
-    /// its first one. Default 60 s; 200 ms for http.
+    /// its first one. Default 60 s; 100 ms for http.
     #[serde(default)]
     pub max_age_ms: Option<u64>,
     /// Longest wait between two attempts of a failing write (writes are
@@ -541,7 +541,7 @@ impl SinkConfig {
     }
 
     /// An http push sink to `url` with the defaults: batches of at most
-    /// 1 MiB or 200 ms of records, uncompressed.
+    /// 1 MiB or 100 ms of records, uncompressed.
     pub fn http(url: impl Into<String>) -> Self {
         let mut c = Self::dir("unused");
         c.kind = SinkKind::Http;
@@ -569,7 +569,7 @@ impl SinkConfig {
     /// See the field: the kind's default unless set.
     pub fn max_age_ms(&self) -> u64 {
         self.max_age_ms.unwrap_or(match self.kind {
-            SinkKind::Http => 200,
+            SinkKind::Http => 100,
             _ => default_max_age(),
         })
     }
