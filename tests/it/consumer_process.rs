@@ -59,6 +59,18 @@ sinks = ["filtered"]
 /// Starts `kinesthetic ROLE --config FILE [args]`; returns the process and
 /// the first address printed on the line starting `prefix`.
 pub(crate) fn spawn(role: &str, config: &Path, args: &[&str], prefix: &str) -> (Child, String) {
+    let (child, mut addrs) = spawn_addrs(role, config, args, &[prefix]);
+    (child, addrs.remove(0))
+}
+
+/// [`spawn`], returning the address after each of `prefixes`, in the order
+/// the process prints them.
+pub(crate) fn spawn_addrs(
+    role: &str,
+    config: &Path,
+    args: &[&str],
+    prefixes: &[&str],
+) -> (Child, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
         .args([role, "--config"])
         .arg(config)
@@ -68,22 +80,26 @@ pub(crate) fn spawn(role: &str, config: &Path, args: &[&str], prefix: &str) -> (
         .unwrap_or_else(|e| panic!("{role}: {e}"));
     let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
     let mut lines = std::io::BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("{role} exited before printing {prefix:?}"))
-            .unwrap_or_else(|e| panic!("{e}"));
-        if let Some(rest) = line.split(prefix).nth(1) {
-            break rest
-                .split_whitespace()
+    let mut addrs = Vec::new();
+    for prefix in prefixes {
+        let addr = loop {
+            let line = lines
                 .next()
-                .unwrap_or_default()
-                .trim_end_matches(':')
-                .to_owned();
-        }
-    };
+                .unwrap_or_else(|| panic!("{role} exited before printing {prefix:?}"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            if let Some(rest) = line.split(prefix).nth(1) {
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end_matches(':')
+                    .to_owned();
+            }
+        };
+        addrs.push(addr);
+    }
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (child, addrs)
 }
 
 /// Posts batches of unique events until `stop`; returns the lines acked.

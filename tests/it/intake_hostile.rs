@@ -6,9 +6,9 @@
 //! 2.49 GB (40 gzip bodies) and 1.11 GB held for ever (60 short uploads),
 //! and the admin listener starved by idle connections.
 
-use std::io::{BufRead, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,31 +37,13 @@ impl Intake {
         );
         let config = dir.join("kinesthetic.toml");
         std::fs::write(&config, text).unwrap_or_else(|e| panic!("{e}"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
-            .args(["intake", "--config"])
-            .arg(&config)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("intake: {e}"));
-        let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
-        let mut lines = std::io::BufReader::new(stderr).lines();
-        let mut addr_after = |prefix: &str| loop {
-            let line = lines
-                .next()
-                .unwrap_or_else(|| panic!("intake exited before printing {prefix:?}"))
-                .unwrap_or_else(|e| panic!("{e}"));
-            if let Some(rest) = line.split(prefix).nth(1) {
-                break rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .trim_end_matches(':')
-                    .to_owned();
-            }
-        };
-        let intake = addr_after("intake on http://");
-        let admin = addr_after("admin on http://");
-        std::thread::spawn(move || for _ in lines {});
+        let (child, mut addrs) = crate::consumer_process::spawn_addrs(
+            "intake",
+            &config,
+            &[],
+            &["intake on http://", "admin on http://"],
+        );
+        let (intake, admin) = (addrs.remove(0), addrs.remove(0));
         Self {
             child,
             intake,

@@ -112,7 +112,7 @@ impl Proxy {
     }
 }
 
-async fn kinesis(url: &str) -> KinesisBackend {
+pub(crate) async fn kinesis(url: &str) -> KinesisBackend {
     KinesisBackend::connect(&KinesisSettings {
         region: None,
         endpoint: Some(url.to_owned()),

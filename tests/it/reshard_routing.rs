@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use kinesthetic::app::{Running, Telemetry, start_intake, start_intake_with};
 use kinesthetic::config::{Config, StreamSettings};
-use kinesthetic::stream::kinesis::{KinesisBackend, KinesisSettings};
 use kinesthetic::stream::local::{LocalLog, LocalOptions};
 use kinesthetic::stream::{StartPosition, StreamBackend, hash_key_of, kpl, reshard};
 use serde_json::Value;
 
 use crate::harness::rt;
+use crate::intake_kinesis::kinesis;
 use crate::services::{kinesis_endpoint, unique_stream};
 
 fn config(stream: &str) -> Config {
@@ -189,15 +189,6 @@ fn splits_and_merges_under_load_on_the_local_log() {
         assert_eq!(got.outside, 0, "records stored outside their shard's range");
         check(&acked, &got);
     });
-}
-
-async fn kinesis(url: &str) -> KinesisBackend {
-    KinesisBackend::connect(&KinesisSettings {
-        region: None,
-        endpoint: Some(url.to_owned()),
-        ..KinesisSettings::default()
-    })
-    .await
 }
 
 /// The review's reproduction: 12,000 events through the intake while the

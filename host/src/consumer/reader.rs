@@ -302,8 +302,8 @@ fn decode(
         out.push((batch, undecodable));
     };
     for rec in records {
-        if let (Some(range), Some((lo, hi))) = (range, kpl::hash_span(&rec.data))
-            && !(range.contains(lo) && range.contains(hi))
+        if let (Some(range), Some(span)) = (range, kpl::hash_span(&rec.data))
+            && !range.holds(span)
             && kpl::is_aggregated(&rec.data)
         {
             tracing::warn!(%stream, %shard, sequence = %rec.sequence, "an aggregated record with events outside the shard's hash range is skipped (as the KCL does): its producer met a reshard and sent them again");

@@ -642,14 +642,11 @@ pub(crate) async fn write_queues<B: StreamBackend>(
                     let Some(Ok(m)) = map.map(|m| m.read()) else {
                         return false;
                     };
-                    let span = crate::stream::kpl::hash_span(&r.data).unwrap_or_else(|| {
-                        let h = crate::stream::hash_key_of(&r.partition_key);
-                        (h, h)
-                    });
-                    match m.targets().iter().find(|t| t.shard == shard) {
-                        Some(t) => !(t.range.contains(span.0) && t.range.contains(span.1)),
-                        None => true,
-                    }
+                    let span = crate::stream::kpl::span_of(&r.data, &r.partition_key);
+                    m.targets()
+                        .iter()
+                        .find(|t| t.shard == shard)
+                        .is_none_or(|t| !t.range.holds(span))
                 };
                 for ((k, i), o) in keys.iter().zip(&outcomes) {
                     if stale.contains(k) {
@@ -874,13 +871,8 @@ pub(crate) async fn write_routed<B: StreamBackend>(
                 .iter()
                 .find(|s| s.id == shard)
                 .map(|s| s.hash_range);
-            let inside = match (range, crate::stream::kpl::hash_span(&record.data)) {
-                (Some(range), Some((lo, hi))) => range.contains(lo) && range.contains(hi),
-                (Some(range), None) => {
-                    range.contains(crate::stream::hash_key_of(&record.partition_key))
-                }
-                (None, _) => false,
-            };
+            let span = crate::stream::kpl::span_of(&record.data, &record.partition_key);
+            let inside = range.is_some_and(|r| r.holds(span));
             if !inside {
                 metrics
                     .rerouted_records

@@ -538,9 +538,9 @@ impl<B: StreamBackend> Spooled<B> {
                     packer.push_record(ehk, record);
                     continue;
                 };
-                let (lo, hi) = kpl::hash_span(&record.data).unwrap_or((ehk, ehk));
-                match m.targets().get(m.index_of(lo)) {
-                    Some(t) if t.range.contains(hi) => packer.push_record(t.range.start, record),
+                let span = kpl::hash_span(&record.data).unwrap_or((ehk, ehk));
+                match m.targets().get(m.index_of(span.0)) {
+                    Some(t) if t.range.holds(span) => packer.push_record(t.range.start, record),
                     _ => {
                         if let Err(e) = packer.push_events_of(&record, m) {
                             tracing::error!(stream, sequence = %r.sequence, error = %e, "spool: a record that cannot be split by shard; sent as spooled");

@@ -511,20 +511,7 @@ mod tests {
         let mut c = SinkConfig::http("http://127.0.0.1:9/");
         c.retry_budget_ms = 400;
         c.retry_max_ms = 100;
-        let mut w = ArchiveWriter::new(
-            "t",
-            &c,
-            Arc::new(Busy),
-            Origin {
-                pipeline: "p".into(),
-                filter: "raw".into(),
-                stream: "s".into(),
-                shard: ShardId::new("shardId-000000000000"),
-            },
-            None,
-            None,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let mut w = writer_on(&c, Arc::new(Busy), None);
         assert!(
             w.offer(&rec(1, 0), [line(b"a", 1)].into_iter(), None)
                 .is_none()
@@ -551,10 +538,19 @@ mod tests {
         let mut c = SinkConfig::dir("unused");
         c.max_age_ms = Some(1000);
         c.max_bytes = Some(max_bytes);
+        writer_on(&c, Arc::new(Nowhere), pending)
+    }
+
+    /// A writer of sink `t` for pipeline `p` on `s`/shard 0, into `store`.
+    fn writer_on(
+        c: &SinkConfig,
+        store: Arc<dyn ObjectStore>,
+        pending: Option<Cut>,
+    ) -> ArchiveWriter {
         ArchiveWriter::new(
             "t",
-            &c,
-            Arc::new(Nowhere),
+            c,
+            store,
             Origin {
                 pipeline: "p".into(),
                 filter: "raw".into(),

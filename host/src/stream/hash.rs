@@ -20,6 +20,11 @@ impl HashRange {
         self.start <= key && key <= self.end
     }
 
+    /// Whether every key from `span.0` to `span.1` is in the range.
+    pub fn holds(&self, span: (u128, u128)) -> bool {
+        self.contains(span.0) && self.contains(span.1)
+    }
+
     /// `n` ranges of (nearly) equal width covering the whole key space, in
     /// order: range `i` starts at `floor(i * 2^128 / n)`.
     pub fn even(n: u32) -> Vec<HashRange> {

@@ -436,6 +436,15 @@ pub fn hash_span(data: &[u8]) -> Option<(u128, u128)> {
     span
 }
 
+/// Where a record's events go: its [`hash_span`], or for a plain record
+/// the hash of `partition_key`.
+pub fn span_of(data: &[u8], partition_key: &str) -> (u128, u128) {
+    hash_span(data).unwrap_or_else(|| {
+        let h = crate::stream::hash_key_of(partition_key);
+        (h, h)
+    })
+}
+
 fn parse_stamp(v: &str) -> Option<Stamp> {
     let mut it = v.split('.');
     let listener = u64::from_str_radix(it.next()?, 16).ok()?;

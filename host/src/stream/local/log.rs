@@ -1432,8 +1432,8 @@ impl Writer {
                 .find(|(r, _)| r.contains(h))
                 .map(|(r, i)| (*i, *r))
                 .ok_or_else(|| StreamError::Service(format!("no open shard holds hash key {h}")))?;
-            let outside = crate::stream::kpl::hash_span(&e.data)
-                .is_some_and(|(lo, hi)| !(range.contains(lo) && range.contains(hi)));
+            let outside =
+                crate::stream::kpl::hash_span(&e.data).is_some_and(|span| !range.holds(span));
             if outside || wrong.contains(&index) {
                 if !wrong.contains(&index) {
                     wrong.push(index);
