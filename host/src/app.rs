@@ -315,6 +315,8 @@ pub async fn launch<B: StreamBackend>(
         metrics,
         consumer: consumer_metrics,
     } = telemetry;
+    // A kinesis sink's writes count with the intake's, by stream.
+    let intake_metrics = metrics.clone();
     // Damage found in the local log's and the spool's segments.
     let mut logs = Vec::new();
     if let Some(AnyBackend::Local(l)) = parts.create.as_ref().or(parts.consumer.as_ref()) {
@@ -387,7 +389,12 @@ pub async fn launch<B: StreamBackend>(
         let board = StatusBoard::default();
         let registry = start_filters(config, &cancel, &tracker).await?;
         filters_dir = registry.as_ref().map(|r| r.dir().to_owned());
-        let sinks = Sinks::open(config).await?;
+        let writer = crate::sink::StreamWriter {
+            backend: parts.create.clone(),
+            metrics: Some(intake_metrics.clone()),
+            record_max_bytes: Some(config.intake.record_max_bytes),
+        };
+        let sinks = Sinks::open(config, &writer).await?;
         let store = LocalCheckpoints::open(&config.checkpoint_dir(), config.stream.fsync)?;
         let consumer = Consumer::new(ConsumerParts {
             backend,

@@ -375,6 +375,9 @@ pub enum SinkKind {
     /// POSTed to a consumer's HTTP endpoint, batch by batch, each with an
     /// `Idempotency-Key`.
     Http,
+    /// Written into another stream (the local log or Kinesis), each line
+    /// with the partition key its filter set (or its own), its stamp kept.
+    Kinesis,
 }
 
 /// How an `http` sink sends a batch.
@@ -484,6 +487,10 @@ pub struct SinkConfig {
     /// batch always waits for its previous one).
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
+    /// kinesis: the stream the lines are written into (on the same backend
+    /// as the one read).
+    #[serde(default)]
+    pub stream: Option<String>,
 }
 
 fn default_push_timeout() -> u64 {
@@ -537,6 +544,7 @@ impl SinkConfig {
             timeout_ms: default_push_timeout(),
             retry_budget_ms: default_retry_budget(),
             max_in_flight: default_in_flight(),
+            stream: None,
         }
     }
 
@@ -550,10 +558,20 @@ impl SinkConfig {
         c
     }
 
+    /// A sink re-keying lines into `stream`, with the defaults: batches of
+    /// at most 4 MiB or 500 ms of records.
+    pub fn kinesis(stream: impl Into<String>) -> Self {
+        let mut c = Self::dir("unused");
+        c.kind = SinkKind::Kinesis;
+        c.path = None;
+        c.stream = Some(stream.into());
+        c
+    }
+
     /// See the field: the kind's default unless set.
     pub fn compression(&self) -> Compression {
         self.compression.unwrap_or(match self.kind {
-            SinkKind::Http => Compression::None,
+            SinkKind::Http | SinkKind::Kinesis => Compression::None,
             _ => Compression::Gzip,
         })
     }
@@ -562,6 +580,9 @@ impl SinkConfig {
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes.unwrap_or(match self.kind {
             SinkKind::Http => 1 << 20,
+            // Enough events that each target shard's records are packed
+            // full (≈ 1,000 events of 200 B per shard of 4).
+            SinkKind::Kinesis => 4 << 20,
             _ => default_max_bytes(),
         })
     }
@@ -570,6 +591,7 @@ impl SinkConfig {
     pub fn max_age_ms(&self) -> u64 {
         self.max_age_ms.unwrap_or(match self.kind {
             SinkKind::Http => 100,
+            SinkKind::Kinesis => 500,
             _ => default_max_age(),
         })
     }
@@ -847,6 +869,9 @@ impl Config {
                     format!("{name:?} is not a sink name (1 to 64 of A-Z a-z 0-9 _ . -)"),
                 ));
             }
+            if k.kind != SinkKind::Kinesis && k.stream.is_some() {
+                return Err(bad(&key("stream"), "only for type = \"kinesis\"".into()));
+            }
             if k.kind != SinkKind::Http {
                 for (f, set) in [
                     ("url", k.url.is_some()),
@@ -916,6 +941,43 @@ impl Config {
                         return Err(bad(&key("max_in_flight"), "at least 1".into()));
                     }
                 }
+                SinkKind::Kinesis => {
+                    match k.stream.as_deref() {
+                        None => {
+                            return Err(bad(
+                                &key("stream"),
+                                "a kinesis sink needs the stream to write into".into(),
+                            ));
+                        }
+                        Some(s) if !is_stream_name(s) => {
+                            return Err(bad(
+                                &key("stream"),
+                                format!(
+                                    "{s:?} is not a stream name (1 to 128 of A-Z a-z 0-9 _ . -)"
+                                ),
+                            ));
+                        }
+                        Some(_) => {}
+                    }
+                    for (f, set) in [
+                        ("path", k.path.is_some()),
+                        ("bucket", k.bucket.is_some()),
+                        ("region", k.region.is_some()),
+                        ("endpoint", k.endpoint.is_some()),
+                        ("key_template", k.key_template.is_some()),
+                    ] {
+                        if set {
+                            return Err(bad(&key(f), "not for type = \"kinesis\"".into()));
+                        }
+                    }
+                    if k.compression() != Compression::None {
+                        return Err(bad(
+                            &key("compression"),
+                            "a kinesis sink writes records, not files: leave compression out"
+                                .into(),
+                        ));
+                    }
+                }
                 SinkKind::S3 => {
                     match k.bucket.as_deref() {
                         None | Some("") => {
@@ -970,11 +1032,11 @@ impl Config {
                 ));
             }
             // An http batch is held in memory uncompressed until it is sent.
-            if k.kind == SinkKind::Http && k.max_bytes() > 64 << 20 {
+            if matches!(k.kind, SinkKind::Http | SinkKind::Kinesis) && k.max_bytes() > 64 << 20 {
                 return Err(bad(
                     &key("max_bytes"),
                     format!(
-                        "{}: at most 64 MiB for an http sink (one POST)",
+                        "{}: at most 64 MiB for an http or kinesis sink (a batch is held in memory)",
                         k.max_bytes()
                     ),
                 ));
@@ -1072,11 +1134,34 @@ impl Config {
             }
             if let Some(d) = &p.dead_letter {
                 sink_exists(key("dead_letter"), d)?;
-                if self.sinks.get(d).is_some_and(|k| k.kind == SinkKind::Http) {
+                if let Some(k) = self.sinks.get(d)
+                    && matches!(k.kind, SinkKind::Http | SinkKind::Kinesis)
+                {
                     return Err(bad(
                         &key("dead_letter"),
                         format!(
-                            "{d:?} is an http sink: a dead-letter sink keeps what could not be delivered; use a dir or s3 sink"
+                            "{d:?} is {} sink: a dead-letter sink keeps what could not be delivered; use a dir or s3 sink",
+                            if k.kind == SinkKind::Http {
+                                "an http"
+                            } else {
+                                "a kinesis"
+                            }
+                        ),
+                    ));
+                }
+            }
+            // Writing into the stream read would read its own output.
+            let mine = p.sinks.iter().chain(p.routes.values().flatten());
+            for s in mine {
+                if let Some(k) = self.sinks.get(s)
+                    && k.kind == SinkKind::Kinesis
+                    && k.stream.as_deref() == Some(p.stream.as_str())
+                {
+                    return Err(bad(
+                        &key("sinks"),
+                        format!(
+                            "sink {s:?} writes into stream {:?}, which this pipeline reads: every line would come back to it; write into another stream",
+                            p.stream
                         ),
                     ));
                 }
@@ -1115,7 +1200,8 @@ impl Config {
                 continue;
             };
             // An http batch's idempotency key names its pipeline already.
-            if who.len() < 2 || k.kind == SinkKind::Http {
+            // A kinesis sink writes records, not keys.
+            if who.len() < 2 || matches!(k.kind, SinkKind::Http | SinkKind::Kinesis) {
                 continue;
             }
             let text = format!("{}{}", k.prefix, k.template());

@@ -120,7 +120,12 @@ fn s3_sink(endpoint: &str, bucket: &str, prefix: &str) -> SinkConfig {
 }
 
 /// A config on the Kinesis stand-in: stream `events`… named `stream`.
-fn kinesis_config(dir: &std::path::Path, kinesis: &str, stream: &str, shards: u32) -> Config {
+pub(crate) fn kinesis_config(
+    dir: &std::path::Path,
+    kinesis: &str,
+    stream: &str,
+    shards: u32,
+) -> Config {
     let mut c = crate::consumer::local_config(dir, shards);
     c.stream.backend = BackendKind::Kinesis;
     c.stream.kinesis.endpoint = Some(kinesis.to_owned());
@@ -139,7 +144,7 @@ fn kinesis_config(dir: &std::path::Path, kinesis: &str, stream: &str, shards: u3
     c
 }
 
-async fn start(c: &Config) -> (app::App, AnyBackend) {
+pub(crate) async fn start(c: &Config) -> (app::App, AnyBackend) {
     c.validate("test").unwrap_or_else(|e| panic!("{e}"));
     let b = app::backend(c).await.unwrap_or_else(|e| panic!("{e}"));
     let t = Telemetry::new();
@@ -162,7 +167,12 @@ async fn start(c: &Config) -> (app::App, AnyBackend) {
     (app, b)
 }
 
-async fn post_to(addr: std::net::SocketAddr, stream: &str, lines: &[String], key: Option<&str>) {
+pub(crate) async fn post_to(
+    addr: std::net::SocketAddr,
+    stream: &str,
+    lines: &[String],
+    key: Option<&str>,
+) {
     let mut req = reqwest::Client::new()
         .post(format!("http://{addr}/v1/streams/{stream}/events"))
         .body(lines.join("\n"));

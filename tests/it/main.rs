@@ -15,6 +15,7 @@ mod consumer;
 mod consumer_aws;
 mod consumer_process;
 mod consumer_push;
+mod consumer_rekey;
 mod filter_bad_input;
 mod filter_cli;
 mod filter_examples;

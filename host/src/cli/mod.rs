@@ -216,6 +216,10 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
             kinesthetic::config::SinkKind::Http => {
                 format!("POST {} ({:?})", s.url.as_deref().unwrap_or("?"), s.format)
             }
+            kinesthetic::config::SinkKind::Kinesis => format!(
+                "stream {} (re-keyed by the filter)",
+                s.stream.as_deref().unwrap_or("?")
+            ),
         };
         println!(
             "  sink {name:<10}: {place}, keys {}, {:?}, objects of at most {} or {} s",

@@ -991,20 +991,46 @@ impl Packer {
                 );
                 continue;
             };
-            let limit = self.limit;
-            let a = self.aggs.entry(k).or_insert_with(|| Aggregator::new(limit));
-            if a.try_push(&e.partition_key, &e.data, stamp) {
-                continue;
-            }
-            let full = a.finish();
-            if !a.try_push(&e.partition_key, &e.data, stamp) {
-                return Err(ProduceError::Refused(format!(
-                    "an event of {} bytes does not fit in a record of {limit} bytes",
-                    e.data.len()
-                )));
-            }
-            self.queues.entry(k).or_default().push_back(full);
+            self.push_stamped(k, &e.partition_key, &e.data, stamp)?;
         }
+        Ok(())
+    }
+
+    /// One stamped event to the shard of `map` its key hashes to.
+    pub(crate) fn push_event(
+        &mut self,
+        map: &super::route::ShardMap,
+        key: &str,
+        data: &[u8],
+        stamp: Stamp,
+    ) -> Result<(), ProduceError> {
+        let h = crate::stream::hash_key_of(key);
+        let Some(k) = map.targets().get(map.index_of(h)).map(|t| t.range.start) else {
+            return Err(ProduceError::Refused("the stream has no open shard".into()));
+        };
+        self.push_stamped(k, key, data, stamp)
+    }
+
+    fn push_stamped(
+        &mut self,
+        k: u128,
+        key: &str,
+        data: &[u8],
+        stamp: Stamp,
+    ) -> Result<(), ProduceError> {
+        let limit = self.limit;
+        let a = self.aggs.entry(k).or_insert_with(|| Aggregator::new(limit));
+        if a.try_push(key, data, stamp) {
+            return Ok(());
+        }
+        let full = a.finish();
+        if !a.try_push(key, data, stamp) {
+            return Err(ProduceError::Refused(format!(
+                "an event of {} bytes does not fit in a record of {limit} bytes",
+                data.len()
+            )));
+        }
+        self.queues.entry(k).or_default().push_back(full);
         Ok(())
     }
 

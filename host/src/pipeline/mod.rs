@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, ErrorPolicy, PipelineConfig, SinkConfig};
 use crate::filter::{IsolationBudget, Limits, Params};
-use crate::sink::{ObjectStore, SinkError, open_store};
+use crate::sink::{ObjectStore, SinkError, StreamWriter, open_store};
 
 /// A sink a pipeline writes to.
 #[derive(Debug, Clone)]
@@ -70,10 +70,14 @@ pub struct Sinks {
 }
 
 impl Sinks {
-    pub async fn open(config: &Config) -> Result<Self, SinkError> {
+    /// Opens every sink; `writer` is what `kinesis` sinks write with.
+    pub async fn open(config: &Config, writer: &StreamWriter) -> Result<Self, SinkError> {
         let mut stores = BTreeMap::new();
         for (name, c) in &config.sinks {
-            stores.insert(name.clone(), (c.clone(), open_store(name, c).await?));
+            stores.insert(
+                name.clone(),
+                (c.clone(), open_store(name, c, writer).await?),
+            );
         }
         let needs_default = config
             .pipelines
@@ -86,7 +90,7 @@ impl Sinks {
                 .is_some_and(|a| a.on_error == ErrorPolicy::DeadLetter);
         if needs_default && !stores.contains_key(DEFAULT_DEAD_LETTER) {
             let c = default_dead_letter(&config.stream.data_dir);
-            let store = open_store(DEFAULT_DEAD_LETTER, &c).await?;
+            let store = open_store(DEFAULT_DEAD_LETTER, &c, writer).await?;
             stores.insert(DEFAULT_DEAD_LETTER.to_owned(), (c, store));
         }
         Ok(Self { stores })

@@ -462,6 +462,7 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
                             bytes: l.bytes,
                             id: st.id,
                             received_ms: st.received_ms,
+                            key: l.key,
                         }
                     });
                 let sealed = self.writers[w].offer(rec, chosen, module.as_ref());
@@ -545,6 +546,7 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
                     bytes: j,
                     id: st.id,
                     received_ms: st.received_ms,
+                    key: b"",
                 });
                 let sealed = self.writers[w].offer(rec, chosen, module.as_ref());
                 self.settle(w, sealed).await?;
@@ -649,7 +651,8 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
             .unwrap_or_default();
         let mut body = Vec::new();
         let mut lines = 0u64;
-        for line in sealed.body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        for line in self.writers[w].lines_of(sealed) {
+            let line = &line[..];
             let e = Entry {
                 reason: Reason::Rejected,
                 error: why,

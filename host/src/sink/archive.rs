@@ -95,6 +95,10 @@ pub struct ArchiveWriter {
     /// keeps them as they are, so a refused one can be dead-lettered line
     /// by line.
     packs: bool,
+    /// Whether the body holds event frames (a kinesis sink: each line with
+    /// its stamp and partition key, [`super::kinesis::frame`]) rather than
+    /// NDJSON lines.
+    frames: bool,
     origin: Origin,
     /// Lines not yet compressed.
     body: Vec<u8>,
@@ -112,12 +116,14 @@ pub struct ArchiveWriter {
     pending: Option<Cut>,
 }
 
-/// One line for an archive: its bytes and its event's stamp.
+/// One line for an archive: its bytes, its event's stamp and its
+/// partition key (kept only by a kinesis sink).
 #[derive(Debug, Clone, Copy)]
 pub struct ArchiveLine<'a> {
     pub bytes: &'a [u8],
     pub id: EventId,
     pub received_ms: i64,
+    pub key: &'a [u8],
 }
 
 impl ArchiveWriter {
@@ -152,7 +158,11 @@ impl ArchiveWriter {
             ),
             retry_budget: (config.kind == crate::config::SinkKind::Http)
                 .then(|| Duration::from_millis(config.retry_budget_ms)),
-            packs: config.kind != crate::config::SinkKind::Http,
+            packs: !matches!(
+                config.kind,
+                crate::config::SinkKind::Http | crate::config::SinkKind::Kinesis
+            ),
+            frames: config.kind == crate::config::SinkKind::Kinesis,
             origin,
             body: Vec::new(),
             packed: Vec::new(),
@@ -226,7 +236,15 @@ impl ArchiveWriter {
         lines: impl IntoIterator<Item = ArchiveLine<'a>> + Clone,
         module: Option<&Arc<str>>,
     ) -> Option<Sealed> {
-        let bytes: usize = lines.clone().into_iter().map(|l| l.bytes.len() + 1).sum();
+        let frames = self.frames;
+        let size = move |l: &ArchiveLine<'_>| {
+            if frames {
+                super::kinesis::frame_len(l)
+            } else {
+                l.bytes.len() + 1
+            }
+        };
+        let bytes: usize = lines.clone().into_iter().map(|l| size(&l)).sum();
         let has_lines = lines.clone().into_iter().next().is_some();
         let sealed = if self.must_cut_before(record, has_lines, bytes, module) {
             self.seal()
@@ -248,9 +266,13 @@ impl ArchiveWriter {
             }
             let mut last = first.id;
             for l in it {
-                self.body.extend_from_slice(l.bytes);
-                self.body.push(b'\n');
-                self.line_bytes += l.bytes.len() + 1;
+                if frames {
+                    super::kinesis::frame(&mut self.body, &l);
+                } else {
+                    self.body.extend_from_slice(l.bytes);
+                    self.body.push(b'\n');
+                }
+                self.line_bytes += size(&l);
                 self.lines += 1;
                 last = l.id;
             }
@@ -443,6 +465,22 @@ impl ArchiveWriter {
         }
     }
 
+    /// The lines of a sealed object, one by one (a kinesis sink's frames
+    /// decoded): what a refused batch puts in the dead-letter sink.
+    pub fn lines_of(&self, s: &Sealed) -> Vec<Vec<u8>> {
+        if self.frames {
+            super::kinesis::unframe(&s.body)
+                .map(|events| events.into_iter().map(|e| e.data.to_vec()).collect())
+                .unwrap_or_else(|_| vec![s.body.to_vec()])
+        } else {
+            s.body
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect()
+        }
+    }
+
     /// The prefix this sink's keys start with (`{prefix}` rendered).
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -573,6 +611,7 @@ mod tests {
 
     fn line(bytes: &[u8], counter: u64) -> ArchiveLine<'_> {
         ArchiveLine {
+            key: b"k",
             bytes,
             id: EventId {
                 listener: 1,

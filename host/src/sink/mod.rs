@@ -2,7 +2,8 @@
 //!
 //! Every sink is fed like an archive of objects — time-stamped, compressed
 //! NDJSON files — in a directory ([`dir`]) or an S3 bucket ([`s3`]), or
-//! batches POSTed to a consumer's endpoint ([`http`]), all behind
+//! batches POSTed to a consumer's endpoint ([`http`]), or batches of
+//! events re-keyed into another stream ([`kinesis`]), all behind
 //! [`ObjectStore`]. [`archive::ArchiveWriter`] buffers one shard's
 //! lines for one sink and cuts them into objects at boundaries a restart
 //! reproduces; the dead-letter sink is such an archive whose lines say why
@@ -12,6 +13,7 @@ pub mod archive;
 pub mod dead_letter;
 pub mod dir;
 pub mod http;
+pub mod kinesis;
 pub mod s3;
 pub mod util;
 
@@ -75,10 +77,21 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     fn location(&self) -> String;
 }
 
+/// What a `kinesis` sink writes with: the process's writer of the
+/// stream backend (none in a process that only reads the local log) and
+/// the producer's metrics and record size.
+#[derive(Debug, Clone, Default)]
+pub struct StreamWriter {
+    pub backend: Option<crate::stream::any::AnyBackend>,
+    pub metrics: Option<crate::intake::metrics::Metrics>,
+    pub record_max_bytes: Option<usize>,
+}
+
 /// The store a sink's configuration names.
 pub async fn open_store(
     name: &str,
     config: &SinkConfig,
+    writer: &StreamWriter,
 ) -> Result<Arc<dyn ObjectStore>, SinkError> {
     Ok(match config.kind {
         SinkKind::Dir => {
@@ -90,5 +103,26 @@ pub async fn open_store(
         }
         SinkKind::S3 => Arc::new(s3::S3Store::connect(name, config).await?),
         SinkKind::Http => Arc::new(http::HttpStore::new(name, config)?),
+        SinkKind::Kinesis => {
+            let backend = writer.backend.clone().ok_or_else(|| SinkError::Setup {
+                sink: name.to_owned(),
+                message: "writing into a stream of the local log needs the process that writes \
+                          the log: run the pipeline in `kinesthetic serve` (a `consume` process \
+                          reads the log read-only)"
+                    .into(),
+            })?;
+            let metrics = writer.metrics.clone().unwrap_or_else(|| {
+                crate::intake::metrics::Metrics::register(
+                    &mut prometheus_client::registry::Registry::default(),
+                )
+            });
+            let record_max_bytes = writer
+                .record_max_bytes
+                .unwrap_or(crate::intake::producer::ProducerConfig::default().record_max_bytes);
+            let store =
+                kinesis::KinesisStore::new(name, config, backend, metrics, record_max_bytes)?;
+            store.check().await?;
+            Arc::new(store)
+        }
     })
 }
