@@ -335,6 +335,8 @@ pub async fn launch<B: StreamBackend>(
             );
     }
     let mut admin_state = AdminState::new(Arc::new(registry));
+    let indexes = crate::sink::index::Indexes::default();
+    admin_state.indexes = indexes.clone();
     let mut roles = serde_json::Map::new();
 
     let mut intake_addr = None;
@@ -393,6 +395,9 @@ pub async fn launch<B: StreamBackend>(
             backend: parts.create.clone(),
             metrics: Some(intake_metrics.clone()),
             record_max_bytes: Some(config.intake.record_max_bytes),
+            indexes: indexes.clone(),
+            cancel: cancel.clone(),
+            tracker: tracker.clone(),
         };
         let sinks = Sinks::open(config, &writer).await?;
         let store = LocalCheckpoints::open(&config.checkpoint_dir(), config.stream.fsync)?;

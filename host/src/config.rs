@@ -378,6 +378,9 @@ pub enum SinkKind {
     /// Written into another stream (the local log or Kinesis), each line
     /// with the partition key its filter set (or its own), its stamp kept.
     Kinesis,
+    /// Every shard's lines merged in receive-time order into one stream,
+    /// kept in a directory, served on the admin API and pushed to `url`.
+    Index,
 }
 
 /// How an `http` sink sends a batch.
@@ -491,6 +494,14 @@ pub struct SinkConfig {
     /// as the one read).
     #[serde(default)]
     pub stream: Option<String>,
+    /// index: how long a shard that has staged nothing holds the merge
+    /// back (default 1000 ms); then its lines, if any come, are late.
+    #[serde(default)]
+    pub idle_grace_ms: Option<u64>,
+    /// index: bytes of pending lines held in memory across the shards
+    /// (default 16 MiB); the rest waits in the staging files.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
 }
 
 fn default_push_timeout() -> u64 {
@@ -545,7 +556,26 @@ impl SinkConfig {
             retry_budget_ms: default_retry_budget(),
             max_in_flight: default_in_flight(),
             stream: None,
+            idle_grace_ms: None,
+            memory_bytes: None,
         }
+    }
+
+    /// An index sink in `dir` with the defaults (no push).
+    pub fn index(dir: impl Into<PathBuf>) -> Self {
+        let mut c = Self::dir(dir);
+        c.kind = SinkKind::Index;
+        c
+    }
+
+    /// See the field.
+    pub fn idle_grace_ms(&self) -> u64 {
+        self.idle_grace_ms.unwrap_or(1_000)
+    }
+
+    /// See the field.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_bytes.unwrap_or(16 << 20)
     }
 
     /// An http push sink to `url` with the defaults: batches of at most
@@ -571,7 +601,7 @@ impl SinkConfig {
     /// See the field: the kind's default unless set.
     pub fn compression(&self) -> Compression {
         self.compression.unwrap_or(match self.kind {
-            SinkKind::Http | SinkKind::Kinesis => Compression::None,
+            SinkKind::Http | SinkKind::Kinesis | SinkKind::Index => Compression::None,
             _ => Compression::Gzip,
         })
     }
@@ -579,7 +609,7 @@ impl SinkConfig {
     /// See the field: the kind's default unless set.
     pub fn max_bytes(&self) -> u64 {
         self.max_bytes.unwrap_or(match self.kind {
-            SinkKind::Http => 1 << 20,
+            SinkKind::Http | SinkKind::Index => 1 << 20,
             // Enough events that each target shard's records are packed
             // full (≈ 1,000 events of 200 B per shard of 4).
             SinkKind::Kinesis => 4 << 20,
@@ -590,7 +620,7 @@ impl SinkConfig {
     /// See the field: the kind's default unless set.
     pub fn max_age_ms(&self) -> u64 {
         self.max_age_ms.unwrap_or(match self.kind {
-            SinkKind::Http => 100,
+            SinkKind::Http | SinkKind::Index => 100,
             SinkKind::Kinesis => 500,
             _ => default_max_age(),
         })
@@ -872,7 +902,17 @@ impl Config {
             if k.kind != SinkKind::Kinesis && k.stream.is_some() {
                 return Err(bad(&key("stream"), "only for type = \"kinesis\"".into()));
             }
-            if k.kind != SinkKind::Http {
+            if k.kind != SinkKind::Index {
+                for (f, set) in [
+                    ("idle_grace_ms", k.idle_grace_ms.is_some()),
+                    ("memory_bytes", k.memory_bytes.is_some()),
+                ] {
+                    if set {
+                        return Err(bad(&key(f), "only for type = \"index\"".into()));
+                    }
+                }
+            }
+            if !matches!(k.kind, SinkKind::Http | SinkKind::Index) {
                 for (f, set) in [
                     ("url", k.url.is_some()),
                     ("auth_header", k.auth_header.is_some()),
@@ -939,6 +979,45 @@ impl Config {
                     }
                     if k.max_in_flight == 0 {
                         return Err(bad(&key("max_in_flight"), "at least 1".into()));
+                    }
+                }
+                SinkKind::Index => {
+                    if let Some(url) = k.url.as_deref()
+                        && (!(url.starts_with("http://") || url.starts_with("https://"))
+                            || reqwest::Url::parse(url).is_err())
+                    {
+                        return Err(bad(
+                            &key("url"),
+                            format!("{url:?}: the index pushes to an http:// or https:// url"),
+                        ));
+                    }
+                    for (f, set) in [
+                        ("bucket", k.bucket.is_some()),
+                        ("region", k.region.is_some()),
+                        ("endpoint", k.endpoint.is_some()),
+                        ("key_template", k.key_template.is_some()),
+                    ] {
+                        if set {
+                            return Err(bad(&key(f), "not for type = \"index\"".into()));
+                        }
+                    }
+                    if k.compression() != Compression::None {
+                        return Err(bad(
+                            &key("compression"),
+                            "an index keeps lines uncompressed: leave compression out".into(),
+                        ));
+                    }
+                    if !(0..=600_000).contains(&k.idle_grace_ms()) {
+                        return Err(bad(
+                            &key("idle_grace_ms"),
+                            format!("{}: expected 0 to 600000 (milliseconds)", k.idle_grace_ms()),
+                        ));
+                    }
+                    if k.memory_bytes() < 1 << 20 {
+                        return Err(bad(
+                            &key("memory_bytes"),
+                            format!("{}: at least 1048576 (1 MiB)", k.memory_bytes()),
+                        ));
                     }
                 }
                 SinkKind::Kinesis => {
@@ -1032,7 +1111,9 @@ impl Config {
                 ));
             }
             // An http batch is held in memory uncompressed until it is sent.
-            if matches!(k.kind, SinkKind::Http | SinkKind::Kinesis) && k.max_bytes() > 64 << 20 {
+            if matches!(k.kind, SinkKind::Http | SinkKind::Kinesis | SinkKind::Index)
+                && k.max_bytes() > 64 << 20
+            {
                 return Err(bad(
                     &key("max_bytes"),
                     format!(
@@ -1135,7 +1216,7 @@ impl Config {
             if let Some(d) = &p.dead_letter {
                 sink_exists(key("dead_letter"), d)?;
                 if let Some(k) = self.sinks.get(d)
-                    && matches!(k.kind, SinkKind::Http | SinkKind::Kinesis)
+                    && matches!(k.kind, SinkKind::Http | SinkKind::Kinesis | SinkKind::Index)
                 {
                     return Err(bad(
                         &key("dead_letter"),
@@ -1200,8 +1281,19 @@ impl Config {
                 continue;
             };
             // An http batch's idempotency key names its pipeline already.
+            if k.kind == SinkKind::Index && who.len() > 1 {
+                return Err(bad(
+                    &format!("sinks.{sink}"),
+                    format!(
+                        "an index merges the shards of one pipeline; {} write to it: give each its own index",
+                        who.join(" and ")
+                    ),
+                ));
+            }
             // A kinesis sink writes records, not keys.
-            if who.len() < 2 || matches!(k.kind, SinkKind::Http | SinkKind::Kinesis) {
+            if who.len() < 2
+                || matches!(k.kind, SinkKind::Http | SinkKind::Kinesis | SinkKind::Index)
+            {
                 continue;
             }
             let text = format!("{}{}", k.prefix, k.template());

@@ -1,6 +1,8 @@
 //! The admin API (its own listener, so it answers while the intake is
 //! saturated): `/metrics` (Prometheus), `/healthz`, `/readyz`,
-//! `/v1/status` and `/v1/filters`.
+//! `/v1/status`, `/v1/filters` and `/v1/index/NAME` ([`index`]).
+
+mod index;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +30,8 @@ pub struct AdminState {
     /// Set once every role has started (streams opened, listeners bound).
     pub started: Arc<AtomicBool>,
     pub since: Instant,
+    /// The index sinks, for `GET /v1/index/NAME`.
+    pub indexes: crate::sink::index::Indexes,
 }
 
 impl AdminState {
@@ -39,6 +43,7 @@ impl AdminState {
             roles: Arc::new(json!({})),
             started: Arc::new(AtomicBool::new(false)),
             since: Instant::now(),
+            indexes: Default::default(),
         }
     }
 }
@@ -51,11 +56,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(ready))
         .route("/v1/status", get(status))
         .route("/v1/filters", get(filters))
+        .route("/v1/index/{name}", get(index::get_index))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
                 Json(json!({
-                    "error": "no such endpoint: try /metrics, /healthz, /readyz, /v1/status, /v1/filters"
+                    "error": "no such endpoint: try /metrics, /healthz, /readyz, /v1/status, /v1/filters, /v1/index/NAME"
                 })),
             )
         })

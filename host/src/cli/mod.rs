@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod filter;
+mod replay;
 mod send;
 mod serve;
 mod stream;
@@ -50,6 +51,10 @@ enum Command {
     /// Post a file of events to an intake in batches.
     #[command(after_help = SEND_EXAMPLES)]
     Send(send::SendArgs),
+    /// Run archived objects through a pipeline's filter into its sinks
+    /// again: the backfill after a filter changed.
+    #[command(after_help = replay::REPLAY_EXAMPLES)]
+    Replay(replay::ReplayArgs),
     /// Develop, check, test and benchmark Wasm filters.
     #[command(subcommand)]
     Filter(filter::FilterCommand),
@@ -77,6 +82,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Consume(args) => serve::run(args, serve::Role::Consume),
         Command::Stream(args) => stream::run(args),
         Command::Send(args) => send::run(args),
+        Command::Replay(args) => replay::run(args),
         Command::Filter(cmd) => filter::run(cmd),
         Command::Config(ConfigCommand::Check { file }) => config_check(&file),
         Command::Datagen { mb, seed } => datagen(mb, seed),
@@ -216,6 +222,18 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
             kinesthetic::config::SinkKind::Http => {
                 format!("POST {} ({:?})", s.url.as_deref().unwrap_or("?"), s.format)
             }
+            kinesthetic::config::SinkKind::Index => format!(
+                "index in {}{}",
+                s.path
+                    .as_deref()
+                    .map_or("DATA_DIR/index/NAME".to_owned(), |p| p
+                        .display()
+                        .to_string()),
+                s.url
+                    .as_deref()
+                    .map(|u| format!(", pushed to {u}"))
+                    .unwrap_or_default()
+            ),
             kinesthetic::config::SinkKind::Kinesis => format!(
                 "stream {} (re-keyed by the filter)",
                 s.stream.as_deref().unwrap_or("?")

@@ -261,6 +261,13 @@ fn sink_place(config: &Config, sink: &str, pipeline: &str, filter: &str) -> Stri
         SinkKind::S3 => format!("s3://{}/{}", s.bucket.as_deref().unwrap_or("?"), prefix),
         SinkKind::Http => format!("POST {}", s.url.as_deref().unwrap_or("?")),
         SinkKind::Kinesis => format!("stream {}", s.stream.as_deref().unwrap_or("?")),
+        SinkKind::Index => format!(
+            "index (GET /v1/index/NAME){}",
+            s.url
+                .as_deref()
+                .map(|u| format!(", pushed to {u}"))
+                .unwrap_or_default()
+        ),
     }
 }
 

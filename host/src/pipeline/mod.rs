@@ -4,6 +4,7 @@
 //! [`PipelineSpec`] is a pipeline's configuration resolved against the
 //! sinks; [`worker`] runs one pipeline over one shard.
 
+pub mod replay;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -74,10 +75,23 @@ impl Sinks {
     pub async fn open(config: &Config, writer: &StreamWriter) -> Result<Self, SinkError> {
         let mut stores = BTreeMap::new();
         for (name, c) in &config.sinks {
-            stores.insert(
-                name.clone(),
-                (c.clone(), open_store(name, c, writer).await?),
-            );
+            let mut c = c.clone();
+            if c.kind == crate::config::SinkKind::Index {
+                // An index lives in the data directory unless placed, and
+                // merges the stream of the pipeline writing it.
+                if c.path.is_none() {
+                    c.path = Some(config.stream.data_dir.join("index").join(name));
+                }
+                c.stream = config
+                    .pipelines
+                    .iter()
+                    .find(|p| {
+                        p.sinks.contains(name) || p.routes.values().flatten().any(|s| s == name)
+                    })
+                    .map(|p| p.stream.clone());
+            }
+            let store = open_store(name, &c, writer).await?;
+            stores.insert(name.clone(), (c, store));
         }
         let needs_default = config
             .pipelines

@@ -803,6 +803,9 @@ impl<B: StreamBackend, C: CheckpointStore> ShardWorker<B, C> {
             e.pending = None;
         }
         persist(&self.ctx, &self.label, &mut self.lease).await?;
+        for w in &self.writers {
+            w.finished();
+        }
         self.written = Checkpoint::ShardEnd;
         self.publish_checkpoint();
         self.set_state("finished");

@@ -144,6 +144,7 @@ impl ArchiveWriter {
             })?;
         let prefix =
             super::util::template::render_prefix(&config.prefix, &origin.pipeline, &origin.filter);
+        store.shard_started(&origin.shard);
         Ok(Self {
             sink: sink.to_owned(),
             store,
@@ -160,9 +161,14 @@ impl ArchiveWriter {
                 .then(|| Duration::from_millis(config.retry_budget_ms)),
             packs: !matches!(
                 config.kind,
-                crate::config::SinkKind::Http | crate::config::SinkKind::Kinesis
+                crate::config::SinkKind::Http
+                    | crate::config::SinkKind::Kinesis
+                    | crate::config::SinkKind::Index
             ),
-            frames: config.kind == crate::config::SinkKind::Kinesis,
+            frames: matches!(
+                config.kind,
+                crate::config::SinkKind::Kinesis | crate::config::SinkKind::Index
+            ),
             origin,
             body: Vec::new(),
             packed: Vec::new(),
@@ -209,21 +215,30 @@ impl ArchiveWriter {
         self.packs && self.body.len() >= PACK_BYTES
     }
 
-    /// Compresses the lines waiting into a member of the open object, on
-    /// a blocking thread.
+    /// Compresses the whole members of the lines waiting
+    /// ([`member_ends`](super::util::compress::member_ends)), on a blocking
+    /// thread; the rest keeps waiting.
     pub async fn pack(&mut self) -> Result<(), SinkError> {
-        let raw = std::mem::replace(&mut self.body, Vec::with_capacity(PACK_BYTES + (64 << 10)));
+        let raw = std::mem::take(&mut self.body);
         let how = self.compression;
-        let member = tokio::task::spawn_blocking(move || compress(&raw, how))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-            .map_err(|message| SinkError::Write {
-                sink: self.sink.clone(),
-                key: "(open object)".into(),
-                message: format!("cannot compress: {message}"),
-            })?;
-        self.packed.extend_from_slice(&member);
+        let done = tokio::task::spawn_blocking(move || {
+            super::util::compress::compress_members(&raw, PACK_BYTES, how).map(|(m, rest)| {
+                let mut left = Vec::with_capacity(PACK_BYTES + (64 << 10));
+                left.extend_from_slice(&raw[rest..]);
+                (m, left)
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|message| SinkError::Write {
+            sink: self.sink.clone(),
+            key: "(open object)".into(),
+            message: format!("cannot compress: {message}"),
+        })?;
+        let (members, left) = done;
+        self.packed.extend_from_slice(&members);
+        self.body = left;
         Ok(())
     }
 
@@ -370,6 +385,8 @@ impl ArchiveWriter {
             ("line-count", lines.to_string()),
             ("first-event-id", open.first_id.to_string()),
             ("last-event-id", last_id.to_string()),
+            // The time in the key; a replay renders the key again from it.
+            ("first-received-ms", open.first_received_ms.to_string()),
         ];
         let after = self.last_fed.clone().unwrap_or_else(|| last_seq.clone());
         Some(Sealed {
@@ -488,6 +505,11 @@ impl ArchiveWriter {
 
     pub fn location(&self) -> String {
         self.store.location()
+    }
+
+    /// The shard is read to its end and everything is written.
+    pub fn finished(&self) {
+        self.store.shard_finished(&self.origin.shard);
     }
 }
 

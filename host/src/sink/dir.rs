@@ -140,6 +140,85 @@ impl ObjectStore for DirStore {
     fn location(&self) -> String {
         format!("dir {}", self.root.display())
     }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, SinkError>> {
+        Box::pin(async move {
+            let root = self.root.clone();
+            let prefix = prefix.to_owned();
+            tokio::task::spawn_blocking(move || {
+                let mut keys = Vec::new();
+                list_under(&root, &root, &mut keys)?;
+                keys.retain(|k: &String| k.starts_with(&prefix));
+                keys.sort();
+                Ok::<_, String>(keys)
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .map_err(|message| SinkError::Setup {
+                sink: self.name.clone(),
+                message,
+            })
+        })
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<super::Stored, SinkError>> {
+        Box::pin(async move {
+            let read = || -> Result<super::Stored, String> {
+                let path = self.path_of(key)?;
+                let body = std::fs::read(&path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let meta_path = PathBuf::from(format!("{}.meta.json", path.display()));
+                let metadata = match std::fs::read(&meta_path) {
+                    Ok(m) => serde_json::from_slice(&m).map_err(|e| {
+                        format!("{}: not a metadata file: {e}", meta_path.display())
+                    })?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+                    Err(e) => return Err(format!("cannot read {}: {e}", meta_path.display())),
+                };
+                Ok(super::Stored {
+                    body: body.into(),
+                    metadata,
+                })
+            };
+            read().map_err(|message| SinkError::Write {
+                sink: self.name.clone(),
+                key: key.to_owned(),
+                message,
+            })
+        })
+    }
+}
+
+/// The objects' keys under `dir` (not their `.meta.json`, nor temporary
+/// or hidden files).
+fn list_under(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), String> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    for e in entries {
+        let e = e.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = e.path();
+        let kind = e
+            .file_type()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if kind.is_dir() {
+            list_under(root, &path, out)?;
+        } else if kind.is_file()
+            && !name.ends_with(".meta.json")
+            && let Ok(rel) = path.strip_prefix(root)
+        {
+            out.push(
+                rel.to_string_lossy()
+                    .replace(std::path::MAIN_SEPARATOR, "/"),
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

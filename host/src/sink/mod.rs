@@ -13,6 +13,7 @@ pub mod archive;
 pub mod dead_letter;
 pub mod dir;
 pub mod http;
+pub mod index;
 pub mod kinesis;
 pub mod s3;
 pub mod util;
@@ -68,10 +69,52 @@ pub enum SinkError {
     },
 }
 
+/// An object read back from an archive: its stored bytes and metadata
+/// (`content-encoding` among them when it is compressed).
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub body: Bytes,
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
 /// A place that keeps objects by key; writing a key again replaces it.
 /// A write returns once the object is durable.
 pub trait ObjectStore: Send + Sync + fmt::Debug {
     fn put<'a>(&'a self, key: &'a str, object: &'a Object) -> BoxFuture<'a, Result<(), SinkError>>;
+
+    /// The keys of the objects under `prefix`, sorted. Archives (dir, s3)
+    /// can be read back; other sinks cannot.
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, SinkError>> {
+        let _ = prefix;
+        Box::pin(async move {
+            Err(SinkError::Setup {
+                sink: self.location(),
+                message: "only a dir or s3 sink can be read back".into(),
+            })
+        })
+    }
+
+    /// A shard's worker starts writing to this store (the index sink
+    /// waits for the shards being read).
+    fn shard_started(&self, shard: &crate::event::ShardId) {
+        let _ = shard;
+    }
+
+    /// A shard was read to its end and delivered.
+    fn shard_finished(&self, shard: &crate::event::ShardId) {
+        let _ = shard;
+    }
+
+    /// One object, as [`ObjectStore::list`] named it.
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Stored, SinkError>> {
+        let _ = key;
+        Box::pin(async move {
+            Err(SinkError::Setup {
+                sink: self.location(),
+                message: "only a dir or s3 sink can be read back".into(),
+            })
+        })
+    }
 
     /// Where the objects go, for logs and status (`dir /x`, `s3://bucket`).
     fn location(&self) -> String;
@@ -80,11 +123,16 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
 /// What a `kinesis` sink writes with: the process's writer of the
 /// stream backend (none in a process that only reads the local log) and
 /// the producer's metrics and record size.
+/// Also what an `index` sink runs with: where the process's indexes are
+/// listed (for the admin API), and the stop and the tasks of the process.
 #[derive(Debug, Clone, Default)]
 pub struct StreamWriter {
     pub backend: Option<crate::stream::any::AnyBackend>,
     pub metrics: Option<crate::intake::metrics::Metrics>,
     pub record_max_bytes: Option<usize>,
+    pub indexes: index::Indexes,
+    pub cancel: tokio_util::sync::CancellationToken,
+    pub tracker: tokio_util::task::TaskTracker,
 }
 
 /// The store a sink's configuration names.
@@ -123,6 +171,17 @@ pub async fn open_store(
                 kinesis::KinesisStore::new(name, config, backend, metrics, record_max_bytes)?;
             store.check().await?;
             Arc::new(store)
+        }
+        SinkKind::Index => {
+            let stream = config.stream.clone().unwrap_or_default();
+            Arc::new(index::IndexStore::open(
+                name,
+                config,
+                &stream,
+                &writer.indexes,
+                &writer.cancel,
+                &writer.tracker,
+            )?)
         }
     })
 }

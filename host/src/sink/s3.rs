@@ -216,4 +216,72 @@ impl ObjectStore for S3Store {
     fn location(&self) -> String {
         format!("s3://{}", self.bucket)
     }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, SinkError>> {
+        Box::pin(async move {
+            let mut keys = Vec::new();
+            let mut token = None;
+            loop {
+                let page = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(prefix)
+                    .set_continuation_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| SinkError::Setup {
+                        sink: self.name.clone(),
+                        message: format!(
+                            "cannot list s3://{}/{prefix}: {}",
+                            self.bucket,
+                            DisplayErrorContext(&e)
+                        ),
+                    })?;
+                keys.extend(
+                    page.contents()
+                        .iter()
+                        .filter_map(|o| o.key().map(str::to_owned)),
+                );
+                match page.next_continuation_token() {
+                    Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                    _ => break,
+                }
+            }
+            keys.sort();
+            Ok(keys)
+        })
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<super::Stored, SinkError>> {
+        Box::pin(async move {
+            let fail = |message: String| SinkError::Write {
+                sink: self.name.clone(),
+                key: key.to_owned(),
+                message,
+            };
+            let got = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| fail(DisplayErrorContext(&e).to_string()))?;
+            let mut metadata: std::collections::BTreeMap<String, String> = got
+                .metadata()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            if let Some(e) = got.content_encoding() {
+                metadata.insert("content-encoding".into(), e.to_owned());
+            }
+            let body = got
+                .body
+                .collect()
+                .await
+                .map_err(|e| fail(format!("reading the body: {e}")))?
+                .into_bytes();
+            Ok(super::Stored { body, metadata })
+        })
+    }
 }

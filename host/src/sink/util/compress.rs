@@ -20,6 +20,53 @@ pub fn compress(body: &[u8], how: Compression) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// Where the whole members of an object's lines end. Lines are compressed
+/// in members (gzip members and zstd frames concatenate into one valid
+/// stream), each ending at the first line end at least `member` bytes
+/// from its start: the split is a function of the lines alone, so the same
+/// lines make the same bytes however they were buffered (a replay writes
+/// objects identical to the originals). The lines after the last end make
+/// the object's last member.
+pub fn member_ends(body: &[u8], member: usize) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut start = 0;
+    while body.len() - start >= member {
+        let from = start + member - 1;
+        match body[from..].iter().position(|b| *b == b'\n') {
+            Some(i) => {
+                start = from + i + 1;
+                ends.push(start);
+            }
+            None => break,
+        }
+    }
+    ends
+}
+
+/// Compresses the whole members of `body` ([`member_ends`]); returns them
+/// and where the rest of the lines starts.
+pub fn compress_members(
+    body: &[u8],
+    member: usize,
+    how: Compression,
+) -> std::io::Result<(Vec<u8>, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for end in member_ends(body, member) {
+        out.extend_from_slice(&compress(&body[start..end], how)?);
+        start = end;
+    }
+    Ok((out, start))
+}
+
+/// An object's stored bytes from all its lines, as an archive writer
+/// stores them: its whole members, then the rest as the last member.
+pub fn encode_object(body: &[u8], member: usize, how: Compression) -> std::io::Result<Vec<u8>> {
+    let (mut out, rest) = compress_members(body, member, how)?;
+    out.extend_from_slice(&compress(&body[rest..], how)?);
+    Ok(out)
+}
+
 /// The `Content-Encoding` of a compression.
 pub fn content_encoding(how: Compression) -> Option<&'static str> {
     match how {
