@@ -126,3 +126,65 @@ fn pipelines_sinks_and_filters_are_described_and_checked() {
         &["max_bytes"],
     );
 }
+
+/// The README's quick start for delivery is a valid file, and the
+/// delivery sinks' keys are checked, naming the key.
+#[test]
+fn delivery_sinks_are_checked_and_the_readme_quick_start_is_valid() {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("cat > deliver.toml <<'EOF'\n")
+        .unwrap_or_else(|| panic!("the README has no deliver.toml"));
+    let body = &readme[start..];
+    let body = &body[body.find('\n').unwrap_or(0) + 1..];
+    let quick = &body[..body.find("\nEOF").unwrap_or(body.len())];
+    let o = check(quick);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("POST http://127.0.0.1:9000/ingest"), "{out}");
+    assert!(out.contains("index in"), "{out}");
+
+    let two = "[streams.a]\nshards = 1\n[streams.b]\nshards = 1\n";
+    let pipe = |name: &str, sink: &str| {
+        format!("[[pipelines]]\nname = \"{name}\"\nstream = \"a\"\nsinks = [\"{sink}\"]\n")
+    };
+    refused(
+        &format!("{two}[sinks.k]\ntype = \"kinesis\"\n{}", pipe("p", "k")),
+        &["sinks.k.stream", "needs the stream"],
+    );
+    refused(
+        &format!(
+            "{two}[sinks.k]\ntype = \"kinesis\"\nstream = \"b\"\ncompression = \"gzip\"\n{}",
+            pipe("p", "k")
+        ),
+        &["sinks.k.compression"],
+    );
+    refused(
+        &format!("{two}[sinks.k]\ntype = \"kinesis\"\nstream = \"not a name!\"\n"),
+        &["sinks.k.stream", "not a stream name"],
+    );
+    refused(
+        &format!("{two}[sinks.i]\ntype = \"index\"\nbucket = \"b\"\n"),
+        &["sinks.i.bucket"],
+    );
+    refused(
+        &format!("{two}[sinks.i]\ntype = \"index\"\nurl = \"ftp://x\"\n"),
+        &["sinks.i.url"],
+    );
+    refused(
+        &format!(
+            "{two}[sinks.i]\ntype = \"index\"\n{}{}",
+            pipe("p", "i"),
+            pipe("q", "i")
+        ),
+        &["sinks.i", "one pipeline"],
+    );
+    refused(
+        &format!("{two}[sinks.d]\ntype = \"dir\"\npath = \"x\"\nidle_grace_ms = 5\n"),
+        &["sinks.d.idle_grace_ms", "index"],
+    );
+    refused(
+        &format!("{two}[sinks.i]\ntype = \"index\"\nmemory_bytes = 10\n"),
+        &["sinks.i.memory_bytes"],
+    );
+}
