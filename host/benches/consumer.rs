@@ -44,8 +44,16 @@
 //!    per record written (the intake's packing figure), beside how many
 //!    such events one record can hold, and events/s.
 //!
+//! 2d. **Index.** `BENCH_INDEX_EVENTS` (200,000) events of 200 B preloaded:
+//!    into 1 shard pushed by an http sink to a receiver here (the baseline),
+//!    and into 4 shards merged by an index sink; each timed from launch to
+//!    the last line. Then a burst of 10 × the index's `memory_bytes` (4 MiB)
+//!    on 3 shards while the 4th, read and not idle, has staged nothing (so
+//!    every line waits): the peak of pending lines in memory (`/v1/status`)
+//!    beside the configured bound.
+//!
 //! `BENCH_THROUGHPUT=0`, `BENCH_LATENCY=0`, `BENCH_PUSH=0`, `BENCH_REKEY=0`,
-//! `BENCH_RSS=0` skip a part. The
+//! `BENCH_INDEX=0`, `BENCH_RSS=0` skip a part. The
 //! figures share the machine with whatever else runs: run it on a quiet one.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -167,6 +175,10 @@ fn main() -> anyhow::Result<()> {
     if enabled("BENCH_REKEY") {
         let n = usize::try_from(env_num("BENCH_REKEY_EVENTS", 200_000))?;
         rekey(&rt, &filters, n)?;
+    }
+    if enabled("BENCH_INDEX") {
+        let n = usize::try_from(env_num("BENCH_INDEX_EVENTS", 200_000))?;
+        index(&rt, n)?;
     }
     if enabled("BENCH_RSS") {
         rss(&rt, &filters, secs)?;
@@ -1223,6 +1235,300 @@ fn rekey(rt: &tokio::runtime::Runtime, filters: &Filters, n: usize) -> anyhow::R
         max_age
     );
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 2d. The index
+// ---------------------------------------------------------------------------
+
+/// A config on the local log in `dir` with stream `STREAM` (created by the
+/// loader) and a raw pipeline into sink `out`.
+fn sink_config(dir: &Path, out: SinkConfig) -> Config {
+    let mut c = Config::default();
+    let any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+    c.stream.data_dir = dir.join("data");
+    c.intake.listen = any;
+    c.admin.listen = any;
+    c.consumer.poll_interval_ms = 10;
+    c.filters.dir = dir.join("filters");
+    c.sinks.insert("out".into(), out);
+    c.pipelines.push(pipeline("out", STREAM, None, &[], "out"));
+    c
+}
+
+/// Writes events `range` into `shards` (event n into shard n % shards,
+/// received at `base + n / 10` ms, id (0xbe0c, n)), packed per shard.
+async fn load_stamped(
+    log: &LocalLog,
+    shards: &[kinesthetic::stream::ShardInfo],
+    only: Option<&[usize]>,
+    range: std::ops::Range<usize>,
+    base: i64,
+) -> anyhow::Result<u64> {
+    let limit = Config::default().intake.record_max_bytes;
+    let mut bytes = 0u64;
+    for (i, shard) in shards.iter().enumerate() {
+        if only.is_some_and(|o| !o.contains(&i)) {
+            continue;
+        }
+        let key = (0u64..)
+            .map(|j| format!("idx-{i}-{j}"))
+            .find(|k| {
+                shard
+                    .hash_range
+                    .contains(kinesthetic::stream::hash_key_of(k))
+            })
+            .unwrap_or_default();
+        let mut agg = Aggregator::new(limit);
+        let mut entries = Vec::new();
+        for n in range.clone().filter(|n| n % shards.len() == i) {
+            let line = event_200(n);
+            bytes += line.len() as u64;
+            let stamp = Stamp {
+                id: EventId {
+                    listener: 0xbe0c,
+                    counter: n as u64,
+                },
+                received_ms: base + (n / 10) as i64,
+            };
+            if !agg.try_push(&key, &line, stamp) {
+                entries.push(agg.finish().data);
+                ensure!(agg.try_push(&key, &line, stamp), "an event fits no record");
+            }
+        }
+        if !agg.is_empty() {
+            entries.push(agg.finish().data);
+        }
+        let entries: Vec<PutEntry> = entries
+            .into_iter()
+            .map(|data| PutEntry {
+                partition_key: key.clone(),
+                explicit_hash_key: None,
+                data,
+            })
+            .collect();
+        for group in put_groups(entries) {
+            let out = log.put_records(STREAM, &group).await?;
+            ensure!(
+                out.iter().all(|o| matches!(o, PutOutcome::Written { .. })),
+                "a put failed: {out:?}"
+            );
+        }
+    }
+    Ok(bytes)
+}
+
+/// The index's entry in `/v1/status`.
+async fn index_status(admin: SocketAddr) -> anyhow::Result<serde_json::Value> {
+    let text = reqwest::get(format!("http://{admin}/v1/status"))
+        .await?
+        .text()
+        .await?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    Ok(v["indexes"]["out"].clone())
+}
+
+fn launch_consumer(
+    c: &Config,
+    log: &LocalLog,
+) -> impl std::future::Future<Output = anyhow::Result<App>> {
+    let b = AnyBackend::Local(log.clone());
+    let c = c.clone();
+    async move {
+        c.validate("bench")?;
+        Ok(app::launch(
+            &c,
+            Telemetry::new(),
+            Parts::<AnyBackend> {
+                intake: None,
+                consumer: Some(b.clone()),
+                spool: None,
+                create: Some(b),
+            },
+        )
+        .await?)
+    }
+}
+
+fn index(rt: &tokio::runtime::Runtime, n: usize) -> anyhow::Result<()> {
+    let base = now_us() / 1000;
+    // Baseline: one shard pushed to a receiver in this process.
+    let push = rt.block_on(async {
+        let got = Arc::new(AtomicU64::new(0));
+        let handler = {
+            let got = Arc::clone(&got);
+            move |body: axum::body::Bytes| {
+                let got = Arc::clone(&got);
+                async move {
+                    let lines = body.iter().filter(|b| **b == b'\n').count() as u64;
+                    got.fetch_add(lines, Ordering::Relaxed);
+                    "ok"
+                }
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/ingest", listener.local_addr()?);
+        let server = tokio::spawn(async move {
+            let app = axum::Router::new().fallback(axum::routing::post(handler));
+            let _ = axum::serve(listener, app).await;
+        });
+        let dir = tempfile::tempdir()?;
+        let c = sink_config(dir.path(), SinkConfig::http(url));
+        let log = LocalLog::open(&c.stream.data_dir, LocalOptions::default())?;
+        log.create_stream(STREAM, 1).await?;
+        let shards: Vec<_> = log.describe(STREAM).await?.open_shards().cloned().collect();
+        eprintln!("index bench: {n} events of 200 B into 1 shard, pushed …");
+        load_stamped(&log, &shards, None, 0..n, base).await?;
+        let start = Instant::now();
+        let app = launch_consumer(&c, &log).await?;
+        while got.load(Ordering::Relaxed) < n as u64 {
+            ensure!(start.elapsed() < Duration::from_secs(600), "push too slow");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let t = start.elapsed();
+        app.stop().await?;
+        server.abort();
+        anyhow::Ok(t)
+    })?;
+    // The index over 4 shards.
+    let (merged, peak, limit) = rt.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let c = sink_config(dir.path(), SinkConfig::index(dir.path().join("index")));
+        let limit = c.sinks["out"].memory_bytes();
+        let log = LocalLog::open(&c.stream.data_dir, LocalOptions::default())?;
+        log.create_stream(STREAM, 4).await?;
+        let shards: Vec<_> = log.describe(STREAM).await?.open_shards().cloned().collect();
+        eprintln!("index bench: {n} events of 200 B into 4 shards, merged …");
+        load_stamped(&log, &shards, None, 0..n, base).await?;
+        let start = Instant::now();
+        let app = launch_consumer(&c, &log).await?;
+        let mut peak = 0u64;
+        loop {
+            let s = index_status(app.admin_addr).await?;
+            peak = peak.max(s["pending_in_memory_bytes"].as_u64().unwrap_or(0));
+            if s["lines"].as_u64().unwrap_or(0) >= n as u64 {
+                break;
+            }
+            ensure!(
+                start.elapsed() < Duration::from_secs(600),
+                "index too slow: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let t = start.elapsed();
+        app.stop().await?;
+        anyhow::Ok((t, peak, limit))
+    })?;
+    let push_rate = n as f64 / push.as_secs_f64();
+    let merged_rate = n as f64 / merged.as_secs_f64();
+    let ratio = merged_rate / push_rate;
+    println!(
+        "index, merged throughput : {merged_rate:.0} events/s over 4 shards vs {push_rate:.0} \
+         events/s pushed from 1 shard, ratio {ratio:.2} (target ≥ 0.5) {} — {n} events of 200 B \
+         preloaded, timed from launch to the last line merged (pushed); peak pending in memory \
+         {:.1} MiB of {:.0} MiB",
+        met(ratio >= 0.5),
+        peak as f64 / 1048576.0,
+        limit as f64 / 1048576.0
+    );
+    // A burst of 10× the index's memory on three shards while the fourth,
+    // read and not idle, has staged nothing: every line must wait.
+    let (burst_bytes, peak, staged_peak, limit, rss_growth, all) = rt.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let mut sink = SinkConfig::index(dir.path().join("index"));
+        sink.memory_bytes = Some(4 << 20);
+        sink.idle_grace_ms = Some(600_000);
+        let limit = sink.memory_bytes();
+        let c = sink_config(dir.path(), sink);
+        let log = LocalLog::open(&c.stream.data_dir, LocalOptions::default())?;
+        log.create_stream(STREAM, 4).await?;
+        let shards: Vec<_> = log.describe(STREAM).await?.open_shards().cloned().collect();
+        let burst = (10 * limit as usize / 200) * 4 / 3;
+        eprintln!("index bench: a burst of {burst} events (10 × memory_bytes on 3 shards) …");
+        let rss0 = rss_now();
+        let start = Instant::now();
+        let app = launch_consumer(&c, &log).await?;
+        let bytes = load_stamped(&log, &shards, Some(&[0, 1, 2]), 0..burst, base).await?;
+        let (mut peak, mut staged_peak, mut rss_peak) = (0u64, 0u64, 0u64);
+        // Until the three shards are staged (the fourth holds them all).
+        loop {
+            let s = index_status(app.admin_addr).await?;
+            peak = peak.max(s["pending_in_memory_bytes"].as_u64().unwrap_or(0));
+            let staged = s["staged_bytes"].as_u64().unwrap_or(0);
+            staged_peak = staged_peak.max(staged);
+            rss_peak = rss_peak.max(rss_now());
+            if staged >= bytes {
+                break;
+            }
+            ensure!(
+                start.elapsed() < Duration::from_secs(600),
+                "staging too slow: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The fourth shard's line comes after all of theirs: they all go.
+        load_stamped(
+            &log,
+            &shards,
+            Some(&[3]),
+            burst..burst + 4,
+            base + 1_000_000,
+        )
+        .await?;
+        let all = loop {
+            let s = index_status(app.admin_addr).await?;
+            peak = peak.max(s["pending_in_memory_bytes"].as_u64().unwrap_or(0));
+            rss_peak = rss_peak.max(rss_now());
+            let lines = s["lines"].as_u64().unwrap_or(0);
+            // The fourth shard's own line waits in turn for the others
+            // (live, not idle) to pass its time: it is not counted.
+            let want = (0..burst).filter(|n| n % 4 != 3).count() as u64;
+            if lines >= want {
+                break lines;
+            }
+            ensure!(
+                start.elapsed() < Duration::from_secs(600),
+                "merge too slow: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        app.stop().await?;
+        anyhow::Ok((
+            bytes,
+            peak,
+            staged_peak,
+            limit,
+            rss_peak.saturating_sub(rss0),
+            all,
+        ))
+    })?;
+    println!(
+        "index, memory under a burst : peak pending in memory {:.1} MiB, configured {:.0} MiB {} \
+         — {:.0} MB of lines (10 × the memory) on 3 shards held back by a 4th that had staged \
+         nothing (idle grace 10 min): {:.0} MB waited in the staging files; then {all} lines \
+         merged; process RSS grew {:.0} MiB",
+        peak as f64 / 1048576.0,
+        limit as f64 / 1048576.0,
+        // A shard's read may end past its share by one frame (≤ 4 KiB
+        // read at least, 4 shards).
+        met(peak <= limit + 4 * (8 << 10)),
+        burst_bytes as f64 / 1e6,
+        staged_peak as f64 / 1e6,
+        rss_growth as f64 / 1048576.0
+    );
+    Ok(())
+}
+
+/// This process's resident set, bytes.
+fn rss_now() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }
 
 // ---------------------------------------------------------------------------

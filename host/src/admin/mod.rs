@@ -138,8 +138,22 @@ async fn status(axum::extract::State(s): axum::extract::State<AdminState>) -> Re
         "pipelines": pipelines,
         "filters": filter_list(&s),
         "filters_dir": s.filters.as_ref().map(|r| r.dir().display().to_string()),
+        "indexes": index_status(&s),
     }))
     .into_response()
+}
+
+fn index_status(s: &AdminState) -> serde_json::Value {
+    let list: Vec<_> = s
+        .indexes
+        .lock()
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default();
+    serde_json::Value::Object(
+        list.iter()
+            .map(|i| (i.name().to_owned(), i.status()))
+            .collect(),
+    )
 }
 
 async fn filters(axum::extract::State(s): axum::extract::State<AdminState>) -> Response {

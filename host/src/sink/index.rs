@@ -365,6 +365,40 @@ impl Index {
             .map_or(0, |s| s.shards.values().map(|q| q.pending_bytes).sum())
     }
 
+    /// What `/v1/status` says of the index.
+    pub fn status(&self) -> serde_json::Value {
+        let Ok(st) = self.state.lock() else {
+            return serde_json::json!({"error": "a merge step panicked"});
+        };
+        let shards: serde_json::Map<String, serde_json::Value> = st
+            .shards
+            .iter()
+            .map(|(k, q)| {
+                (
+                    k.clone(),
+                    serde_json::json!({
+                        "live": q.live,
+                        "staged_bytes": q.len - q.consumed,
+                        "pending_in_memory_bytes": q.pending_bytes,
+                        "watermark_ms": (q.watermark != i64::MIN).then_some(q.watermark),
+                        "idle_ms": q.last_put.elapsed().as_millis() as u64,
+                    }),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "stream": self.stream,
+            "dir": self.dir.display().to_string(),
+            "lines": st.count,
+            "pushed": st.pushed,
+            "late_lines": st.late,
+            "memory_limit_bytes": self.memory_bytes,
+            "pending_in_memory_bytes": st.shards.values().map(|q| q.pending_bytes).sum::<usize>(),
+            "staged_bytes": st.shards.values().map(|q| q.len - q.consumed).sum::<u64>(),
+            "shards": shards,
+        })
+    }
+
     /// Waits until the merged stream has more than `count` entries (or
     /// `cancel`).
     pub async fn wait_beyond(&self, count: u64, cancel: &CancellationToken) {
@@ -715,7 +749,9 @@ fn open_staging(sink: &str, path: &Path, consumed: u64) -> Result<ShardQ, SinkEr
 /// one line when any is staged).
 fn refill(q: &mut ShardQ, budget: usize) -> std::io::Result<()> {
     while q.loaded < q.len && (q.pending.is_empty() || q.pending_bytes < budget) {
-        let want = ((q.len - q.loaded) as usize).min(budget.max(64 << 10));
+        // Never past the budget by more than one read's last frame.
+        let room = budget.saturating_sub(q.pending_bytes).max(4 << 10);
+        let want = ((q.len - q.loaded) as usize).min(room);
         let mut buf = vec![0u8; want];
         q.file.read_exact_at(&mut buf, q.loaded)?;
         let (lines, used) = parse_staged(&buf);
