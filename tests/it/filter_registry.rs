@@ -24,9 +24,11 @@ fn sha(path: &str) -> String {
     ))
 }
 
-/// Waits until `cond` holds for the registry (the watcher is asynchronous).
+/// Waits until `cond` holds for the registry (the watcher is asynchronous;
+/// a swapped directory is seen at the next rescan, which a loaded machine
+/// running the whole suite can delay by seconds).
 async fn eventually(reg: &Registry, what: &str, cond: impl Fn(&Registry) -> bool) {
-    for _ in 0..200 {
+    for _ in 0..600 {
         if cond(reg) {
             return;
         }

@@ -195,3 +195,115 @@ fn replay_rewrites_an_archive_byte_for_byte_and_runs_a_filter_over_it() {
         "{err}"
     );
 }
+
+/// Replay reads an S3 archive (the moto stand-in, through the AWS SDK):
+/// the objects replayed into a directory have the S3 objects' keys and
+/// bytes.
+#[test]
+fn replay_reads_an_s3_archive_with_its_keys_and_bytes() {
+    let Some(s3) = crate::services::s3_endpoint() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let bucket = crate::services::unique_stream("replay")
+        .to_ascii_lowercase()
+        .chars()
+        .take(63)
+        .collect::<String>();
+    let d = dir.path().display();
+    let config_path = dir.path().join("k.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[stream]\ndata_dir = \"{d}/data\"\n[intake]\nlisten = \"127.0.0.1:0\"\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n[consumer]\npoll_interval_ms = 20\n\
+             [streams.events]\nshards = 2\n\
+             [sinks.raw]\ntype = \"s3\"\nbucket = \"{bucket}\"\nendpoint = \"{s3}\"\nmax_age_ms = 200\n\
+             [sinks.copy]\ntype = \"dir\"\npath = \"{d}/copy\"\n\
+             [[pipelines]]\nname = \"raw\"\nstream = \"events\"\nsinks = [\"raw\"]\n\
+             [[pipelines]]\nname = \"copy\"\nstream = \"events\"\nsinks = [\"copy\"]\n"
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
+    let store = rt().block_on(async {
+        let client = {
+            let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .endpoint_url(&s3)
+                .region(aws_config::Region::new("us-east-1"))
+                .test_credentials()
+                .load()
+                .await;
+            aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&shared)
+                    .force_path_style(true)
+                    .build(),
+            )
+        };
+        client
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create bucket: {e:?}"));
+        let (app, _b) = crate::consumer::start_with(&config).await;
+        let addr = app.intake_addr.unwrap_or_else(|| panic!("no intake"));
+        let lines: Vec<String> = (0..1_000).map(|n| event(n, n % 5 == 0)).collect();
+        crate::consumer::post(addr, &lines, None).await;
+        let raw = kinesthetic::sink::open_store(
+            "raw",
+            &config.sinks["raw"],
+            &kinesthetic::sink::StreamWriter::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        let start = std::time::Instant::now();
+        loop {
+            let mut n = 0;
+            for k in raw.list("").await.unwrap_or_else(|e| panic!("{e}")) {
+                let o = raw.get(&k).await.unwrap_or_else(|e| panic!("{e}"));
+                n += o.metadata["line-count"].parse::<usize>().unwrap_or(0);
+            }
+            if n >= lines.len() {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "{n} lines in S3");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        app.stop().await.unwrap_or_else(|e| panic!("{e}"));
+        raw
+    });
+    let fresh = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let (ok, out, err) = replay(
+        &config_path,
+        &[
+            "--pipeline",
+            "copy",
+            "--from",
+            "raw",
+            "--into-dir",
+            &fresh.path().display().to_string(),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("1000 lines in, 1000 out"), "{out}");
+    let written = files(fresh.path());
+    rt().block_on(async {
+        let keys = store.list("").await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(!keys.is_empty());
+        for k in &keys {
+            let o = store.get(k).await.unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                written.get(k).map(Vec::as_slice) == Some(&o.body[..]),
+                "{k}: not the S3 object's bytes"
+            );
+        }
+        assert_eq!(
+            written
+                .keys()
+                .filter(|k| !k.ends_with(".meta.json"))
+                .count(),
+            keys.len()
+        );
+    });
+}
