@@ -272,12 +272,13 @@ fn kill_9_during_indexing_loses_nothing_and_pushes_again_only_under_the_same_key
             child.kill().unwrap_or_else(|e| panic!("{e}"));
             let _ = child.wait();
         }
-        let (mut child, addrs) = crate::consumer_process::spawn_addrs(
+        let (child, addrs) = crate::consumer_process::spawn_addrs(
             "serve",
             &config,
             &[],
             &["intake on http://", "admin on http://"],
         );
+        let mut child = crate::consumer_process::Reap(child);
         let admin: std::net::SocketAddr = addrs[1].parse().unwrap_or_else(|e| panic!("{e}"));
         let mut got: Vec<String> = Vec::new();
         let start = Instant::now();
@@ -301,8 +302,8 @@ fn kill_9_during_indexing_loses_nothing_and_pushes_again_only_under_the_same_key
             acked.iter().all(|l| seen.contains(l))
         })
         .await;
-        sigterm(&child);
-        let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+        sigterm(&child.0);
+        let status = child.0.wait().unwrap_or_else(|e| panic!("{e}"));
         assert!(status.success(), "{status}");
         let all = pushes.all();
         let mut by_key: BTreeMap<&String, &Vec<String>> = BTreeMap::new();

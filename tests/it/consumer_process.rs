@@ -124,6 +124,17 @@ pub(crate) async fn post_until(addr: String, stop: Instant, first: usize) -> Vec
     acked
 }
 
+/// A child process killed when dropped (a failing test must not leave a
+/// `serve` behind holding the test's output open).
+pub(crate) struct Reap(pub(crate) Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub(crate) fn sigterm(child: &Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

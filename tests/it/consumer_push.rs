@@ -410,14 +410,7 @@ fn kill_9_during_pushes_repeats_only_under_the_same_keys() {
         let (child, _addr) = spawn("serve", &config, &[], "intake on http://");
         // Killed if the test fails before it stops it: an orphan would
         // keep the test's output open.
-        struct Reap(std::process::Child);
-        impl Drop for Reap {
-            fn drop(&mut self) {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
-        let mut child = Reap(child);
+        let mut child = crate::consumer_process::Reap(child);
         let delivered = |r: &Receiver| -> HashSet<String> {
             r.seen().iter().flat_map(|s| s.lines.clone()).collect()
         };

@@ -262,7 +262,8 @@ fn kill_9_during_rekeying_loses_nothing_and_repeats_at_most_a_batch_per_shard() 
             child.kill().unwrap_or_else(|e| panic!("{e}"));
             let _ = child.wait();
         }
-        let (mut child, _addr) = spawn("serve", &config, &[], "intake on http://");
+        let (child, _addr) = spawn("serve", &config, &[], "intake on http://");
+        let mut child = crate::consumer_process::Reap(child);
         let data = dir.path().join("data");
         let opts = kinesthetic::stream::local::LocalOptions::default();
         let count_in = |name: &'static str| {
@@ -290,8 +291,8 @@ fn kill_9_during_rekeying_loses_nothing_and_repeats_at_most_a_batch_per_shard() 
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        sigterm(&child);
-        let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
+        sigterm(&child.0);
+        let status = child.0.wait().unwrap_or_else(|e| panic!("{e}"));
         assert!(status.success(), "{status}");
         let src = count_in("events").await;
         let dst = count_in("by-msg").await;
