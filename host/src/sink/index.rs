@@ -20,7 +20,9 @@
 //! `state.json` records, atomically after each merge step, how far the
 //! merged log and each staging file are consumed: after a crash the merged
 //! log is cut back to it and the merge resumes from the staging files, so
-//! every line is in the index once.
+//! every line is in the index once. Each staged batch starts with a header
+//! naming its last record: a worker that died before its checkpoint sends
+//! that batch again after the restart, and the index takes it once.
 //!
 //! Files in the sink's directory: `merged.log` (frames: length, receive
 //! time, event id, line), `staging/SHARD.frames` ([`super::kinesis::frame`]),
@@ -41,7 +43,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Object, ObjectStore, SinkError};
 use crate::config::SinkConfig;
-use crate::event::{EventId, ShardId};
+use crate::event::{EventId, SequenceNumber, ShardId};
 use crate::retry::Backoff;
 
 /// Bytes of a merged-log frame besides its line: length (u32), receive
@@ -73,7 +75,16 @@ struct Pending {
     line: Bytes,
     /// Its frame's bytes in the staging file.
     disk: u64,
+    /// A batch's header ([`MARKER_KEY`]): `line` is `LAST_SEQ DATA_BYTES`.
+    marker: bool,
 }
+
+/// The key of the frame that starts each staged batch: it names the
+/// batch's last record and how many bytes of frames follow, so a restart
+/// knows which batches are staged whole (a worker that died before its
+/// checkpoint sends the same batch again: it is taken once) and cuts one
+/// the crash left half-written.
+const MARKER_KEY: &[u8] = b"\0batch";
 
 #[derive(Debug)]
 struct ShardQ {
@@ -89,6 +100,8 @@ struct ShardQ {
     /// Receive time of the latest line staged.
     watermark: i64,
     last_put: Instant,
+    /// The last record of the last batch staged whole.
+    staged_through: Option<SequenceNumber>,
     /// A worker reads the shard (it holds the merge back while idle for
     /// less than the grace).
     live: bool,
@@ -100,6 +113,10 @@ struct Saved {
     log_len: u64,
     consumed: BTreeMap<String, u64>,
     pushed: u64,
+    /// Per shard, the last record of the last batch staged (kept here when
+    /// a staging file is cut).
+    #[serde(default)]
+    staged_through: BTreeMap<String, String>,
     /// The batch being pushed (ordinals `from..to`): a restart pushes
     /// exactly it again, under the same key.
     #[serde(default)]
@@ -215,6 +232,7 @@ fn parse_staged(buf: &[u8]) -> (Vec<Pending>, usize) {
             t: i64::from_le_bytes(num(16)),
             line: Bytes::copy_from_slice(&b[FIXED + key_len..whole]),
             disk: whole as u64,
+            marker: &b[FIXED..FIXED + key_len] == MARKER_KEY,
         });
         at += whole;
     }
@@ -313,7 +331,11 @@ impl Index {
                 continue;
             };
             let consumed = saved.consumed.get(shard).copied().unwrap_or(0);
-            let q = open_staging(name, &e.path(), consumed)?;
+            let through = saved
+                .staged_through
+                .get(shard)
+                .and_then(|s| SequenceNumber::parse(s).ok());
+            let q = open_staging(name, &e.path(), consumed, through)?;
             shards.insert(shard.to_owned(), q);
         }
         let pushed = saved.pushed.min(count);
@@ -438,7 +460,7 @@ impl Index {
                 .dir
                 .join("staging")
                 .join(format!("{}.frames", safe_name(shard)));
-            let q = open_staging(&self.name, &path, 0)?;
+            let q = open_staging(&self.name, &path, 0, None)?;
             st.shards.insert(shard.to_owned(), q);
         }
         st.shards.get_mut(shard).ok_or_else(|| SinkError::Setup {
@@ -447,8 +469,10 @@ impl Index {
         })
     }
 
-    /// Stages a batch of `shard` (event frames), durably.
-    fn stage(&self, shard: &str, body: &[u8]) -> Result<(), SinkError> {
+    /// Stages a batch of `shard` (event frames) ending with record `last`,
+    /// durably; a batch already staged (sent again after a restart) is
+    /// taken once.
+    fn stage(&self, shard: &str, body: &[u8], last: Option<&str>) -> Result<(), SinkError> {
         let (lines, whole) = parse_staged(body);
         if whole != body.len() {
             return Err(SinkError::Rejected {
@@ -457,16 +481,46 @@ impl Index {
                 message: "a batch that is not whole event frames".into(),
             });
         }
+        let last = last.and_then(|l| SequenceNumber::parse(l).ok());
         let mut st = self.lock()?;
         let q = self.shard_q(&mut st, shard)?;
+        if let (Some(l), Some(t)) = (&last, &q.staged_through)
+            && l <= t
+        {
+            tracing::debug!(index = %self.name, shard, last = %l, "batch staged before a restart; taken once");
+            q.last_put = Instant::now();
+            return Ok(());
+        }
         let fail = |e: std::io::Error| SinkError::Write {
             sink: self.name.clone(),
             key: shard.to_owned(),
             message: format!("cannot stage in {}: {e}", q.path.display()),
         };
-        q.file.write_all_at(body, q.len).map_err(fail)?;
+        let mut append = Vec::with_capacity(body.len() + 96);
+        let header = format!(
+            "{} {}",
+            last.as_ref().map_or("-", SequenceNumber::as_str),
+            body.len()
+        );
+        super::kinesis::frame(
+            &mut append,
+            &super::archive::ArchiveLine {
+                bytes: header.as_bytes(),
+                id: EventId {
+                    listener: u64::MAX,
+                    counter: u64::MAX,
+                },
+                received_ms: i64::MIN,
+                key: MARKER_KEY,
+            },
+        );
+        append.extend_from_slice(body);
+        q.file.write_all_at(&append, q.len).map_err(fail)?;
         q.file.sync_data().map_err(fail)?;
-        q.len += body.len() as u64;
+        q.len += append.len() as u64;
+        if last.is_some() {
+            q.staged_through = last;
+        }
         q.last_put = Instant::now();
         q.live = true;
         if let Some(t) = lines.iter().map(|l| l.t).max() {
@@ -527,6 +581,7 @@ impl Index {
             };
             q.pending_bytes -= p.line.len();
             q.consumed += p.disk;
+            drop_markers(q);
             if q.pending.is_empty() {
                 refill(q, per_shard).map_err(|e| fail("cannot read a staging file", e))?;
             }
@@ -562,8 +617,16 @@ impl Index {
             st.count = count;
             st.sparse.extend(sparse_new);
         }
-        // Staging files merged to their end start again empty.
+        // Staging files merged to their end start again empty; what they
+        // staged through is recorded first.
         let mut cut = false;
+        if st
+            .shards
+            .values()
+            .any(|q| q.consumed > 0 && q.consumed == q.len && q.pending.is_empty())
+        {
+            self.save(st)?;
+        }
         for q in st.shards.values_mut() {
             if q.consumed > 0 && q.consumed == q.len && q.pending.is_empty() {
                 q.file
@@ -594,6 +657,11 @@ impl Index {
                 .map(|(k, q)| (safe_name(k), q.consumed))
                 .collect(),
             pushed: st.pushed,
+            staged_through: st
+                .shards
+                .iter()
+                .filter_map(|(k, q)| Some((safe_name(k), q.staged_through.as_ref()?.to_string())))
+                .collect(),
             pushing: st.pushing,
         };
         let bytes = serde_json::to_vec(&saved).map_err(|e| SinkError::Write {
@@ -706,7 +774,12 @@ impl Index {
     }
 }
 
-fn open_staging(sink: &str, path: &Path, consumed: u64) -> Result<ShardQ, SinkError> {
+fn open_staging(
+    sink: &str,
+    path: &Path,
+    consumed: u64,
+    through: Option<SequenceNumber>,
+) -> Result<ShardQ, SinkError> {
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -719,30 +792,85 @@ fn open_staging(sink: &str, path: &Path, consumed: u64) -> Result<ShardQ, SinkEr
         .map_err(io(sink, path.display().to_string()))?
         .len();
     let consumed = consumed.min(len);
-    // What is staged and not merged: its latest time, and a torn last
-    // frame (never acknowledged: the write had not returned) cut off.
+    // What is staged and not merged: its latest time, the last batch staged
+    // whole, and a batch a crash left half-written (never acknowledged: its
+    // write had not returned) cut off.
     let mut rest = vec![0u8; (len - consumed) as usize];
     file.read_exact_at(&mut rest, consumed)
         .map_err(io(sink, format!("cannot read {}", path.display())))?;
-    let (lines, whole) = parse_staged(&rest);
-    if whole < rest.len() {
-        tracing::warn!(sink, file = %path.display(), bytes = rest.len() - whole, "cutting a staged batch a crash left half-written (it was never acknowledged)");
-        file.set_len(consumed + whole as u64)
+    let (frames, _) = parse_staged(&rest);
+    let mut through = through;
+    let mut good = 0usize;
+    let mut watermark = i64::MIN;
+    let mut at = 0usize;
+    let mut i = 0;
+    while i < frames.len() {
+        let f = &frames[i];
+        if !f.marker {
+            // Data of a batch whose header was merged already.
+            at += f.disk as usize;
+            good = at;
+            watermark = watermark.max(f.t);
+            i += 1;
+            continue;
+        }
+        let text = String::from_utf8_lossy(&f.line).into_owned();
+        let mut parts = text.split(' ');
+        let seq = parts.next().and_then(|s| SequenceNumber::parse(s).ok());
+        let Some(data) = parts.next().and_then(|n| n.parse::<usize>().ok()) else {
+            break;
+        };
+        let end = at + f.disk as usize + data;
+        if end > rest.len() {
+            break;
+        }
+        // The whole batch is there.
+        let mut j = i + 1;
+        let mut pos = at + f.disk as usize;
+        while j < frames.len() && pos < end {
+            watermark = watermark.max(frames[j].t);
+            pos += frames[j].disk as usize;
+            j += 1;
+        }
+        if pos != end {
+            break;
+        }
+        if let Some(s) = seq
+            && through.as_ref().is_none_or(|t| s > *t)
+        {
+            through = Some(s);
+        }
+        at = end;
+        good = end;
+        i = j;
+    }
+    if good < rest.len() {
+        tracing::warn!(sink, file = %path.display(), bytes = rest.len() - good, "cutting a staged batch a crash left half-written (it was never acknowledged)");
+        file.set_len(consumed + good as u64)
             .map_err(io(sink, format!("cannot cut {}", path.display())))?;
     }
-    let watermark = lines.iter().map(|l| l.t).max().unwrap_or(i64::MIN);
     Ok(ShardQ {
         file,
         path: path.to_owned(),
         consumed,
         loaded: consumed,
-        len: consumed + whole as u64,
+        len: consumed + good as u64,
         pending: VecDeque::new(),
         pending_bytes: 0,
         watermark,
         last_put: Instant::now(),
+        staged_through: through,
         live: false,
     })
+}
+
+/// Passes the batch headers at the front of a shard's pending lines.
+fn drop_markers(q: &mut ShardQ) {
+    while q.pending.front().is_some_and(|p| p.marker) {
+        if let Some(p) = q.pending.pop_front() {
+            q.consumed += p.disk;
+        }
+    }
 }
 
 /// Reads a shard's staged lines into memory up to `budget` bytes (at least
@@ -768,19 +896,23 @@ fn refill(q: &mut ShardQ, budget: usize) -> std::io::Result<()> {
                 return Err(std::io::Error::other("a staged frame is damaged"));
             }
             q.loaded += used as u64;
-            for l in lines {
-                q.pending_bytes += l.line.len();
-                q.pending.push_back(l);
-            }
+            push_loaded(q, lines);
             continue;
         }
         q.loaded += used as u64;
-        for l in lines {
-            q.pending_bytes += l.line.len();
-            q.pending.push_back(l);
-        }
+        push_loaded(q, lines);
     }
     Ok(())
+}
+
+fn push_loaded(q: &mut ShardQ, lines: Vec<Pending>) {
+    for l in lines {
+        if !l.marker {
+            q.pending_bytes += l.line.len();
+        }
+        q.pending.push_back(l);
+    }
+    drop_markers(q);
 }
 
 /// The sink a pipeline writes: batches of one shard into the index.
@@ -875,9 +1007,14 @@ impl ObjectStore for IndexStore {
                 .find(|(k, _)| *k == "shard")
                 .map(|(_, v)| v.clone())
                 .unwrap_or_default();
+            let last = object
+                .metadata
+                .iter()
+                .find(|(k, _)| *k == "last-sequence")
+                .map(|(_, v)| v.clone());
             let index = Arc::clone(&self.index);
             let body = object.body.clone();
-            tokio::task::spawn_blocking(move || index.stage(&shard, &body))
+            tokio::task::spawn_blocking(move || index.stage(&shard, &body, last.as_deref()))
                 .await
                 .map_err(|e| SinkError::Setup {
                     sink: self.index.name.clone(),
@@ -1106,11 +1243,11 @@ mod tests {
         let (a, b) = (ShardId::new("a"), ShardId::new("b"));
         i.set_live(&a, true).unwrap_or_else(|e| panic!("{e}"));
         i.set_live(&b, true).unwrap_or_else(|e| panic!("{e}"));
-        i.stage("a", &batch(&[(10, 1, "a10"), (30, 2, "a30")]))
+        i.stage("a", &batch(&[(10, 1, "a10"), (30, 2, "a30")]), None)
             .unwrap_or_else(|e| panic!("{e}"));
         // b is live, has staged nothing and is not yet idle: nothing goes.
         assert_eq!(i.merge_step().unwrap_or_else(|e| panic!("{e}")), 0);
-        i.stage("b", &batch(&[(20, 3, "b20")]))
+        i.stage("b", &batch(&[(20, 3, "b20")]), None)
             .unwrap_or_else(|e| panic!("{e}"));
         // a10 and b20 go; a30 waits for b to pass 30.
         assert_eq!(i.merge_step().unwrap_or_else(|e| panic!("{e}")), 2);
@@ -1136,6 +1273,52 @@ mod tests {
         );
     }
 
+    /// A worker that died before its checkpoint sends its last batch again
+    /// after the restart: the index takes it once, also after its staging
+    /// file was cut; a batch whose write a crash cut short is dropped.
+    #[test]
+    fn a_batch_sent_again_after_a_restart_is_taken_once() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let open = || {
+            Index::open("t", "s", dir.path(), Duration::from_millis(0), 1 << 20)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let i = open();
+        let b1 = batch(&[(1, 1, "one"), (2, 2, "two")]);
+        i.stage("a", &b1, Some("10"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(i);
+        let i = open();
+        i.stage("a", &b1, Some("10"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        i.merge_step().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(all(&i), ["one", "two"]);
+        // Merged and cut: the record of what was staged outlives the file.
+        drop(i);
+        let i = open();
+        i.stage("a", &b1, Some("10"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        i.stage("a", &batch(&[(3, 3, "three")]), Some("11"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        i.merge_step().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(all(&i), ["one", "two", "three"]);
+        // A batch half-written when the process died is cut at the restart
+        // and taken whole when it comes again.
+        let file = dir.path().join("staging/a.frames");
+        let before = std::fs::metadata(&file).map_or(0, |m| m.len());
+        i.stage("a", &batch(&[(4, 4, "four"), (5, 5, "five")]), Some("12"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(i);
+        let whole = std::fs::read(&file).unwrap_or_default();
+        std::fs::write(&file, &whole[..whole.len() - 3]).unwrap_or_else(|e| panic!("{e}"));
+        let i = open();
+        assert_eq!(std::fs::metadata(&file).map_or(0, |m| m.len()), before);
+        i.stage("a", &batch(&[(4, 4, "four"), (5, 5, "five")]), Some("12"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        i.merge_step().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(all(&i), ["one", "two", "three", "four", "five"]);
+    }
+
     #[test]
     fn a_crash_after_the_log_and_before_the_state_merges_again_once() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -1144,11 +1327,11 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"))
         };
         let i = open();
-        i.stage("a", &batch(&[(1, 1, "one"), (2, 2, "two")]))
+        i.stage("a", &batch(&[(1, 1, "one"), (2, 2, "two")]), None)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(i.merge_step().unwrap_or_else(|e| panic!("{e}")), 2);
         let state = std::fs::read(dir.path().join("state.json")).unwrap_or_default();
-        i.stage("a", &batch(&[(3, 3, "three")]))
+        i.stage("a", &batch(&[(3, 3, "three")]), None)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(i.merge_step().unwrap_or_else(|e| panic!("{e}")), 1);
         drop(i);
