@@ -674,17 +674,8 @@ struct LatencyRun {
 
 impl LatencyRun {
     fn print(&self, what: &str, slack_ms: u64) {
-        let mut l = self.seen.latencies_us.clone();
-        l.sort_unstable();
-        let pct = |p: f64| -> f64 {
-            if l.is_empty() {
-                return f64::NAN;
-            }
-            let i = ((p * l.len() as f64).ceil() as usize).clamp(1, l.len()) - 1;
-            l[i] as f64 / 1000.0
-        };
-        let (p50, p99) = (pct(0.50), pct(0.99));
-        let max = l.last().map_or(f64::NAN, |&v| v as f64 / 1000.0);
+        let (p50, p99, max) = self.seen.percentiles_ms();
+        let l = &self.seen.latencies_us;
         let target = (AGE_MS + slack_ms) as f64;
         let missing = self.sent.events.saturating_sub(self.seen.distinct);
         println!(
@@ -869,6 +860,23 @@ struct Watched {
     objects: u64,
 }
 
+impl Watched {
+    /// p50, p99 and max of the latencies, in ms (NaN when there are none).
+    fn percentiles_ms(&self) -> (f64, f64, f64) {
+        let mut l = self.latencies_us.clone();
+        l.sort_unstable();
+        let pct = |p: f64| -> f64 {
+            if l.is_empty() {
+                return f64::NAN;
+            }
+            let i = ((p * l.len() as f64).ceil() as usize).clamp(1, l.len()) - 1;
+            l[i] as f64 / 1000.0
+        };
+        let max = l.last().map_or(f64::NAN, |&v| v as f64 / 1000.0);
+        (pct(0.50), pct(0.99), max)
+    }
+}
+
 /// Lists `root` every 5 ms until `stop`, reading each new object once:
 /// per line, the time it became visible minus its send time.
 fn watch(root: &Path, stop: &AtomicBool, seen_count: &AtomicU64) -> anyhow::Result<Watched> {
@@ -963,17 +971,8 @@ fn push_latency(rt: &tokio::runtime::Runtime, filters: &Filters, secs: u64) -> a
 
 impl LatencyRun {
     fn print_push(&self, what: &str, target_ms: u64) {
-        let mut l = self.seen.latencies_us.clone();
-        l.sort_unstable();
-        let pct = |p: f64| -> f64 {
-            if l.is_empty() {
-                return f64::NAN;
-            }
-            let i = ((p * l.len() as f64).ceil() as usize).clamp(1, l.len()) - 1;
-            l[i] as f64 / 1000.0
-        };
-        let (p50, p99) = (pct(0.50), pct(0.99));
-        let max = l.last().map_or(f64::NAN, |&v| v as f64 / 1000.0);
+        let (p50, p99, max) = self.seen.percentiles_ms();
+        let l = &self.seen.latencies_us;
         let missing = self.sent.events.saturating_sub(self.seen.distinct);
         println!(
             "latency, push to an HTTP consumer, {what} : p50 {p50:.0} ms  p99 {p99:.0} ms  max \

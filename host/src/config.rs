@@ -243,6 +243,23 @@ pub struct AutoPipelines {
     pub limits: FilterLimits,
 }
 
+impl AutoPipelines {
+    /// The automatic pipeline of the module `filter` (no params).
+    pub fn pipeline_for(&self, filter: &str) -> PipelineConfig {
+        PipelineConfig {
+            name: filter.to_owned(),
+            stream: self.stream.clone(),
+            filter: Some(filter.to_owned()),
+            params: BTreeMap::new(),
+            limits: self.limits,
+            on_error: self.on_error,
+            sinks: self.sinks.clone(),
+            routes: BTreeMap::new(),
+            dead_letter: None,
+        }
+    }
+}
+
 /// The filters directory, watched for modules (`NAME.wasm`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -21,7 +21,7 @@ use crate::filters;
 use crate::harness::rt;
 use crate::services::{kinesis_endpoint, s3_endpoint, unique_stream};
 
-async fn s3_client(endpoint: &str) -> S3 {
+pub(crate) async fn s3_client(endpoint: &str) -> S3 {
     let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))

@@ -227,19 +227,7 @@ fn replay_reads_an_s3_archive_with_its_keys_and_bytes() {
     .unwrap_or_else(|e| panic!("{e}"));
     let config = Config::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
     let store = rt().block_on(async {
-        let client = {
-            let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .endpoint_url(&s3)
-                .region(aws_config::Region::new("us-east-1"))
-                .test_credentials()
-                .load()
-                .await;
-            aws_sdk_s3::Client::from_conf(
-                aws_sdk_s3::config::Builder::from(&shared)
-                    .force_path_style(true)
-                    .build(),
-            )
-        };
+        let client = crate::consumer_aws::s3_client(&s3).await;
         client
             .create_bucket()
             .bucket(&bucket)

@@ -1,7 +1,6 @@
 //! `kinesthetic replay`: archived objects through a pipeline's filter into
 //! its sinks again (the backfill after a filter changed).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -81,17 +80,7 @@ fn time_arg(what: &str, s: &str) -> anyhow::Result<i64> {
 }
 
 pub(crate) fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let mut config = match &args.config {
-        Some(p) => Config::load(p)?,
-        None => Config::embedded(
-            args.data
-                .as_deref()
-                .unwrap_or(&Config::default().stream.data_dir),
-        ),
-    };
-    if let Some(d) = &args.data {
-        config.stream.data_dir = d.clone();
-    }
+    let mut config = super::serve::file_or_embedded(args.config.as_deref(), args.data.as_deref())?;
     let since = args
         .since
         .as_deref()
@@ -259,17 +248,7 @@ fn pipeline_named(
     }
     let module = config.filters.dir.join(format!("{name}.wasm"));
     match &config.filters.auto {
-        Some(auto) if module_given || module.is_file() => Ok(PipelineConfig {
-            name: name.to_owned(),
-            stream: auto.stream.clone(),
-            filter: Some(name.to_owned()),
-            params: BTreeMap::new(),
-            limits: auto.limits,
-            on_error: auto.on_error,
-            sinks: auto.sinks.clone(),
-            routes: BTreeMap::new(),
-            dead_letter: None,
-        }),
+        Some(auto) if module_given || module.is_file() => Ok(auto.pipeline_for(name)),
         _ => {
             let known: Vec<&str> = config.pipelines.iter().map(|p| p.name.as_str()).collect();
             bail!(

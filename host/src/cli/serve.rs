@@ -73,23 +73,29 @@ pub(crate) struct ServeArgs {
     create: Vec<String>,
 }
 
-fn config_of(args: &ServeArgs) -> anyhow::Result<Config> {
-    let mut config = match &args.config {
+/// The configuration file, or the embedded default in `data` (or its
+/// default directory); `data` also overrides the file's data directory.
+pub(crate) fn file_or_embedded(
+    file: Option<&std::path::Path>,
+    data: Option<&std::path::Path>,
+) -> anyhow::Result<Config> {
+    let mut config = match file {
         Some(p) => Config::load(p)?,
-        None => Config::embedded(
-            args.data
-                .as_deref()
-                .unwrap_or(&Config::default().stream.data_dir),
-        ),
+        None => Config::embedded(data.unwrap_or(&Config::default().stream.data_dir)),
     };
+    if let Some(d) = data {
+        config.stream.data_dir = d.to_owned();
+    }
+    Ok(config)
+}
+
+fn config_of(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = file_or_embedded(args.config.as_deref(), args.data.as_deref())?;
     if let Some(a) = args.listen {
         config.intake.listen = a;
     }
     if let Some(a) = args.admin {
         config.admin.listen = a;
-    }
-    if let Some(d) = &args.data {
-        config.stream.data_dir = d.clone();
     }
     if let Some(d) = &args.filters {
         config.filters.dir = d.clone();

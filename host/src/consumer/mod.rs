@@ -14,7 +14,7 @@ pub mod reader;
 pub mod status;
 pub mod walk;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -205,17 +205,7 @@ impl<B: StreamBackend, C: CheckpointStore> Consumer<B, C> {
                         }
                         continue;
                     }
-                    let p = PipelineConfig {
-                        name: name.clone(),
-                        stream: auto.stream.clone(),
-                        filter: Some(name.clone()),
-                        params: BTreeMap::new(),
-                        limits: auto.limits,
-                        on_error: auto.on_error,
-                        sinks: auto.sinks.clone(),
-                        routes: BTreeMap::new(),
-                        dead_letter: None,
-                    };
+                    let p = auto.pipeline_for(name);
                     if let Err(e) = me.start(&p) {
                         tracing::error!(filter = %name, error = %e, "cannot start the filter's pipeline");
                     }
