@@ -2,6 +2,7 @@
 //! WebAssembly. See `DESIGN.md` for the shape of the code.
 pub mod admin;
 pub mod app;
+pub mod cli;
 mod aws;
 pub mod config;
 pub mod consumer;

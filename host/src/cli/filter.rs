@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use kinesthetic::event::{Batch, batches_of, split_lines};
-use kinesthetic::filter::{
+use crate::event::{Batch, batches_of, split_lines};
+use crate::filter::{
     EngineSettings, Input, IsolationBudget, Limits, LoadedFilter, Params, Ran, Runtime, bench,
     run_batch,
 };
@@ -336,12 +336,12 @@ impl Show {
         // Keys come from anywhere (other producers too): escaped, so that
         // one cannot forge a line or a column.
         if self.key {
-            out.write_all(kinesthetic::stream::key::printable(line.key).as_bytes())?;
+            out.write_all(crate::stream::key::printable(line.key).as_bytes())?;
             out.write_all(b"\t")?;
         }
         if self.route {
             let route = line.route.map_or("-".into(), |r| {
-                kinesthetic::stream::key::printable(r.as_bytes())
+                crate::stream::key::printable(r.as_bytes())
             });
             out.write_all(route.as_bytes())?;
             out.write_all(b"\t")?;
@@ -430,8 +430,8 @@ fn run_stream(
                 continue;
             }
             numbers.push(file_line);
-            let stamp = kinesthetic::event::Stamp {
-                id: kinesthetic::event::EventId {
+            let stamp = crate::event::Stamp {
+                id: crate::event::EventId {
                     listener: 0,
                     counter: s.lines_in + batch.len() as u64 + 1,
                 },
@@ -591,7 +591,7 @@ fn bench_cmd(
     let f = runtime.load_file(filter)?;
     let data = match input {
         Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
-        None => kinesthetic::datagen::ndjson_logs(1, mb * 1_000_000),
+        None => crate::datagen::ndjson_logs(1, mb * 1_000_000),
     };
     // Lines as the intake (and `run`) splits them.
     let events = || {

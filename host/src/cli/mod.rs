@@ -73,9 +73,10 @@ enum Command {
     },
 }
 
-pub(crate) fn main() -> ExitCode {
+/// Parses the command line and runs it: the `kinesthetic` binary.
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    kinesthetic::telemetry::init("info");
+    crate::telemetry::init("info");
     let result = match cli.command {
         Command::Serve(args) => serve::run(args, serve::Role::All),
         Command::Intake(args) => serve::run(args, serve::Role::Intake),
@@ -122,7 +123,7 @@ enum ConfigCommand {
 }
 
 fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
-    use kinesthetic::config::{BackendKind, Config};
+    use crate::config::{BackendKind, Config};
     let c = Config::load(file)?;
     let mib = |b: u64| format!("{:.0} MiB", b as f64 / f64::from(1u32 << 20));
     println!("{}: valid", file.display());
@@ -204,14 +205,14 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
     for (name, s) in &c.sinks {
         let place = match s.kind {
-            kinesthetic::config::SinkKind::Dir => format!(
+            crate::config::SinkKind::Dir => format!(
                 "dir {}",
                 s.path
                     .as_deref()
                     .unwrap_or(std::path::Path::new("?"))
                     .display()
             ),
-            kinesthetic::config::SinkKind::S3 => format!(
+            crate::config::SinkKind::S3 => format!(
                 "s3://{}{}",
                 s.bucket.as_deref().unwrap_or("?"),
                 s.endpoint
@@ -219,10 +220,10 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
                     .map(|e| format!(" at {e}"))
                     .unwrap_or_default()
             ),
-            kinesthetic::config::SinkKind::Http => {
+            crate::config::SinkKind::Http => {
                 format!("POST {} ({:?})", s.url.as_deref().unwrap_or("?"), s.format)
             }
-            kinesthetic::config::SinkKind::Index => format!(
+            crate::config::SinkKind::Index => format!(
                 "index in {}{}",
                 s.path
                     .as_deref()
@@ -234,7 +235,7 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
                     .map(|u| format!(", pushed to {u}"))
                     .unwrap_or_default()
             ),
-            kinesthetic::config::SinkKind::Kinesis => format!(
+            crate::config::SinkKind::Kinesis => format!(
                 "stream {} (re-keyed by the filter)",
                 s.stream.as_deref().unwrap_or("?")
             ),
@@ -295,7 +296,7 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
 
 fn datagen(mb: usize, seed: u64) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    let data = kinesthetic::datagen::ndjson_logs(seed, mb * 1_000_000);
+    let data = crate::datagen::ndjson_logs(seed, mb * 1_000_000);
     let mut out = std::io::stdout().lock();
     match out.write_all(&data).and_then(|()| out.flush()) {
         Ok(()) => Ok(ExitCode::SUCCESS),

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use kinesthetic::config::{Config, PipelineConfig, SinkKind};
-use kinesthetic::filter::{EngineSettings, Runtime};
-use kinesthetic::pipeline::Sinks;
-use kinesthetic::pipeline::replay::{Progress, Selection, replay};
-use kinesthetic::sink::{StreamWriter, open_store};
+use crate::config::{Config, PipelineConfig, SinkKind};
+use crate::filter::{EngineSettings, Runtime};
+use crate::pipeline::Sinks;
+use crate::pipeline::replay::{Progress, Selection, replay};
+use crate::sink::{StreamWriter, open_store};
 
 pub(crate) const REPLAY_EXAMPLES: &str = "\
 Examples:
@@ -72,7 +72,7 @@ fn time_arg(what: &str, s: &str) -> anyhow::Result<i64> {
         return Ok(d.as_millis() as i64);
     }
     if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(kinesthetic::intake::stamp::now_ms() - d.as_millis() as i64);
+        return Ok(crate::intake::stamp::now_ms() - d.as_millis() as i64);
     }
     bail!(
         "--{what} {s:?}: expected an RFC 3339 time (2026-12-05T08:00:00Z) or a duration ago (90m, 24h, 7d)"
@@ -142,7 +142,7 @@ pub(crate) fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             sinks.stores.insert(name.clone(), (c.clone(), store));
         }
         let mut spec_config = pipeline.clone();
-        spec_config.on_error = kinesthetic::config::ErrorPolicy::Skip;
+        spec_config.on_error = crate::config::ErrorPolicy::Skip;
         spec_config.dead_letter = None;
         let spec = sinks.pipeline(&spec_config)?;
         let source = open_store(&from, &from_config, &writer).await?;

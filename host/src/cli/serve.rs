@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use kinesthetic::app::{self, Parts, Telemetry};
-use kinesthetic::config::{BackendKind, Config, StreamSettings};
+use crate::app::{self, Parts, Telemetry};
+use crate::config::{BackendKind, Config, StreamSettings};
 
 pub(crate) const SERVE_EXAMPLES: &str = "\
 With no --config it runs the embedded default: the local log in
@@ -148,13 +148,13 @@ pub(crate) fn run(args: ServeArgs, role: Role) -> anyhow::Result<ExitCode> {
             (Some(w), true) => app::spool_for(w, &config, &telemetry.metrics).await?,
             _ => None,
         };
-        fn parts<B: kinesthetic::stream::StreamBackend>(
+        fn parts<B: crate::stream::StreamBackend>(
             intake: Option<B>,
-            consumer: Option<kinesthetic::stream::any::AnyBackend>,
+            consumer: Option<crate::stream::any::AnyBackend>,
             spool: &Option<
-                kinesthetic::intake::spool::Spooled<kinesthetic::stream::any::AnyBackend>,
+                crate::intake::spool::Spooled<crate::stream::any::AnyBackend>,
             >,
-            create: &Option<kinesthetic::stream::any::AnyBackend>,
+            create: &Option<crate::stream::any::AnyBackend>,
         ) -> Parts<B> {
             Parts {
                 intake,
@@ -175,7 +175,7 @@ pub(crate) fn run(args: ServeArgs, role: Role) -> anyhow::Result<ExitCode> {
             }
             (_, false) => {
                 let p =
-                    parts::<kinesthetic::stream::any::AnyBackend>(None, consumer, &spool, &writer);
+                    parts::<crate::stream::any::AnyBackend>(None, consumer, &spool, &writer);
                 app::launch(&config, telemetry, p).await?
             }
         };
@@ -248,7 +248,7 @@ fn print_banner(config: &Config, app: &app::App, embedded: bool) {
 
 /// Where a sink's objects go, for people.
 fn sink_place(config: &Config, sink: &str, pipeline: &str, filter: &str) -> String {
-    use kinesthetic::config::SinkKind;
+    use crate::config::SinkKind;
     let Some(s) = config.sinks.get(sink) else {
         return sink.to_owned();
     };

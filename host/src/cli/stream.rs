@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use kinesthetic::consumer::StreamWalk;
-use kinesthetic::stream::any::AnyBackend;
-use kinesthetic::stream::kinesis::{KinesisBackend, KinesisSettings};
-use kinesthetic::stream::local::{LocalLog, LocalOptions};
-use kinesthetic::stream::{StartPosition, StreamBackend, reshard};
+use crate::consumer::StreamWalk;
+use crate::stream::any::AnyBackend;
+use crate::stream::kinesis::{KinesisBackend, KinesisSettings};
+use crate::stream::local::{LocalLog, LocalOptions};
+use crate::stream::{StartPosition, StreamBackend, reshard};
 
 /// Which stream implementation, and where.
 #[derive(Debug, Clone, Args)]
@@ -374,7 +374,7 @@ async fn tail(
                 "{} {} {}\t",
                 st.id,
                 format_ms(st.received_ms),
-                kinesthetic::stream::key::printable(b.key(i))
+                crate::stream::key::printable(b.key(i))
             )?;
             out.write_all(b.line(i))?;
             out.write_all(b"\n")?;

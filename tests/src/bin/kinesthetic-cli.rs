@@ -1,11 +1,8 @@
-//! The `kinesthetic` CLI (as `kinesthetic-cli`), built from the host's own sources inside this test
-//! crate so the integration tests can run it as a process
-//! (`CARGO_BIN_EXE_kinesthetic` exists only for a package's own binaries).
-
-#[path = "../../../host/src/cli/mod.rs"]
-mod cli;
+//! The `kinesthetic` CLI (as `kinesthetic-cli`) for the integration tests to
+//! run as a process (`CARGO_BIN_EXE_kinesthetic` exists only for a package's
+//! own binaries): the library's CLI, not a second compile of its source.
 
 fn main() -> std::process::ExitCode {
     kinesthetic::malloc::limit_retained_memory();
-    cli::main()
+    kinesthetic::cli::main()
 }
