@@ -45,7 +45,10 @@ const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("cannot listen on {addr} ({what}): {error}")]
+    #[error(
+        "cannot listen on {addr} ({what}): {error}; {}",
+        bind_hint(what, error)
+    )]
     Bind {
         what: &'static str,
         addr: SocketAddr,
@@ -280,6 +283,31 @@ pub struct Parts<B: StreamBackend> {
     /// Creates the streams the configuration gives a shard count, once the
     /// listeners are bound (a writer of the stream).
     pub create: Option<AnyBackend>,
+}
+
+/// What to do about a listener that cannot bind; `what` ends with the
+/// config key ("the intake, intake.listen").
+fn bind_hint(what: &str, error: &std::io::Error) -> String {
+    let key = what.rsplit(", ").next().unwrap_or(what);
+    let flag = if key.starts_with("admin") {
+        "--admin"
+    } else {
+        "--listen"
+    };
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "another process listens there (`ss -ltnp` names it): stop it, or give another \
+             address with {flag} or {key}"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "this machine has no such address: use 127.0.0.1 (this machine only) or 0.0.0.0 \
+             (every interface) in {flag} or {key}"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "ports below 1024 need privileges: give a port from 1024 up with {flag} or {key}"
+        ),
+        _ => format!("check {flag} or {key}"),
+    }
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), AppError> {

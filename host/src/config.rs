@@ -80,6 +80,7 @@ pub struct StreamSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IntakeConfig {
+    #[serde(deserialize_with = "crate::net::deserialize_listen")]
     pub listen: SocketAddr,
     /// This listener's unique id (decimal or `0x…` hex); random when unset.
     pub listener_id: Option<String>,
@@ -154,6 +155,7 @@ pub struct TokenConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// `/metrics`, `/healthz`, `/readyz`, `/v1/status`, `/v1/filters`.
+    #[serde(deserialize_with = "crate::net::deserialize_listen")]
     pub listen: SocketAddr,
 }
 
@@ -682,7 +684,7 @@ impl Config {
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_owned(),
-            message: e.to_string(),
+            message: plain_types(&e.to_string()),
         })?;
         c.validate(origin)?;
         Ok(c)
@@ -739,13 +741,18 @@ impl Config {
                 ),
             ));
         }
-        if i.max_body_bytes == 0 || i.max_decoded_bytes < i.max_body_bytes {
+        if i.max_body_bytes == 0 {
+            return Err(bad(
+                "intake.max_body_bytes",
+                "0 would refuse every request: give the largest body to accept, in bytes \
+                 (default 16777216, 16 MiB)"
+                    .into(),
+            ));
+        }
+        if i.max_decoded_bytes < i.max_body_bytes {
             return Err(bad(
                 "intake.max_decoded_bytes",
-                format!(
-                    "must be at least max_body_bytes ({}) and not 0",
-                    i.max_body_bytes
-                ),
+                format!("must be at least max_body_bytes ({})", i.max_body_bytes),
             ));
         }
         if i.max_events_per_request == 0 {
@@ -830,23 +837,19 @@ impl Config {
                 ));
             }
             for s in &t.streams {
-                if s != "*" && !is_stream_name(s) {
+                if s != "*" && !crate::stream::name::is_valid(s) {
                     return Err(bad(
                         &format!("intake.tokens[{n}].streams"),
                         format!(
-                            "{s:?} is not a stream name (1 to 128 of A-Z a-z 0-9 _ . -), nor \"*\" for all"
+                            "{s:?} is not a stream name ({}), nor \"*\" for all",
+                            crate::stream::name::RULE
                         ),
                     ));
                 }
             }
         }
         for (name, s) in &self.streams {
-            if !is_stream_name(name) {
-                return Err(bad(
-                    &format!("streams.{name}"),
-                    format!("{name:?} is not a stream name (1 to 128 of A-Z a-z 0-9 _ . -)"),
-                ));
-            }
+            crate::stream::name::check(name).map_err(|m| bad(&format!("streams.{name}"), m))?;
             if s.partition_key_field.as_deref() == Some("") {
                 return Err(bad(
                     &format!("streams.{name}.partition_key_field"),
@@ -1045,15 +1048,9 @@ impl Config {
                                 "a kinesis sink needs the stream to write into".into(),
                             ));
                         }
-                        Some(s) if !is_stream_name(s) => {
-                            return Err(bad(
-                                &key("stream"),
-                                format!(
-                                    "{s:?} is not a stream name (1 to 128 of A-Z a-z 0-9 _ . -)"
-                                ),
-                            ));
+                        Some(s) => {
+                            crate::stream::name::check(s).map_err(|m| bad(&key("stream"), m))?;
                         }
-                        Some(_) => {}
                     }
                     for (f, set) in [
                         ("path", k.path.is_some()),
@@ -1190,15 +1187,7 @@ impl Config {
                     format!("{:?} is also the name of pipelines[{j}]", p.name),
                 ));
             }
-            if !is_stream_name(&p.stream) {
-                return Err(bad(
-                    &key("stream"),
-                    format!(
-                        "{:?} is not a stream name (1 to 128 of A-Z a-z 0-9 _ . -)",
-                        p.stream
-                    ),
-                ));
-            }
+            crate::stream::name::check(&p.stream).map_err(|m| bad(&key("stream"), m))?;
             if let Some(f) = &p.filter
                 && !is_name(f)
             {
@@ -1341,12 +1330,7 @@ impl Config {
             }
         }
         if let Some(a) = &self.filters.auto {
-            if !is_stream_name(&a.stream) {
-                return Err(bad(
-                    "filters.auto.stream",
-                    format!("{:?} is not a stream name", a.stream),
-                ));
-            }
+            crate::stream::name::check(&a.stream).map_err(|m| bad("filters.auto.stream", m))?;
             if a.sinks.is_empty() {
                 return Err(bad("filters.auto.sinks", "name at least one sink".into()));
             }
@@ -1419,6 +1403,14 @@ pub const EMBEDDED_STREAM: &str = "events";
 /// file's default is 60 s).
 pub const EMBEDDED_MAX_AGE_MS: u64 = 5_000;
 
+impl FilterLimits {
+    /// The rule for limits, whoever gives them (a pipeline's config, or
+    /// `filter run/test/bench`): `Err((key, message))`.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        validate_limits(self)
+    }
+}
+
 fn validate_limits(l: &FilterLimits) -> Result<(), (&'static str, String)> {
     if !(1..=4096).contains(&l.memory_mib) {
         return Err((
@@ -1469,11 +1461,32 @@ fn is_bucket_name(s: &str) -> bool {
 /// Longest `intake.linger_ms`.
 const MAX_LINGER_MS: u64 = 10_000;
 
-/// Kinesis's rule for stream names.
-pub fn is_stream_name(s: &str) -> bool {
-    (1..=128).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+/// Serde names Rust types in its messages ("expected usize"); a config's
+/// reader wants what to write instead.
+fn plain_types(message: &str) -> String {
+    let mut m = message.to_owned();
+    for (rust, plain) in [
+        (
+            "expected usize",
+            "expected a whole number, 0 or more (e.g. 1048576)",
+        ),
+        (
+            "expected u64",
+            "expected a whole number, 0 or more (e.g. 1048576)",
+        ),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        m = m.replace(rust, plain);
+    }
+    m
 }
 
 /// Parses a listener id: decimal, or hex with a `0x` prefix.
@@ -1700,6 +1713,22 @@ mod tests {
                 &["intake.max_decoded_bytes"],
             ),
             (
+                "[intake]\nmax_body_bytes = 0\n",
+                &["intake.max_body_bytes", "16777216"],
+            ),
+            (
+                "[intake]\nmax_body_bytes = \"big\"\n",
+                &["max_body_bytes", "expected a whole number"],
+            ),
+            (
+                "[intake]\nlisten = \"localhost\"\n",
+                &["listen", "has no port", "0.0.0.0:8080"],
+            ),
+            (
+                "[admin]\nlisten = \"metrics.example.com:9090\"\n",
+                &["listen", "not a host name"],
+            ),
+            (
                 "[intake]\nbuffer_bytes = 1000\n",
                 &["intake.buffer_bytes", "cannot hold one request"],
             ),
@@ -1824,6 +1853,16 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(missing.contains("/no/such/kinesthetic.toml"), "{missing}");
+    }
+
+    #[test]
+    fn localhost_is_a_listen_address() {
+        let c = Config::parse("[intake]\nlisten = \"localhost:8080\"\n", "t.toml");
+        let c = c.map_err(|e| e.to_string());
+        assert_eq!(
+            c.map(|c| c.intake.listen.to_string()),
+            Ok("127.0.0.1:8080".to_owned())
+        );
     }
 
     #[test]

@@ -46,7 +46,10 @@ pub(crate) fn lock_dir(dir: &Path, name: &str) -> std::io::Result<Result<File, S
     {
         let mut l = &lock;
         let _ = l.set_len(0);
-        let _ = write!(l, "pid {}", std::process::id());
+        // The program and its subcommand name the holder; the rest of the
+        // command line may hold secrets.
+        let args: Vec<String> = std::env::args().take(2).collect();
+        let _ = write!(l, "pid {}: {}", std::process::id(), args.join(" "));
     }
     Ok(Ok(lock))
 }

@@ -2,8 +2,8 @@
 //! WebAssembly. See `DESIGN.md` for the shape of the code.
 pub mod admin;
 pub mod app;
-pub mod cli;
 mod aws;
+pub mod cli;
 pub mod config;
 pub mod consumer;
 pub mod datagen;

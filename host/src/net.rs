@@ -110,3 +110,65 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
 }
+
+/// Parses a listen address: `IP:PORT` (`127.0.0.1:8080`, `[::1]:8080`,
+/// `0.0.0.0:8080`) or `localhost:PORT` (127.0.0.1). Anything else gets a
+/// message that shows what to write.
+pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    const HOW: &str = "write IP:PORT, e.g. \"127.0.0.1:8080\" (this machine only), \
+                       \"0.0.0.0:8080\" (every interface) or \"localhost:8080\"";
+    let shown: String = s.chars().take(80).collect();
+    if s.parse::<IpAddr>().is_ok() || s.eq_ignore_ascii_case("localhost") {
+        return Err(format!("\"{shown}\" has no port: {HOW}"));
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("\"{shown}\" is not an address to listen on: {HOW}"));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("\"{shown}\": the port must be a number from 0 to 65535; {HOW}"))?;
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    Err(format!(
+        "\"{shown}\": a listener binds an IP address, not a host name (only \"localhost\" is \
+         taken); {HOW}"
+    ))
+}
+
+/// Serde's side of [`parse_listen`], for config fields.
+pub(crate) fn deserialize_listen<'de, D>(d: D) -> Result<std::net::SocketAddr, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    parse_listen(&s).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::parse_listen;
+
+    #[test]
+    fn listen_addresses_parse_or_say_what_to_write() {
+        assert_eq!(parse_listen("127.0.0.1:8080").map(|a| a.port()), Ok(8080));
+        assert_eq!(parse_listen("[::1]:9").map(|a| a.port()), Ok(9));
+        let l = parse_listen("localhost:8080");
+        assert_eq!(l.map(|a| a.to_string()), Ok("127.0.0.1:8080".to_owned()));
+        for (bad, says) in [
+            ("0.0.0.0", "has no port"),
+            ("localhost", "has no port"),
+            ("example.com:80", "not a host name"),
+            ("127.0.0.1:http", "the port must be a number"),
+            ("nonsense", "not an address"),
+        ] {
+            let e = parse_listen(bad).err().unwrap_or_default();
+            assert!(e.contains(says) && e.contains("0.0.0.0:8080"), "{bad}: {e}");
+        }
+    }
+}

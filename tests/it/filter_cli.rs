@@ -689,3 +689,93 @@ fn suppressed_filter_logs_are_reported_once_a_second_at_most() {
     // The reports carry the counts of many jobs, not one job's each.
     assert!(reports.iter().sum::<u64>() > 1000, "{reports:?}");
 }
+
+/// `errors-only` with its core module's memory made to start at 127 pages
+/// (7.9 MiB): the first memory section, whose single memory has no maximum
+/// and a one-byte minimum, gets a one-byte minimum of 127.
+fn with_initial_memory_of_127_pages(wasm: &[u8]) -> Vec<u8> {
+    let mut out = wasm.to_vec();
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        if let Ok(wasmparser::Payload::MemorySection(r)) = payload {
+            let at = r.range().start;
+            // count 1, flags 0 (no maximum, 32-bit), minimum < 128 pages.
+            assert_eq!(&wasm[at..at + 2], &[1, 0], "an unexpected memory section");
+            assert!(wasm[at + 2] < 0x80, "a minimum of more than one byte");
+            out[at + 2] = 127;
+            return out;
+        }
+    }
+    panic!("no memory section in the component");
+}
+
+#[test]
+fn options_are_checked_by_the_pipeline_rules_and_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let wasm = std::fs::read(filters::ERRORS_ONLY).unwrap_or_else(|e| panic!("{e}"));
+    let big = write(
+        dir.path(),
+        "big.wasm",
+        &with_initial_memory_of_127_pages(&wasm),
+    );
+    let (code, out, err) = run(kinesthetic().args(["filter", "check"]).arg(&big), None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("memory:  starts with 7.9 MiB (cap 64 MiB: ok)"),
+        "{out}"
+    );
+    let (code, _, err) = run(
+        kinesthetic()
+            .args(["filter", "check", "--memory-mib", "4"])
+            .arg(&big),
+        None,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("starts with 7.9 MiB of memory, above the 4 MiB cap")
+            && err.contains("to at least 8 MiB"),
+        "{err}"
+    );
+    // And the check is right: every job of it fails under that cap.
+    let (code, _, err) = run(
+        kinesthetic()
+            .args(["filter", "run", "--memory-mib", "4"])
+            .arg(&big),
+        Some(b"{\"level\":\"error\"}\n"),
+    );
+    assert_eq!(
+        code, 1,
+        "a job ran under a cap below its initial memory: {err}"
+    );
+
+    let input = write(dir.path(), "in.ndjson", b"x\n");
+    for (args, says) in [
+        (
+            &["--memory-mib", "100000"][..],
+            "--memory-mib 100000: expected 1 to 4096",
+        ),
+        (
+            &["--batch-lines", "0"][..],
+            "--batch-lines 0: a batch holds at least 1 line",
+        ),
+        (
+            &["--deadline-ms", "0"][..],
+            "--deadline-ms 0: expected 1 to 600000",
+        ),
+        (
+            &["-p", "pattern=a", "-p", "pattern=b"][..],
+            "--param pattern is given twice (pattern=a and pattern=b)",
+        ),
+    ] {
+        for verb in ["run", "bench"] {
+            let (code, _, err) = run(
+                kinesthetic()
+                    .args(["filter", verb, filters::GREP])
+                    .arg(&input)
+                    .args(args),
+                None,
+            );
+            assert_eq!(code, 1, "{verb} {args:?}: {err}");
+            assert!(err.contains(says), "{verb} {args:?}: {err}");
+        }
+    }
+}

@@ -358,8 +358,19 @@ fn bearer_tokens_limit_streams() {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let auth = |t: &str| format!("Bearer {t}");
-        let (s, _, _) = post(&r, "a", &[], b"x\n".to_vec()).await;
+        let (s, v, h) = post(&r, "a", &[], b"x\n".to_vec()).await;
         assert_eq!(s, 401);
+        // RFC 6750: the 401 names its scheme, and the message says what to send.
+        assert_eq!(
+            h.get("www-authenticate").and_then(|v| v.to_str().ok()),
+            Some("Bearer realm=\"kinesthetic\"")
+        );
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("Authorization: Bearer TOKEN")),
+            "{v}"
+        );
         let (s, _, _) = post(
             &r,
             "a",
@@ -419,6 +430,34 @@ fn bearer_tokens_limit_streams() {
         assert_eq!(s, 401);
         assert_eq!(read_all(&log, "a").await.len(), 2);
         assert_eq!(read_all(&log, "b").await.len(), 1);
+        r.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+}
+
+/// A stream name that breaks Kinesis's rule is refused with the rule, and
+/// one of 5,000 characters is not echoed whole (nor is a missing one).
+#[test]
+fn bad_stream_names_get_the_rule_and_are_not_echoed_whole() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = local(dir.path(), &[("a", 1)]).await;
+        let r = start_intake(log.clone(), &config())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (name, want) in [("x".repeat(5000), 400), ("y".repeat(100), 404)] {
+            let (s, v, _) = post(&r, &name, &[], b"x\n".to_vec()).await;
+            assert_eq!(s, want, "{v}");
+            let e = v["error"].as_str().unwrap_or_default();
+            assert!(e.len() < 200 && e.contains(" bytes)"), "{e}");
+        }
+        let (_, v, _) = post(&r, &"x".repeat(5000), &[], b"x\n".to_vec()).await;
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("A-Z a-z 0-9 _ . -")),
+            "{v}"
+        );
+        assert!(read_all(&log, "a").await.is_empty());
         r.stop().await.unwrap_or_else(|e| panic!("{e}"));
     });
 }
@@ -2404,4 +2443,76 @@ fn shard_map_refreshes_of_100_streams_stay_far_under_the_describe_limit() {
         assert!(rate <= 7.0, "{rate:.1} describes a second");
         r.stop().await.unwrap_or_else(|e| panic!("{e}"));
     });
+}
+
+/// Seen as a new user starting `serve`: a taken port names the listener and
+/// what to do, and creates nothing; an existing stream with another shard
+/// count, and an intake open beyond this machine without tokens, are
+/// warned about with the fix.
+#[test]
+fn serve_says_what_to_do_about_ports_shards_and_exposure() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = taken.local_addr().map(|a| a.port()).unwrap_or_default();
+    let data = dir.path().join("data");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin", "127.0.0.1:0", "--create-stream", "s:2", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot listen on 127.0.0.1:{port} (the intake, intake.listen)"
+        )) && err.contains("another process listens there")
+            && err.contains("--listen or intake.listen"),
+        "{err}"
+    );
+    assert!(
+        !data.join("s").exists(),
+        "the stream was created though serve did not start"
+    );
+    drop(taken);
+    // The stream exists with 1 shard; serve asks for 3, on every interface,
+    // with no tokens.
+    std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("{e}"));
+    rt().block_on(async {
+        drop(local(&data, &[("s", 1)]).await);
+    });
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--admin", "127.0.0.1:0"])
+        .args(["--create-stream", "s:3", "--data"])
+        .arg(&data)
+        .arg("--filters")
+        .arg(dir.path().join("filters"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("serve: {e}"));
+    let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+    let mut seen = String::new();
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line.unwrap_or_default();
+        seen.push_str(&line);
+        seen.push('\n');
+        // The exposure warning ends the banner.
+        if line.starts_with("warning: the intake") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.contains("exists with 1 open shard(s)")
+            && seen.contains("kinesthetic stream reshard s --shards 3"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("warning: the intake listens on 0.0.0.0:")
+            && seen.contains("with no tokens")
+            && seen.contains("[[intake.tokens]]"),
+        "{seen}"
+    );
 }

@@ -456,7 +456,7 @@ fn limits_are_checked_before_anything_changes() {
     for bad in [".lock", ".deleted-r-1", ".x"] {
         run_fails(
             &["create", bad],
-            &["not a stream name", "not starting with `.`"],
+            &["not a stream name", "do not start with `.`"],
         );
     }
     // A delete cut short by a crash leaves its renamed directory: the next
@@ -501,4 +501,47 @@ fn limits_are_checked_before_anything_changes() {
     assert!(ok(&v.iter().map(String::as_str).collect::<Vec<_>>()).contains("1 open shard(s) of 1"));
     let v = k(&["delete", &name]);
     ok(&v.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// Seen as a new user: a data directory that is a file, and stream admin
+/// on a log another process writes, each say what to do.
+#[test]
+fn stream_admin_errors_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("datafile");
+    std::fs::write(&file, b"x").unwrap_or_else(|e| panic!("{e}"));
+    let f = file.to_string_lossy().into_owned();
+    for args in [
+        &["stream", "--data", &f, "create", "x"][..],
+        &["stream", "--data", &f, "list"][..],
+    ] {
+        fails(args, &["is a file, not a directory", "--data"]);
+    }
+    // The writer a running `serve` holds.
+    let data = dir.path().join("data");
+    let held = kinesthetic::stream::local::LocalLog::open(&data, Default::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let d = data.to_string_lossy().into_owned();
+    for verb in [
+        &["create", "x", "--shards", "2"][..],
+        &["delete", "x"][..],
+        &["reshard", "x", "--shards", "2"][..],
+    ] {
+        let args: Vec<&str> = ["stream", "--data", &d]
+            .iter()
+            .copied()
+            .chain(verb.iter().copied())
+            .collect();
+        fails(
+            &args,
+            &[
+                &format!("pid {}", std::process::id()),
+                "stop that process, run this command, then start it again",
+                "`stream list`, `describe` and `tail` work while it runs",
+            ],
+        );
+    }
+    // And the read-only verbs do work beside it.
+    assert_eq!(ok(&["stream", "--data", &d, "list"]).trim(), "");
+    drop(held);
 }

@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use clap::{Args, Subcommand};
+use crate::config::FilterLimits;
 use crate::event::{Batch, batches_of, split_lines};
 use crate::filter::{
     EngineSettings, Input, IsolationBudget, Limits, LoadedFilter, Params, Ran, Runtime, bench,
     run_batch,
 };
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum FilterCommand {
@@ -48,6 +49,11 @@ pub(crate) enum FilterCommand {
     Check {
         /// The filter component (`.wasm`).
         filter: PathBuf,
+        /// The memory cap its jobs will run under, in MiB (a pipeline's
+        /// `limits.memory_mib`): a module that starts with more fails every
+        /// job, so check refuses it.
+        #[arg(long, default_value_t = 64)]
+        memory_mib: u64,
         #[command(flatten)]
         engine: EngineOpts,
     },
@@ -141,24 +147,44 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
 }
 
 impl RunOpts {
-    fn limits(&self) -> Limits {
-        Limits {
-            memory_bytes: self.memory_mib << 20,
+    /// The limits as a pipeline's `[pipelines.limits]` would give them.
+    fn filter_limits(&self) -> FilterLimits {
+        FilterLimits {
+            memory_mib: self.memory_mib,
             deadline_ms: self.deadline_ms,
             fuel: self.fuel,
-            ..Limits::default()
+            isolation_ms: self.isolation_ms,
         }
+    }
+
+    fn limits(&self) -> Limits {
+        self.filter_limits().to_limits()
     }
 
     fn isolation(&self) -> IsolationBudget {
-        let b = IsolationBudget::for_limits(&self.limits());
-        match self.isolation_ms {
-            Some(ms) => b.with_time_ms(ms),
-            None => b,
-        }
+        self.filter_limits().isolation()
     }
 
+    /// Checks the options by the rules a pipeline's config is checked by,
+    /// then makes the engine.
     fn runtime(&self) -> anyhow::Result<Runtime> {
+        self.filter_limits()
+            .check()
+            .map_err(|(key, m)| anyhow::anyhow!("--{} {m}", key.replace('_', "-")))?;
+        if self.batch_lines == 0 {
+            bail!(
+                "--batch-lines 0: a batch holds at least 1 line (the pipeline's default is 1000)"
+            );
+        }
+        let mut seen = std::collections::BTreeMap::new();
+        for (k, v) in &self.params {
+            if let Some(first) = seen.insert(k.as_str(), v.as_str()) {
+                bail!(
+                    "--param {k} is given twice ({k}={first} and {k}={v}): a filter's `init` \
+                     gets one value per key; give it once"
+                );
+            }
+        }
         self.engine.runtime(self.fuel.is_some())
     }
 }
@@ -206,15 +232,45 @@ pub(crate) fn run(cmd: FilterCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(summary.exit_code())
         }
-        FilterCommand::Check { filter, engine } => {
+        FilterCommand::Check {
+            filter,
+            memory_mib,
+            engine,
+        } => {
+            let limits = FilterLimits {
+                memory_mib,
+                ..FilterLimits::default()
+            };
+            limits
+                .check()
+                .map_err(|(key, m)| anyhow::anyhow!("--{} {m}", key.replace('_', "-")))?;
             let runtime = engine.runtime(false)?;
             let f = runtime.load_file(&filter)?;
             let info = f.info();
+            let cap = memory_mib << 20;
+            if let Some(initial) = info.initial_memory_bytes.filter(|b| *b > cap) {
+                bail!(
+                    "{}: the module starts with {:.1} MiB of memory, above the {memory_mib} MiB \
+                     cap every job runs under, so every job would fail. Raise the cap (--memory-mib \
+                     here, limits.memory_mib in the pipeline) to at least {} MiB, or build the \
+                     module with less initial memory",
+                    filter.display(),
+                    initial as f64 / (1 << 20) as f64,
+                    initial.div_ceil(1 << 20)
+                );
+            }
             println!("filter:  {}", info.name);
             println!("file:    {}", filter.display());
             println!("size:    {} bytes", info.size);
             println!("sha256:  {}", info.sha256);
             println!("world:   kinesthetic:filter/filter@0.1.0 (ok)");
+            match info.initial_memory_bytes {
+                Some(b) => println!(
+                    "memory:  starts with {:.1} MiB (cap {memory_mib} MiB: ok)",
+                    b as f64 / (1 << 20) as f64
+                ),
+                None => println!("memory:  not known before it runs (cap {memory_mib} MiB)"),
+            }
             println!("exports:");
             for e in &info.exports {
                 println!("  {e}");
@@ -340,9 +396,9 @@ impl Show {
             out.write_all(b"\t")?;
         }
         if self.route {
-            let route = line.route.map_or("-".into(), |r| {
-                crate::stream::key::printable(r.as_bytes())
-            });
+            let route = line
+                .route
+                .map_or("-".into(), |r| crate::stream::key::printable(r.as_bytes()));
             out.write_all(route.as_bytes())?;
             out.write_all(b"\t")?;
         }

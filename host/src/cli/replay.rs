@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
-use clap::Args;
 use crate::config::{Config, PipelineConfig, SinkKind};
 use crate::filter::{EngineSettings, Runtime};
 use crate::pipeline::Sinks;
 use crate::pipeline::replay::{Progress, Selection, replay};
 use crate::sink::{StreamWriter, open_store};
+use anyhow::{Context, bail};
+use clap::Args;
 
 pub(crate) const REPLAY_EXAMPLES: &str = "\
 Examples:

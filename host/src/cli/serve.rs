@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use crate::app::{self, Parts, Telemetry};
 use crate::config::{BackendKind, Config, StreamSettings};
+use anyhow::Context;
 
 pub(crate) const SERVE_EXAMPLES: &str = "\
 With no --config it runs the embedded default: the local log in
@@ -55,11 +55,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, short, env = "KINESTHETIC_CONFIG")]
     config: Option<PathBuf>,
     /// Intake address (overrides intake.listen).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::net::parse_listen)]
     listen: Option<std::net::SocketAddr>,
     /// Admin address for /metrics, /healthz, /readyz, /v1/status and
     /// /v1/filters (overrides admin.listen).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::net::parse_listen)]
     admin: Option<std::net::SocketAddr>,
     /// Data directory: the local log, checkpoints, the spool, and the
     /// embedded default's archives (overrides stream.data_dir).
@@ -151,9 +151,7 @@ pub(crate) fn run(args: ServeArgs, role: Role) -> anyhow::Result<ExitCode> {
         fn parts<B: crate::stream::StreamBackend>(
             intake: Option<B>,
             consumer: Option<crate::stream::any::AnyBackend>,
-            spool: &Option<
-                crate::intake::spool::Spooled<crate::stream::any::AnyBackend>,
-            >,
+            spool: &Option<crate::intake::spool::Spooled<crate::stream::any::AnyBackend>>,
             create: &Option<crate::stream::any::AnyBackend>,
         ) -> Parts<B> {
             Parts {
@@ -174,8 +172,7 @@ pub(crate) fn run(args: ServeArgs, role: Role) -> anyhow::Result<ExitCode> {
                 app::launch(&config, telemetry, p).await?
             }
             (_, false) => {
-                let p =
-                    parts::<crate::stream::any::AnyBackend>(None, consumer, &spool, &writer);
+                let p = parts::<crate::stream::any::AnyBackend>(None, consumer, &spool, &writer);
                 app::launch(&config, telemetry, p).await?
             }
         };
@@ -243,7 +240,32 @@ fn print_banner(config: &Config, app: &app::App, embedded: bool) {
         lines.push("(the embedded default: no config file, no AWS account)".to_owned());
     }
     lines.push("Ctrl-C or SIGTERM stops (a second one at once)".to_owned());
+    lines.extend(exposure_warnings(config, app));
     eprintln!("{}", lines.join("\n"));
+}
+
+/// Listeners reachable from other machines without authentication.
+fn exposure_warnings(config: &Config, app: &app::App) -> Vec<String> {
+    let mut w = Vec::new();
+    if let Some(a) = app.intake_addr
+        && !a.ip().is_loopback()
+        && config.intake.tokens.is_empty()
+    {
+        w.push(format!(
+            "warning: the intake listens on {a}, beyond this machine, with no tokens: anyone \
+             who reaches it can write to every stream. Add [[intake.tokens]] to the config \
+             (token = \"…\", streams = [\"*\"]), or listen on 127.0.0.1"
+        ));
+    }
+    if !app.admin_addr.ip().is_loopback() {
+        w.push(format!(
+            "warning: the admin API listens on {}, beyond this machine; it has no \
+             authentication and serves status, metrics and every index's lines. Listen on \
+             127.0.0.1 (--admin, admin.listen) unless a proxy guards it",
+            app.admin_addr
+        ));
+    }
+    w
 }
 
 /// Where a sink's objects go, for people.

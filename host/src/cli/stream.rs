@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
-use clap::{Args, Subcommand, ValueEnum};
 use crate::consumer::StreamWalk;
 use crate::stream::any::AnyBackend;
 use crate::stream::kinesis::{KinesisBackend, KinesisSettings};
 use crate::stream::local::{LocalLog, LocalOptions};
 use crate::stream::{StartPosition, StreamBackend, reshard};
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
 
 /// Which stream implementation, and where.
 #[derive(Debug, Clone, Args)]

@@ -48,6 +48,10 @@ pub struct FilterInfo {
     pub imports: Vec<String>,
     /// Imports satisfied by trapping stubs.
     pub stubbed_imports: Vec<String>,
+    /// The largest memory any of its core instances starts with, in bytes
+    /// (`None`: not known before instantiation). Above a job's memory cap,
+    /// every job fails.
+    pub initial_memory_bytes: Option<u64>,
 }
 
 /// Counts of a filter's log lines, across jobs.
@@ -188,8 +192,14 @@ impl LoadedFilter {
             name: name.to_owned(),
             message: chain(&e),
         })?;
+        let initial_memory_bytes = component.resources_required().map(|r| {
+            r.max_initial_memory_size
+                .unwrap_or(0)
+                .saturating_mul(64 << 10)
+        });
         let name: Arc<str> = Arc::from(name);
         let info = FilterInfo {
+            initial_memory_bytes,
             name: name.to_string(),
             sha256: sha256.clone(),
             size,

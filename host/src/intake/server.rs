@@ -176,6 +176,7 @@ impl<B: StreamBackend> Intake<B> {
         if self.inner.shutdown.is_cancelled() {
             return Err(IntakeError::ShuttingDown);
         }
+        crate::stream::name::check(stream).map_err(IntakeError::BadRequest)?;
         // Described without the lock: a slow or missing stream must not
         // hold up requests to the others.
         let d = match self.inner.backend.describe(stream).await {
@@ -184,7 +185,10 @@ impl<B: StreamBackend> Intake<B> {
                 return Err(IntakeError::NoSuchStream(stream.to_owned()));
             }
             Err(StreamError::BadInput(m)) => {
-                return Err(IntakeError::BadRequest(format!("stream {stream:?}: {m}")));
+                return Err(IntakeError::BadRequest(format!(
+                    "stream {}: {m}",
+                    crate::stream::name::shown(stream)
+                )));
             }
             // Unreachable or throttled: the client may retry.
             Err(e) => return Err(IntakeError::Unavailable(e.to_string())),
@@ -619,11 +623,14 @@ pub enum IntakeError {
     BodyTooLarge(usize),
     #[error("the body stopped arriving: nothing for {0} ms")]
     BodyTimeout(u64),
-    #[error("stream {0:?} does not exist")]
+    #[error("stream {} does not exist", crate::stream::name::shown(.0))]
     NoSuchStream(String),
-    #[error("missing or unknown bearer token")]
+    #[error(
+        "missing or unknown bearer token: send `Authorization: Bearer TOKEN` with a token from \
+         the intake's [[intake.tokens]]"
+    )]
     Unauthorized,
-    #[error("this token may not write to stream {0:?}")]
+    #[error("this token may not write to stream {}", crate::stream::name::shown(.0))]
     Forbidden(String),
     #[error("the intake's buffer is full; retry later")]
     Busy,
@@ -715,6 +722,13 @@ impl IntoResponse for IntakeError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 6750: a 401 names the scheme it wants.
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"kinesthetic\""),
+            );
         }
         r
     }

@@ -12,6 +12,7 @@ pub mod key;
 pub mod kinesis;
 pub mod kpl;
 pub mod local;
+pub mod name;
 pub mod reshard;
 
 use std::fmt;

@@ -193,6 +193,19 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StreamError + '_ {
     }
 }
 
+/// A data directory that turns out to be a file gets a message that says
+/// so, not "File exists".
+fn not_a_file(dir: &Path) -> Result<(), StreamError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(StreamError::BadInput(format!(
+            "{} is a file, not a directory: the local log keeps its streams in a directory \
+             of its own; name another path (--data, or stream.data_dir in the config)",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -202,20 +215,15 @@ fn now_ms() -> i64 {
 /// Kinesis's rule for stream names, and not starting with `.`: the log's
 /// own files (`.lock`, `.deleted-…`) do.
 fn check_name(name: &str) -> Result<(), StreamError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-        && !name.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(StreamError::BadInput(format!(
-            "{name:?} is not a stream name: 1 to 128 of A-Z a-z 0-9 _ . -, not starting with `.` \
-             in the local log"
-        )))
+    crate::stream::name::check(name).map_err(StreamError::BadInput)?;
+    if name.starts_with('.') {
+        return Err(StreamError::BadInput(format!(
+            "{} is not a stream name here: the local log's names do not start with `.` (its \
+             own files do)",
+            crate::stream::name::shown(name)
+        )));
     }
+    Ok(())
 }
 
 /// Prefix of a stream directory being deleted (renamed first, so that
@@ -246,13 +254,17 @@ impl LocalLog {
     /// Opens (creating if needed) the log in `dir` for writing. Takes an
     /// exclusive lock: one writer per directory.
     pub fn open(dir: &Path, options: LocalOptions) -> Result<Self, StreamError> {
+        not_a_file(dir)?;
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock = match crate::fsutil::lock_dir(dir, LOCK).map_err(io_err(dir))? {
             Ok(lock) => lock,
             Err(holder) => {
                 return Err(StreamError::BadInput(format!(
-                    "the local log in {} is open for writing by another process ({holder}); \
-                     open it read-only or stop that process",
+                    "the local log in {} is being written by another process ({holder}), and \
+                     one process at a time may write it. To create, delete or reshard a \
+                     stream: stop that process, run this command, then start it again (its \
+                     consumer reads new shards after their parents). `stream list`, \
+                     `describe` and `tail` work while it runs",
                     dir.display(),
                 )));
             }
@@ -299,6 +311,7 @@ impl LocalLog {
     /// Opens the log in `dir` for reading only (no lock; another process
     /// may be writing).
     pub fn open_read_only(dir: &Path, _options: LocalOptions) -> Result<Self, StreamError> {
+        not_a_file(dir)?;
         if !dir.is_dir() {
             return Err(StreamError::BadInput(format!(
                 "no local log in {} (the directory does not exist)",
