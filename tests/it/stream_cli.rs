@@ -517,6 +517,18 @@ fn stream_admin_errors_say_what_to_do() {
     ] {
         fails(args, &["is a file, not a directory", "--data"]);
     }
+    // serve too, on either backend (the spool and checkpoints live there).
+    let toml = dir.path().join("kinesis.toml");
+    std::fs::write(&toml, "[stream]\nbackend = \"kinesis\"\n").unwrap_or_else(|e| panic!("{e}"));
+    let toml = toml.to_string_lossy().into_owned();
+    for kinesis in [false, true] {
+        let mut args = vec!["serve", "--data", &f, "--listen", "127.0.0.1:0"];
+        args.extend(["--admin", "127.0.0.1:0"]);
+        if kinesis {
+            args.extend(["--config", &toml]);
+        }
+        fails(&args, &["is a file, not a directory", "--data"]);
+    }
     // The writer a running `serve` holds.
     let data = dir.path().join("data");
     let held = kinesthetic::stream::local::LocalLog::open(&data, Default::default())

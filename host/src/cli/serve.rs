@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use crate::app::{self, Parts, Telemetry};
 use crate::config::{BackendKind, Config, StreamSettings};
-use anyhow::Context;
+use anyhow::{Context, bail};
 
 pub(crate) const SERVE_EXAMPLES: &str = "\
 With no --config it runs the embedded default: the local log in
@@ -126,6 +126,14 @@ fn config_of(args: &ServeArgs) -> anyhow::Result<Config> {
 
 pub(crate) fn run(args: ServeArgs, role: Role) -> anyhow::Result<ExitCode> {
     let config = config_of(&args)?;
+    let data = &config.stream.data_dir;
+    if data.exists() && !data.is_dir() {
+        bail!(
+            "{} is a file, not a directory: the data directory holds the local log, the spool \
+             and checkpoints; name another path (--data, or stream.data_dir in the config)",
+            data.display()
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
