@@ -20,6 +20,20 @@ impl fmt::Display for EventId {
     }
 }
 
+impl std::str::FromStr for EventId {
+    type Err = String;
+
+    /// An id as it is printed: `{listener:016x}-{counter:016x}`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not an event id (LISTENER-COUNTER, both hex)");
+        let (l, c) = s.split_once('-').ok_or_else(bad)?;
+        Ok(EventId {
+            listener: u64::from_str_radix(l, 16).map_err(|_| bad())?,
+            counter: u64::from_str_radix(c, 16).map_err(|_| bad())?,
+        })
+    }
+}
+
 /// What the intake stamps on every event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stamp {

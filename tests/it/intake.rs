@@ -1745,6 +1745,67 @@ fn too_many_events_in_one_request_get_413_before_costing_memory() {
     });
 }
 
+/// `send` started before the intake is up retries until it is (as it
+/// retries a 503), sends every line once, and sums up the accepted ids as
+/// one merged range, with the file's first and last lines' ids.
+#[test]
+fn send_waits_for_an_intake_that_is_not_up_yet() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let log = local(dir.path().join("data").as_path(), &[("s", 2)]).await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("events.ndjson");
+        let body: String = (0..2000).map(|i| format!("{{\"i\":{i}}}\n")).collect();
+        std::fs::write(&file, body).unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("http://127.0.0.1:{port}");
+        let send = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+                .arg("send")
+                .arg(&file)
+                .args(["--url", &url, "--stream", "s", "--batch", "100"])
+                .args(["--concurrency", "4", "--quiet"])
+                .output()
+                .unwrap_or_else(|e| panic!("{e}"))
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let mut c = config();
+        c.intake.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let r = start_intake(log.clone(), &c)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let o = send.await.unwrap_or_else(|e| panic!("{e}"));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{err}");
+        assert!(
+            err.contains("2000 accepted") && err.contains("requests retried"),
+            "{err}"
+        );
+        let events = read_all(&log, "s").await;
+        assert_eq!(events.len(), 2000, "every line once");
+        // One range of ids, from the smallest counter to the largest.
+        let ids: Vec<String> = events
+            .iter()
+            .map(|e| e.stamp.map(|s| s.id.to_string()).unwrap_or_default())
+            .collect();
+        let (lo, hi) = (
+            ids.iter().min().cloned().unwrap_or_default(),
+            ids.iter().max().cloned().unwrap_or_default(),
+        );
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("event ids: "))
+            .unwrap_or_else(|| panic!("no id summary: {err}"));
+        assert!(
+            line.starts_with(&format!("event ids: {lo}..{hi}; ")),
+            "{line}"
+        );
+        r.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    });
+}
+
 /// A refused batch stops `send`, but the batches already in flight finish,
 /// and the summary says which lines the stream has, which were refused (with
 /// the file's line number, not the request's) and which were not sent.
@@ -1783,6 +1844,8 @@ fn send_reports_every_line_range_after_a_refusal() {
         let err = String::from_utf8_lossy(&o.stderr).into_owned();
         assert_eq!(o.status.code(), Some(1), "{err}");
         assert!(err.contains("lines 41..50: refused"), "{err}");
+        // One range for the four batches before it, not one per request.
+        assert!(err.contains("accepted: lines 1..40"), "{err}");
         assert!(
             err.contains("line 5 of the request is line 45 of the file"),
             "{err}"

@@ -45,7 +45,7 @@ fn resolve(index: &Index, since: Option<&str>) -> Result<u64, (StatusCode, Strin
     if let Ok(n) = s.parse::<u64>() {
         return Ok(n);
     }
-    if let Some(id) = crate::pipeline::replay::parse_id(s) {
+    if let Ok(id) = s.parse::<crate::event::EventId>() {
         return match index.ordinal_after_id(id).map_err(internal)? {
             Some(o) => Ok(o),
             None => Err((

@@ -10,7 +10,8 @@ use clap::Args;
 
 /// Post a file of NDJSON (or any) lines to an intake in batches, with a
 /// progress bar and a summary. Retries a batch the intake answers 503 to
-/// (honouring Retry-After); stops at the first batch it refuses otherwise.
+/// (honouring Retry-After) or cannot be reached for (a restart), with a
+/// growing jittered wait; stops at the first batch it refuses otherwise.
 #[derive(Debug, Args)]
 pub(crate) struct SendArgs {
     /// The file of events, one per line (`-` for stdin).
@@ -36,7 +37,8 @@ pub(crate) struct SendArgs {
     /// Bearer token.
     #[arg(long, env = "KINESTHETIC_TOKEN")]
     token: Option<String>,
-    /// Give up on a batch after this many 503 answers.
+    /// Give up on a batch after this many retries (each after a 503, or
+    /// when the intake cannot be reached).
     #[arg(long, default_value_t = 30)]
     retries: u32,
     /// No progress bar.
@@ -189,6 +191,7 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let start = Instant::now();
+    let retried = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     let mut results = Vec::new();
@@ -212,9 +215,10 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         let token = args.token.clone();
         let (gzip, retries) = (args.gzip, args.retries);
         let task_bar = bar.clone();
+        let task_retried = std::sync::Arc::clone(&retried);
         tasks.spawn(async move {
             let _permit = permit;
-            let r = post(&client, &url, &b, key, token, gzip, retries).await;
+            let r = post(&client, &url, &b, key, token, gzip, retries, &task_retried).await;
             task_bar.inc(b.raw_bytes);
             (i, b, r)
         });
@@ -237,15 +241,24 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let secs = start.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
         "sent {events} events ({:.1} MB) in {} requests to {}: {accepted} accepted in {secs:.2} s \
-         ({:.0} events/s, {:.1} MB/s); first event id {}, last event id {}",
+         ({:.0} events/s, {:.1} MB/s){}",
         bytes as f64 / 1e6,
         results.len() + refused.len(),
         args.stream,
         accepted as f64 / secs,
         bytes as f64 / 1e6 / secs,
-        results.first().map_or("-", |(_, a)| a.first_id.as_str()),
-        results.last().map_or("-", |(_, a)| a.last_id.as_str()),
+        if retried.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            format!(
+                "; {} requests retried",
+                retried.load(std::sync::atomic::Ordering::Relaxed)
+            )
+        } else {
+            String::new()
+        }
     );
+    if !results.is_empty() {
+        eprintln!("{}", id_summary(&results));
+    }
     if refused.is_empty() {
         return Ok(if accepted == events {
             ExitCode::SUCCESS
@@ -254,17 +267,26 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         });
     }
     refused.sort();
+    // Neighbouring batches refused for the same reason (an intake that
+    // stayed unreachable) are said once.
+    let mut said: Vec<(usize, usize, &str)> = Vec::new();
     for (first, last, e) in &refused {
+        match said.last_mut() {
+            Some(prev) if prev.2 == e.as_str() && *first <= prev.1.saturating_add(1) => {
+                prev.1 = *last;
+            }
+            _ => said.push((*first, *last, e)),
+        }
+    }
+    for (first, last, e) in said {
         eprintln!("lines {first}..{last}: refused: {e}");
     }
     if let Some(from) = unsent_from {
         eprintln!("lines {from}..: not sent (sending stops at the first refusal)");
     }
-    let kept: Vec<String> = results
-        .iter()
-        .map(|(_, a)| format!("{}..{}", a.first_line, a.last_line))
-        .collect();
+    let kept = merged(results.iter().map(|(_, a)| (a.first_line, a.last_line)));
     if !kept.is_empty() {
+        let kept: Vec<String> = kept.iter().map(|(a, b)| format!("{a}..{b}")).collect();
         eprintln!(
             "accepted: lines {} (send only the refused and unsent lines again, or the event ids \
              tell duplicates apart)",
@@ -321,10 +343,70 @@ fn file_line_note(message: &str, b: &Batch) -> String {
     }
 }
 
+/// Sorted inclusive ranges, adjacent and overlapping ones merged.
+fn merged(ranges: impl Iterator<Item = (usize, usize)>) -> Vec<(usize, usize)> {
+    let mut v: Vec<(usize, usize)> = ranges.collect();
+    v.sort_unstable();
+    let mut out: Vec<(usize, usize)> = Vec::with_capacity(v.len());
+    for (a, b) in v {
+        match out.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// The accepted events' ids: the ids of the file's first and last accepted
+/// lines (input order), and every id accepted as merged ranges of each
+/// listener's counter (one range when nothing else wrote in between).
+fn id_summary(results: &[(usize, Accepted)]) -> String {
+    use crate::event::EventId;
+    let first = results.first().map_or("-", |(_, a)| a.first_id.as_str());
+    let last = results.last().map_or("-", |(_, a)| a.last_id.as_str());
+    let mut by_listener: std::collections::BTreeMap<u64, Vec<(usize, usize)>> =
+        std::collections::BTreeMap::new();
+    for (_, a) in results {
+        if let (Ok(f), Ok(l)) = (a.first_id.parse::<EventId>(), a.last_id.parse::<EventId>())
+            && f.listener == l.listener
+        {
+            by_listener
+                .entry(f.listener)
+                .or_default()
+                .push((f.counter as usize, l.counter as usize));
+        }
+    }
+    let ranges: Vec<String> = by_listener
+        .into_iter()
+        .flat_map(|(listener, rs)| {
+            merged(rs.into_iter()).into_iter().map(move |(a, b)| {
+                let id = |counter| EventId {
+                    listener,
+                    counter: counter as u64,
+                };
+                format!("{}..{}", id(a), id(b))
+            })
+        })
+        .collect();
+    let shown = match ranges.len() {
+        0 => "-".to_owned(),
+        1..=4 => ranges.join(", "),
+        n => format!(
+            "{}, … ({n} ranges: other writers' events in between)",
+            ranges[..3].join(", ")
+        ),
+    };
+    format!("event ids: {shown}; the file's first line is {first}, its last {last}")
+}
+
 fn accepted_so_far(results: &[(usize, Accepted)]) -> usize {
     results.iter().map(|(_, a)| a.accepted).sum()
 }
 
+/// Posts one batch. A 503, or no connection (the intake restarting, or
+/// not up yet), is retried up to `retries` times: after Retry-After when
+/// the intake gave one, else after a jittered, growing wait.
+#[allow(clippy::too_many_arguments)]
 async fn post(
     client: &reqwest::Client,
     url: &str,
@@ -333,7 +415,9 @@ async fn post(
     token: Option<String>,
     gzip: bool,
     retries: u32,
+    retried: &std::sync::atomic::AtomicU64,
 ) -> anyhow::Result<Accepted> {
+    let backoff = crate::retry::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let body = if gzip {
         use std::io::Write;
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -357,7 +441,26 @@ async fn post(
         if let Some(t) = &token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.with_context(|| format!("POST {url}"))?;
+        let resp = match req.send().await {
+            Ok(r) => r,
+            // Not connected: the request never reached the intake, so it
+            // is sent again as is. (A connection lost after the body was
+            // sent may have been accepted: sent again, its events get new
+            // ids.)
+            Err(e) if (e.is_connect() || e.is_request()) && attempt < retries => {
+                attempt += 1;
+                retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(error = %e, attempt, "no connection; retrying");
+                tokio::time::sleep(backoff.delay(attempt)).await;
+                continue;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "POST {url} (after {attempt} retries; is the intake running there? \
+                     `kinesthetic serve` starts one on 127.0.0.1:8080)"
+                )));
+            }
+        };
         let status = resp.status();
         if status.is_success() {
             let body = resp
@@ -375,7 +478,12 @@ async fn post(
         let text = resp.text().await.unwrap_or_default();
         if status.as_u16() == 503 && attempt < retries {
             attempt += 1;
-            tokio::time::sleep(Duration::from_secs(retry_after.unwrap_or(1).min(30))).await;
+            retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let wait = retry_after.map_or_else(
+                || backoff.delay(attempt),
+                |s| Duration::from_secs(s.min(30)),
+            );
+            tokio::time::sleep(wait).await;
             continue;
         }
         anyhow::bail!("{status}: {}", text.trim());

@@ -228,18 +228,13 @@ fn decode(meta: &BTreeMap<String, String>, body: Bytes) -> Result<Source, String
         first_seq: seq("first-sequence")?,
         last_seq: seq("last-sequence")?,
         first_received_ms,
-        first_id: meta.get("first-event-id").and_then(|s| parse_id(s)),
-        last_id: meta.get("last-event-id").and_then(|s| parse_id(s)),
+        first_id: meta
+            .get("first-event-id")
+            .and_then(|s| s.parse::<EventId>().ok()),
+        last_id: meta
+            .get("last-event-id")
+            .and_then(|s| s.parse::<EventId>().ok()),
         lines: Bytes::from(lines),
-    })
-}
-
-/// An event id as objects print it (`{listener:016x}-{counter:016x}`).
-pub fn parse_id(s: &str) -> Option<EventId> {
-    let (l, c) = s.split_once('-')?;
-    Some(EventId {
-        listener: u64::from_str_radix(l, 16).ok()?,
-        counter: u64::from_str_radix(c, 16).ok()?,
     })
 }
 
