@@ -729,7 +729,7 @@ impl Config {
         // each in UTF-8): above this, a full record with a long key is
         // refused; below the floor, no event with a long key fits at all.
         let key_room = crate::stream::kpl::MAX_KEY_CHARS * 4;
-        let most = crate::stream::kpl::KINESIS_RECORD_MAX - key_room;
+        let most = crate::stream::limits::RECORD_MAX_BYTES - key_room;
         if !(4096..=most).contains(&i.record_max_bytes) {
             return Err(bad(
                 "intake.record_max_bytes",
@@ -737,7 +737,7 @@ impl Config {
                     "{} is outside 4096..={most}: Kinesis takes {} bytes per record, its \
                      partition key included, and {key_room} are kept for a key of 256 characters",
                     i.record_max_bytes,
-                    crate::stream::kpl::KINESIS_RECORD_MAX
+                    crate::stream::limits::RECORD_MAX_BYTES
                 ),
             ));
         }

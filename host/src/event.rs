@@ -350,6 +350,30 @@ pub(crate) fn packed_item<'a>(data: &'a [u8], ends: &[u32], i: usize) -> &'a [u8
     &data[start..ends[i] as usize]
 }
 
+/// The event a line of a body is: the line without its terminator (`\n` or
+/// `\r\n`), or none when that leaves nothing (a blank line). The one rule
+/// for how a body splits into events: the intake, `send` and `filter
+/// run/test/bench` all split by it ([`events_of_body`]).
+pub fn event_of_line(line: &[u8]) -> Option<&[u8]> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    (!line.is_empty()).then_some(line)
+}
+
+/// The events of a body, each with its 1-based line number (blank lines
+/// count, as in an editor): [`event_of_line`] of every line.
+pub fn events_of_body(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    let mut start = 0usize;
+    let ends = memchr::memchr_iter(b'\n', body)
+        .map(|nl| nl + 1)
+        .chain(std::iter::once(body.len()));
+    ends.enumerate().filter_map(move |(i, end)| {
+        let line = body.get(start..end).unwrap_or_default();
+        start = end;
+        event_of_line(line).map(|e| (i + 1, e))
+    })
+}
+
 /// Splits text into lines on `\n` (kept out of the line; a `\r` stays, so
 /// bytes go out as they came in). A final line without `\n` counts; the empty
 /// remainder after a final `\n` does not.
@@ -392,6 +416,25 @@ pub fn batches_of<'a>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bodies_split_into_events_one_way() {
+        let body = b"a\n\r\nb\r\n\nc";
+        let got: Vec<(usize, &[u8])> = events_of_body(body).collect();
+        assert_eq!(got, vec![(1, &b"a"[..]), (3, b"b"), (5, b"c")]);
+        assert_eq!(
+            events_of_body(b"x\n").count(),
+            1,
+            "no event after the last newline"
+        );
+        assert_eq!(events_of_body(b"").count(), 0);
+        assert_eq!(
+            event_of_line(b" \r\n"),
+            Some(&b" "[..]),
+            "whitespace is an event"
+        );
+        assert_eq!(event_of_line(b"\r"), None);
+    }
+
     use super::*;
 
     #[track_caller]

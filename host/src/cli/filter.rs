@@ -480,11 +480,9 @@ fn run_stream(
                 break;
             }
             file_line += 1;
-            let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
+            let Some(line) = crate::event::event_of_line(&buf) else {
                 continue;
-            }
+            };
             numbers.push(file_line);
             let stamp = crate::event::Stamp {
                 id: crate::event::EventId {
@@ -650,11 +648,7 @@ fn bench_cmd(
         None => crate::datagen::ndjson_logs(1, mb * 1_000_000),
     };
     // Lines as the intake (and `run`) splits them.
-    let events = || {
-        split_lines(&data)
-            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-            .filter(|l| !l.is_empty())
-    };
+    let events = || crate::event::events_of_body(&data).map(|(_, e)| e);
     if events().next().is_none() {
         bail!(
             "no lines to measure in {}",

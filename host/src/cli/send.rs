@@ -121,9 +121,9 @@ fn spawn_reader(
             };
             n += 1;
             cur.raw_bytes += line.len() as u64 + 1;
-            // Exactly the lines the intake skips: blank (empty, or only
-            // `\r`). Whitespace is an event like any other bytes.
-            if line.is_empty() || line == b"\r" {
+            // Exactly the lines the intake skips (its rule): blank.
+            // Whitespace is an event like any other bytes.
+            if crate::event::event_of_line(&line).is_none() {
                 continue;
             }
             if cur.lines == 0 {

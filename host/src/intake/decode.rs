@@ -312,35 +312,23 @@ pub fn split_at_most(
 
 fn split_lines(body: Bytes, max: usize, max_events: usize) -> Result<Events, DecodeError> {
     let mut spans = Vec::with_capacity((body.len() / 128 + 1).min(max_events));
-    let mut start = 0usize;
-    let mut line = 1usize;
-    let push = |a: usize, mut b: usize, line: usize, spans: &mut Vec<(u32, u32)>| {
-        if b > a && body[b - 1] == b'\r' {
-            b -= 1;
-        }
-        if b == a {
-            return Ok(());
-        }
-        if b - a > max {
+    let base = body.as_ptr() as usize;
+    for (line, event) in crate::event::events_of_body(&body) {
+        if event.len() > max {
             return Err(DecodeError::EventTooLarge {
                 at: EventAt::Line(line),
-                len: b - a,
+                len: event.len(),
                 limit: max,
             });
         }
         if spans.len() == max_events {
             return Err(DecodeError::TooManyEvents { limit: max_events });
         }
-        // Cannot truncate: the body is at most u32::MAX bytes (checked).
-        spans.push((a as u32, b as u32));
-        Ok(())
-    };
-    for nl in memchr::memchr_iter(b'\n', &body) {
-        push(start, nl, line, &mut spans)?;
-        start = nl + 1;
-        line += 1;
+        // Where the event lies in the body; it cannot truncate: the body
+        // is at most u32::MAX bytes (checked).
+        let a = event.as_ptr() as usize - base;
+        spans.push((a as u32, (a + event.len()) as u32));
     }
-    push(start, body.len(), line, &mut spans)?;
     Ok(Events { buf: body, spans })
 }
 

@@ -50,9 +50,9 @@ impl Default for ProducerConfig {
         Self {
             // 1 MiB minus room for the largest partition key (256 B) and
             // then some: close to, and safely under, the Kinesis limit.
-            record_max_bytes: (1 << 20) - 4096,
-            put_max_records: 500,
-            put_max_bytes: 5 << 20,
+            record_max_bytes: crate::stream::limits::RECORD_MAX_BYTES - 4096,
+            put_max_records: crate::stream::limits::PUT_MAX_ENTRIES,
+            put_max_bytes: crate::stream::limits::PUT_MAX_BYTES,
             linger: Duration::from_millis(50),
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),

@@ -690,22 +690,8 @@ impl<B: StreamBackend> StreamBackend for Spooled<B> {
     ) -> Result<Vec<PutOutcome>, StreamError> {
         // Refuse what Kinesis would, before it is acknowledged: the shipper
         // could never deliver it.
-        let mut total = 0usize;
-        for (i, e) in entries.iter().enumerate() {
-            let size = e.data.len() + e.partition_key.len();
-            if size > kpl::KINESIS_RECORD_MAX {
-                return Err(StreamError::BadInput(format!(
-                    "entry {i}: {size} bytes with its key; Kinesis takes at most {}",
-                    kpl::KINESIS_RECORD_MAX
-                )));
-            }
-            total += size;
-        }
-        if total > 5 * kpl::KINESIS_RECORD_MAX {
-            return Err(StreamError::BadInput(format!(
-                "{total} bytes: a Kinesis put carries at most 5 MiB"
-            )));
-        }
+        crate::stream::limits::check_put(entries, 0)
+            .map_err(|m| StreamError::BadInput(format!("Kinesis would refuse this put: {m}")))?;
         let s = self.shipper(stream).await?;
         let backlog = s.backlog();
         if backlog > self.inner.max_backlog_bytes {

@@ -15,7 +15,6 @@ use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamSt
 use bytes::Bytes;
 use serde::Deserialize;
 
-use super::kpl::KINESIS_RECORD_MAX;
 use super::{
     GetRecordsOutput, HashRange, PutEntry, PutOutcome, SequenceNumber, ShardInfo, ShardIterator,
     StartPosition, StreamBackend, StreamDescription, StreamError, StreamRecord, StreamStatus,
@@ -168,50 +167,11 @@ fn aws_error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Most entries in one PutRecords.
-pub const PUT_RECORDS_MAX_ENTRIES: usize = 500;
-/// Most bytes (data and partition keys) in one PutRecords.
-pub const PUT_RECORDS_MAX_BYTES: usize = 5 << 20;
-/// Partition keys are 1 to 256 characters.
-pub const PARTITION_KEY_MAX_CHARS: usize = 256;
-
 /// Kinesis's PutRecords limits, checked before sending: the stand-in does
 /// not enforce them, and Kinesis's own refusal names no entry.
 fn check_put(stream: &str, entries: &[PutEntry]) -> Result<(), StreamError> {
-    let bad = |m: String| {
-        Err(StreamError::BadInput(format!(
-            "PutRecords into {stream:?}: {m}"
-        )))
-    };
-    if entries.len() > PUT_RECORDS_MAX_ENTRIES {
-        return bad(format!(
-            "{} entries, at most {PUT_RECORDS_MAX_ENTRIES} per call",
-            entries.len()
-        ));
-    }
-    let mut total = 0;
-    for (i, e) in entries.iter().enumerate() {
-        let chars = e.partition_key.chars().count();
-        if chars == 0 || chars > PARTITION_KEY_MAX_CHARS {
-            return bad(format!(
-                "entry {i}: partition key of {chars} characters, not 1 to {PARTITION_KEY_MAX_CHARS}"
-            ));
-        }
-        let size = e.data.len() + e.partition_key.len();
-        if size > KINESIS_RECORD_MAX {
-            return bad(format!(
-                "entry {i}: {size} bytes of data and partition key, at most {KINESIS_RECORD_MAX}"
-            ));
-        }
-        total += size;
-    }
-    if total > PUT_RECORDS_MAX_BYTES {
-        return bad(format!(
-            "{total} bytes in {} entries, at most {PUT_RECORDS_MAX_BYTES} per call",
-            entries.len()
-        ));
-    }
-    Ok(())
+    super::limits::check_put(entries, 0)
+        .map_err(|m| StreamError::BadInput(format!("PutRecords into {stream:?}: {m}")))
 }
 
 /// Our status for Kinesis's; `None` for one we do not know (the SDK fills

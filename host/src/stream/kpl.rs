@@ -40,9 +40,6 @@ const DIGEST_LEN: usize = 16;
 /// Tag key of a Kinesthetic stamp run.
 pub const STAMP_TAG: &str = "ks";
 
-/// Largest Kinesis record (data plus partition key), 1 MiB.
-pub const KINESIS_RECORD_MAX: usize = 1 << 20;
-
 mod proto {
     //! The KPL messages, for decoding.
     #[derive(Clone, PartialEq, prost::Message)]

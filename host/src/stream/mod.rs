@@ -11,6 +11,7 @@ pub mod hash;
 pub mod key;
 pub mod kinesis;
 pub mod kpl;
+pub mod limits;
 pub mod local;
 pub mod name;
 pub mod reshard;

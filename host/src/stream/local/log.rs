@@ -57,9 +57,6 @@ impl Default for LocalOptions {
     }
 }
 
-/// Kinesis's limits on one put entry.
-const MAX_RECORD: usize = 1 << 20;
-use crate::stream::kpl::MAX_KEY_CHARS;
 /// Bytes read from a segment at a time: reads are sized by what they
 /// return, not by the most a read may return (a big buffer per read costs
 /// its page faults, and keeps memory that few records need).
@@ -783,35 +780,11 @@ impl StreamBackend for LocalLog {
         entries: &[PutEntry],
     ) -> Result<Vec<PutOutcome>, StreamError> {
         check_name(stream)?;
-        if entries.is_empty() || entries.len() > 500 {
-            return Err(StreamError::BadInput(format!(
-                "{} entries: a put takes 1 to 500",
-                entries.len()
-            )));
+        if entries.is_empty() {
+            return Ok(Vec::new());
         }
-        let mut total = 0usize;
-        for (i, e) in entries.iter().enumerate() {
-            let chars = e.partition_key.chars().count();
-            if chars == 0 || chars > MAX_KEY_CHARS {
-                return Err(StreamError::BadInput(format!(
-                    "entry {i}: the partition key must be 1 to {MAX_KEY_CHARS} characters, not {chars}"
-                )));
-            }
-            let size = e.data.len() + e.partition_key.len();
-            let max = MAX_RECORD + self.inner.entry_overhead;
-            if size > max {
-                return Err(StreamError::BadInput(format!(
-                    "entry {i}: {size} bytes with its key; a record is at most {max}"
-                )));
-            }
-            total += size;
-        }
-        let max_total = 5 * MAX_RECORD + self.inner.entry_overhead * entries.len();
-        if total > max_total {
-            return Err(StreamError::BadInput(format!(
-                "{total} bytes: a put carries at most {max_total} (5 MiB)"
-            )));
-        }
+        crate::stream::limits::check_put(entries, self.inner.entry_overhead)
+            .map_err(StreamError::BadInput)?;
         let stream = stream.to_owned();
         let entries = entries.to_vec();
         self.ask(|reply| Req::Put {
