@@ -420,7 +420,12 @@ impl<'a> Cursor<'a> {
         }
         let int_start = j;
         match s.get(j) {
-            Some(b'0') => j += 1,
+            Some(b'0') => {
+                j += 1;
+                if digit(j) {
+                    return self.fail(j, "invalid number: leading zero");
+                }
+            }
             Some(b'1'..=b'9') => {
                 j += 1;
                 while digit(j) {
@@ -963,6 +968,105 @@ impl<'a> Iterator for Members<'a> {
 }
 
 impl std::iter::FusedIterator for Members<'_> {}
+
+/// Iterator over the elements of a top-level array; see [`elements`].
+#[derive(Debug, Clone)]
+pub struct Elements<'a> {
+    c: Cursor<'a>,
+    pos: usize,
+    state: State,
+}
+
+/// Walks the elements of the JSON array `text` in order, validating as it
+/// goes (the grammar of [`validate`]; elements nest at most 126 levels
+/// inside the array).
+///
+/// Each item is an element, or the first error found (then the iteration
+/// ends). After the last element the closing `]` and the trailing
+/// whitespace are checked, and an error there is the last item; so `text`
+/// is a valid array exactly when no item is an `Err`. The host's intake
+/// splits a JSON-array body into events with it.
+pub fn elements(text: &[u8]) -> Elements<'_> {
+    Elements {
+        c: Cursor::new(text),
+        pos: 0,
+        state: State::Start,
+    }
+}
+
+impl<'a> Elements<'a> {
+    #[cold]
+    #[inline(never)]
+    fn fail(&mut self, offset: usize, reason: &'static str) -> Option<Result<Value<'a>, Error>> {
+        self.c.error = Error { offset, reason };
+        self.failed()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn failed(&mut self) -> Option<Result<Value<'a>, Error>> {
+        self.state = State::Done;
+        Some(Err(self.c.error))
+    }
+
+    /// The element starting at `s[j]`.
+    fn element(&mut self, j: usize) -> Option<Result<Value<'a>, Error>> {
+        let (end, kind) = self.c.value(j, 1);
+        if end == FAIL {
+            return self.failed();
+        }
+        self.pos = end;
+        self.state = State::Next;
+        Some(Ok(Value {
+            raw: self.c.s.get(j..end).unwrap_or_default(),
+            kind,
+            escaped: kind == Kind::String && self.c.escaped,
+        }))
+    }
+
+    /// At the closing bracket `s[j]`: only whitespace may follow.
+    fn end(&mut self, j: usize) -> Option<Result<Value<'a>, Error>> {
+        self.state = State::Done;
+        let k = skip_ws(self.c.s, j + 1);
+        if k != self.c.s.len() {
+            return self.fail(k, "trailing characters after the array");
+        }
+        None
+    }
+}
+
+impl<'a> Iterator for Elements<'a> {
+    type Item = Result<Value<'a>, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let s = self.c.s;
+        match self.state {
+            State::Next => {
+                let j = skip_ws(s, self.pos);
+                match s.get(j) {
+                    Some(b',') => self.element(skip_ws(s, j + 1)),
+                    Some(b']') => self.end(j),
+                    Some(_) => self.fail(j, "`,` or `]` expected"),
+                    None => self.fail(j, "unexpected end, `]` expected"),
+                }
+            }
+            State::Start => {
+                let j = skip_ws(s, 0);
+                if s.get(j) != Some(&b'[') {
+                    return self.fail(j, "array expected");
+                }
+                let j = skip_ws(s, j + 1);
+                if s.get(j) == Some(&b']') {
+                    return self.end(j);
+                }
+                self.element(j)
+            }
+            State::Done => None,
+        }
+    }
+}
+
+impl std::iter::FusedIterator for Elements<'_> {}
 
 /// The first top-level member `name` of the object `line`.
 ///

@@ -254,6 +254,19 @@ fn check_validity(line: &[u8]) -> Result<(), TestCaseError> {
     let errors = json::members(line).filter(Result::is_err).count();
     prop_assert_eq!(errors, usize::from(!want));
     let _ = json::field(line, "a");
+    // The same text as the elements of an array (twice, so the separator
+    // is walked too): `elements` agrees with `serde_json` as well.
+    let mut array = b"[".to_vec();
+    array.extend_from_slice(line);
+    array.push(b',');
+    array.extend_from_slice(line);
+    array.push(b']');
+    let want = serde_json::from_slice::<Vec<serde_json::Value>>(&array).ok();
+    let got: Result<Vec<json::Value<'_>>, json::Error> = json::elements(&array).collect();
+    prop_assert_eq!(got.is_ok(), want.is_some(), "{:?}", String::from_utf8_lossy(&array));
+    if let (Ok(got), Some(want)) = (got, want) {
+        prop_assert_eq!(got.len(), want.len());
+    }
     Ok(())
 }
 
