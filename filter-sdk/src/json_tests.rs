@@ -263,7 +263,12 @@ fn check_validity(line: &[u8]) -> Result<(), TestCaseError> {
     array.push(b']');
     let want = serde_json::from_slice::<Vec<serde_json::Value>>(&array).ok();
     let got: Result<Vec<json::Value<'_>>, json::Error> = json::elements(&array).collect();
-    prop_assert_eq!(got.is_ok(), want.is_some(), "{:?}", String::from_utf8_lossy(&array));
+    prop_assert_eq!(
+        got.is_ok(),
+        want.is_some(),
+        "{:?}",
+        String::from_utf8_lossy(&array)
+    );
     if let (Ok(got), Some(want)) = (got, want) {
         prop_assert_eq!(got.len(), want.len());
     }

@@ -18,3 +18,4 @@ pub mod retry;
 pub mod sink;
 pub mod stream;
 pub mod telemetry;
+pub mod timefmt;

@@ -54,10 +54,7 @@ fn resolve(index: &Index, since: Option<&str>) -> Result<u64, (StatusCode, Strin
             )),
         };
     }
-    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
-        let ms = t
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+    if let Some(ms) = crate::timefmt::parse_rfc3339_ms(s) {
         return index.ordinal_at_time(ms).map_err(internal);
     }
     Err((

@@ -66,6 +66,7 @@ pub fn router(state: AdminState) -> Router {
             )
         })
         .with_state(state)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
 async fn metrics(axum::extract::State(s): axum::extract::State<AdminState>) -> Response {
@@ -164,4 +165,53 @@ async fn filters(axum::extract::State(s): axum::extract::State<AdminState>) -> R
         "filters": filter_list(&s),
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    /// One request through the router, no socket: status and JSON body.
+    async fn get(state: &AdminState, path: &str) -> (StatusCode, serde_json::Value) {
+        let req = Request::get(path).body(Body::empty());
+        let Ok(req) = req else {
+            return (StatusCode::IM_A_TEAPOT, json!(null));
+        };
+        let Ok(resp) = router(state.clone()).oneshot(req).await;
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)));
+        (status, v)
+    }
+
+    #[tokio::test]
+    async fn the_routes_answer_and_a_wrong_path_says_where_to_go() {
+        let s = AdminState::new(Arc::new(Registry::default()));
+        assert_eq!(get(&s, "/healthz").await, (StatusCode::OK, json!("ok")));
+        // Ready only once started.
+        let (code, v) = get(&s, "/readyz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(v["waiting_for"], json!(["start-up"]));
+        s.started.store(true, Ordering::Release);
+        assert_eq!(get(&s, "/readyz").await.0, StatusCode::OK);
+        let (code, v) = get(&s, "/v1/status").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(v["version"], json!(env!("CARGO_PKG_VERSION")));
+        let (code, v) = get(&s, "/v1/index/nope").await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{v}");
+        let (code, v) = get(&s, "/nope").await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("/v1/status")),
+            "{v}"
+        );
+    }
 }

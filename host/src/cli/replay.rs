@@ -65,11 +65,8 @@ pub(crate) struct ReplayArgs {
 
 /// A time argument in epoch milliseconds.
 fn time_arg(what: &str, s: &str) -> anyhow::Result<i64> {
-    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
-        let d = t
-            .duration_since(std::time::UNIX_EPOCH)
-            .with_context(|| format!("--{what} {s}: before 1970"))?;
-        return Ok(d.as_millis() as i64);
+    if let Some(ms) = crate::timefmt::parse_rfc3339_ms(s) {
+        return Ok(ms);
     }
     if let Ok(d) = humantime::parse_duration(s) {
         return Ok(crate::intake::stamp::now_ms() - d.as_millis() as i64);

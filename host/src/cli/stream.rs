@@ -294,52 +294,11 @@ fn parse_from_any(s: &str) -> anyhow::Result<StartPosition> {
 
 /// An RFC 3339 time in epoch milliseconds; without a zone it is UTC.
 fn parse_time_ms(s: &str) -> Option<i64> {
-    if !s.is_ascii() {
-        return None;
-    }
-    // A trailing ±HH:MM (or ±HHMM) offset, after the time of day.
-    let (local, offset_secs) = match s.len().checked_sub(6).map(|i| s.split_at(i)) {
-        Some((head, tail))
-            if head.len() > 10
-                && (tail.starts_with('+') || tail.starts_with('-'))
-                && tail.as_bytes()[3] == b':' =>
-        {
-            (
-                head,
-                offset_of(&tail[1..3], &tail[4..6], tail.starts_with('-'))?,
-            )
-        }
-        _ => match s.len().checked_sub(5).map(|i| s.split_at(i)) {
-            Some((head, tail))
-                if head.len() > 10
-                    && (tail.starts_with('+') || tail.starts_with('-'))
-                    && tail[1..].bytes().all(|b| b.is_ascii_digit()) =>
-            {
-                (
-                    head,
-                    offset_of(&tail[1..3], &tail[3..5], tail.starts_with('-'))?,
-                )
-            }
-            _ => (s, 0),
-        },
-    };
-    let t = humantime::parse_rfc3339_weak(local).ok()?;
-    let ms = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64;
-    Some(ms - offset_secs * 1000)
-}
-
-fn offset_of(hh: &str, mm: &str, negative: bool) -> Option<i64> {
-    let (h, m): (i64, i64) = (hh.parse().ok()?, mm.parse().ok()?);
-    if h > 23 || m > 59 {
-        return None;
-    }
-    let secs = h * 3600 + m * 60;
-    Some(if negative { -secs } else { secs })
+    crate::timefmt::parse_rfc3339_ms(s)
 }
 
 fn format_ms(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
+    crate::timefmt::format_ms(ms)
 }
 
 /// Reads every shard, parents before children, printing each event.

@@ -67,9 +67,7 @@ pub enum DecodeError {
         offset: usize,
         message: String,
     },
-    #[error(
-        "malformed JSON array at byte {offset} (line {line}, column {column}): {reason}"
-    )]
+    #[error("malformed JSON array at byte {offset} (line {line}, column {column}): {reason}")]
     BadJson {
         offset: usize,
         line: usize,
@@ -351,7 +349,10 @@ fn line_col(body: &[u8], offset: usize) -> (usize, usize) {
 /// `serde_json`): one JSON implementation for the host and its filters.
 fn split_array(body: &Bytes, max: usize, max_events: usize) -> Result<Events, DecodeError> {
     use kinesthetic_filter::json;
-    if body.iter().all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')) {
+    if body
+        .iter()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
         return Err(DecodeError::Empty);
     }
     let bad = |e: json::Error| {

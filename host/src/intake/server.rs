@@ -157,6 +157,7 @@ impl<B: StreamBackend> Intake<B> {
                 )
             })
             .with_state(self.clone())
+            .layer(tower_http::trace::TraceLayer::new_for_http())
     }
 
     /// Stops the producers after writing everything they were given. Call

@@ -454,7 +454,10 @@ impl<B: StreamBackend> Spooled<B> {
     /// Ships a stream's spool to the remote, in order, until stopped.
     async fn ship(self, stream: String, s: Arc<Shipper>) {
         let spool = &self.inner.spool;
-        let mut delay = Duration::from_millis(100);
+        // Failures in a row, and the wait after the next one.
+        let backoff =
+            crate::retry::Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+        let mut failures = 0u32;
         let mut iterator: Option<ShardIterator> = None;
         // The remote's shards, described when shipping starts and kept
         // fresh by the writes (a record landing elsewhere refreshes it).
@@ -474,7 +477,8 @@ impl<B: StreamBackend> Spooled<B> {
                         Ok(it) => it,
                         Err(e) => {
                             tracing::warn!(stream, error = %e, "spool: cannot read");
-                            tokio::time::sleep(delay).await;
+                            failures += 1;
+                            tokio::time::sleep(backoff.delay(failures)).await;
                             continue;
                         }
                     }
@@ -487,7 +491,8 @@ impl<B: StreamBackend> Spooled<B> {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(stream, error = %e, "spool: cannot read");
-                    tokio::time::sleep(delay).await;
+                    failures += 1;
+                    tokio::time::sleep(backoff.delay(failures)).await;
                     continue;
                 }
             };
@@ -594,15 +599,15 @@ impl<B: StreamBackend> Spooled<B> {
                             "spool: the stream refused records; retrying those it did not take"
                         );
                         queues = u.queues;
+                        failures += 1;
                         tokio::select! {
                             _ = self.inner.stop.cancelled() => return,
-                            _ = tokio::time::sleep(delay) => {}
+                            _ = tokio::time::sleep(backoff.delay(failures)) => {}
                         }
-                        delay = (delay * 2).min(Duration::from_secs(30));
                     }
                 }
             }
-            delay = Duration::from_millis(100);
+            failures = 0;
             if let Some(seq) = last {
                 match self.write_checkpoint(&stream, &seq).await {
                     Ok(()) => {

@@ -1053,6 +1053,9 @@ async fn push_loop(
     cancel: &CancellationToken,
 ) {
     let backoff = Backoff::new(Duration::from_millis(100), retry_max);
+    // The index's own files failing in a row (a full or broken disk).
+    let io_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    let mut io_failures = 0u32;
     loop {
         let (from, pushing) = index.push_position();
         let lines = match pushing {
@@ -1061,7 +1064,8 @@ async fn push_loop(
                 Ok(l) => l,
                 Err(e) => {
                     tracing::error!(index = %index.name, error = %e, "cannot read the merged log to push");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    io_failures += 1;
+                    tokio::time::sleep(io_backoff.delay(io_failures)).await;
                     continue;
                 }
             },
@@ -1086,7 +1090,8 @@ async fn push_loop(
                     Ok(l) => l,
                     Err(e) => {
                         tracing::error!(index = %index.name, error = %e, "cannot read the merged log to push");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        io_failures += 1;
+                        tokio::time::sleep(io_backoff.delay(io_failures)).await;
                         continue;
                     }
                 };
@@ -1104,12 +1109,14 @@ async fn push_loop(
                     && let Err(e) = index.set_pushing((from, last.ordinal + 1))
                 {
                     tracing::error!(index = %index.name, error = %e, "cannot record the batch being pushed");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    io_failures += 1;
+                    tokio::time::sleep(io_backoff.delay(io_failures)).await;
                     continue;
                 }
                 lines
             }
         };
+        io_failures = 0;
         let taken = lines.len();
         if taken == 0 {
             continue;

@@ -269,7 +269,7 @@ impl StreamBackend for KinesisBackend {
         let shards = i32::try_from(shards)
             .map_err(|_| StreamError::BadInput(format!("{shards} shards is too many")))?;
         // Stand-ins answer LimitExceeded to concurrent creates; retry briefly.
-        let mut delay = Duration::from_millis(50);
+        let backoff = crate::retry::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         for attempt in 0.. {
             let r = self
                 .client
@@ -295,8 +295,7 @@ impl StreamBackend for KinesisBackend {
                     )));
                 }
                 Err(e) if e.code() == Some("LimitExceededException") && attempt < 8 => {
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
+                    tokio::time::sleep(backoff.delay(attempt + 1)).await;
                 }
                 Err(e) => return Err(map_err(name, &[], e)),
             }

@@ -99,13 +99,15 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, StreamError>>,
 {
-    let mut delay = Duration::from_millis(100);
+    let backoff = crate::retry::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut attempt = 0u32;
     loop {
+        attempt += 1;
+        let delay = backoff.delay(attempt);
         match call().await {
             Err(StreamError::Throttled(m)) if tokio::time::Instant::now() + delay < deadline => {
                 tracing::info!("{what} throttled ({m}); trying again in {delay:?}");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             r => return r,
         }

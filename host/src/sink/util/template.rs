@@ -144,31 +144,8 @@ pub fn render_prefix(prefix: &str, pipeline: &str, filter: &str) -> String {
         .replace("{filter}", filter)
 }
 
-/// UTC calendar fields of epoch milliseconds (proleptic Gregorian; Howard
-/// Hinnant's days-to-civil algorithm).
-pub fn civil(ms: i64) -> (i64, u32, u32, u32, u32, u32) {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = if m <= 2 { y + 1 } else { y };
-    (
-        y,
-        m,
-        d,
-        (sod / 3600) as u32,
-        (sod % 3600 / 60) as u32,
-        (sod % 60) as u32,
-    )
-}
+/// UTC calendar fields of epoch milliseconds.
+pub use crate::timefmt::civil;
 
 #[cfg(test)]
 mod tests {
