@@ -1,0 +1,169 @@
+//! `kinesthetic filter new`: a filter crate scaffolded from the templates
+//! in `templates/` (one directory per language), that builds with one
+//! command and passes its own test.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+pub(super) fn new(name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let path = scaffold(name, dir, sdk)?;
+    eprintln!("created {}", path.display());
+    eprintln!("  test:  cd {} && cargo test", path.display());
+    eprintln!(
+        "  build: cd {} && cargo build --release --target wasm32-wasip2",
+        path.display()
+    );
+    // Where cargo will put the module: under CARGO_TARGET_DIR when
+    // it is set (relative to the crate, as cargo reads it), else in
+    // the crate's own target/.
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) if !t.is_empty() => path.join(t),
+        _ => path.join("target"),
+    };
+    eprintln!(
+        "  run:   kinesthetic filter run {} --param needle=error INPUT",
+        target
+            .join("wasm32-wasip2/release")
+            .join(format!("{}.wasm", name.replace('-', "_")))
+            .display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a new filter crate; returns its directory.
+fn scaffold(name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        || !name.starts_with(|c: char| c.is_ascii_alphabetic())
+    {
+        bail!(
+            "invalid crate name `{name}`: use letters, digits, `-` and `_`, starting with a letter"
+        );
+    }
+    // Names cargo refuses too: a keyword is no crate name, and a crate named
+    // like a crate it depends on shadows it (`export_filter!` expands to
+    // `::core::…` and `::kinesthetic_filter::…` paths).
+    const RESERVED: &[&str] = &[
+        "core",
+        "std",
+        "alloc",
+        "test",
+        "proc_macro",
+        "kinesthetic_filter",
+        "wit_bindgen",
+        "as",
+        "async",
+        "await",
+        "break",
+        "const",
+        "continue",
+        "crate",
+        "dyn",
+        "else",
+        "enum",
+        "extern",
+        "false",
+        "fn",
+        "for",
+        "gen",
+        "if",
+        "impl",
+        "in",
+        "let",
+        "loop",
+        "match",
+        "mod",
+        "move",
+        "mut",
+        "pub",
+        "ref",
+        "return",
+        "self",
+        "static",
+        "struct",
+        "super",
+        "trait",
+        "true",
+        "try",
+        "type",
+        "unsafe",
+        "use",
+        "where",
+        "while",
+        "yield",
+        "abstract",
+        "become",
+        "box",
+        "do",
+        "final",
+        "macro",
+        "override",
+        "priv",
+        "typeof",
+        "unsized",
+        "virtual",
+    ];
+    let ident = name.replace('-', "_");
+    if RESERVED.contains(&ident.as_str()) {
+        bail!(
+            "invalid crate name `{name}`: it is a Rust keyword or the name of a crate the filter \
+             uses; choose another"
+        );
+    }
+    let root = dir.join(name);
+    if root.exists() {
+        bail!(
+            "{} already exists; choose another name or --dir",
+            root.display()
+        );
+    }
+    let sdk = match sdk {
+        Some(p) => p,
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../filter-sdk"),
+    };
+    let sdk = sdk
+        .canonicalize()
+        .with_context(|| format!("SDK not found at {} (pass --sdk PATH)", sdk.display()))?;
+    let ty: String = ident
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    // The templates, with @NAME@, @IDENT@ (the crate as a Rust path),
+    // @TYPE@ (the filter's type) and @SDK@ filled in.
+    let fill = |t: &str| {
+        t.replace("@NAME@", name)
+            .replace("@IDENT@", &ident)
+            .replace("@TYPE@", &ty)
+            .replace("@SDK@", &sdk.display().to_string())
+    };
+    let files = [
+        (
+            "Cargo.toml",
+            fill(include_str!("templates/rust/Cargo.toml")),
+        ),
+        (
+            ".cargo/config.toml",
+            fill(include_str!("templates/rust/cargo-config.toml")),
+        ),
+        (".gitignore", fill(include_str!("templates/rust/gitignore"))),
+        ("src/lib.rs", fill(include_str!("templates/rust/lib.rs"))),
+    ];
+    for (rel, text) in files {
+        let p = root.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(root)
+}
