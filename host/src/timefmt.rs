@@ -9,12 +9,31 @@ use jiff::{Timestamp, civil::DateTime, tz::TimeZone};
 /// with none at all (then UTC); a space may stand for the `T`.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let s = s.trim();
+    // RFC 3339 offsets run to ±23:59; jiff takes up to ±25:59:59.
+    if offset_hours(s).is_some_and(|h| h > 23) {
+        return None;
+    }
     if let Ok(t) = s.parse::<Timestamp>() {
         return Some(t.as_millisecond());
     }
     let local = s.parse::<DateTime>().ok()?;
     let t = local.to_zoned(TimeZone::UTC).ok()?.timestamp();
     Some(t.as_millisecond())
+}
+
+/// The hours of a trailing `±HH:MM` or `±HHMM` offset after a time of day.
+fn offset_hours(s: &str) -> Option<u32> {
+    let b = s.as_bytes();
+    let at = match b.len() {
+        n if n >= 6 && b[n - 3] == b':' && matches!(b[n - 6], b'+' | b'-') => n - 5,
+        n if n >= 5 && matches!(b[n - 5], b'+' | b'-') => n - 4,
+        _ => return None,
+    };
+    // Only after the time of day (`T` or a space): not a date's `-`.
+    if !s[..at].contains(['T', 't', ' ']) {
+        return None;
+    }
+    s.get(at..at + 2)?.parse().ok()
 }
 
 /// `ms` as RFC 3339 in UTC with milliseconds: `2026-12-05T08:00:00.000Z`.

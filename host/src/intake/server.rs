@@ -21,7 +21,8 @@ use tokio::sync::Mutex;
 use super::decode::{self, DecodeError};
 use super::metrics::{Metrics, OutcomeLabel};
 use super::producer::{
-    self, Budget, Group, ProduceError, ProducerConfig, ProducerHandle, Reservation, Stamped,
+    self, Budget, Decoding, Group, ProduceError, ProducerConfig, ProducerHandle, Reservation,
+    Stamped,
 };
 use super::route::ShardMap;
 use super::stamp::{Listener, now_ms};
@@ -388,61 +389,131 @@ async fn accept<B: StreamBackend>(
     body: axum::body::Body,
 ) -> Result<Accepted, IntakeError> {
     let received_ms = now_ms();
+    // Everything the headers decide comes before the body is read: a
+    // refused client's upload is never buffered.
     intake.authorize(headers, stream)?;
-    let text = |name: header::HeaderName| -> Result<Option<&str>, IntakeError> {
-        headers
-            .get(&name)
-            .map(|v| {
-                v.to_str()
-                    .map_err(|_| IntakeError::BadRequest(format!("header {name} is not ASCII")))
-            })
-            .transpose()
-    };
-    let format = decode::format_of(text(header::CONTENT_TYPE)?)?;
-    let encoding = decode::encoding_of(text(header::CONTENT_ENCODING)?)?;
-    let header_key = match headers.get("x-partition-key") {
-        None => None,
-        Some(v) => Some(check_key(
-            v.to_str()
-                .map_err(|_| IntakeError::BadRequest("X-Partition-Key is not ASCII".into()))?,
-            "X-Partition-Key",
-        )?),
-    };
+    let h = RequestHeaders::read(headers)?;
     let open = intake.open(stream).await?;
     // The gauge follows the budget on every way out of here, refusals
     // after the reservation included (declared first, dropped last).
-    struct Gauge<'a, B: StreamBackend>(&'a Intake<B>);
-    impl<B: StreamBackend> Drop for Gauge<'_, B> {
-        fn drop(&mut self) {
-            let i = &self.0.inner;
-            i.metrics.buffer_bytes.set(i.budget.used_bytes() as i64);
+    let _gauge = BufferGauge(intake);
+    let (events, reservation, decoding) = read_and_decode(intake, &open, &h, headers, body).await?;
+    let map = open
+        .map
+        .read()
+        .map_err(|_| IntakeError::Stream("shard map lock poisoned".into()))?
+        .clone();
+    let groups = keys_and_shards(intake, &open, &map, h.key.as_deref(), &events)?;
+    let n = events.len();
+    let block = intake.inner.listener.reserve(n as u64);
+    let (out, bytes) = stamp(&events, groups, &map, block, received_ms);
+    let r = open.handle.submit(out, reservation, decoding).await;
+    intake.update_buffer_gauge();
+    r?;
+    intake
+        .inner
+        .metrics
+        .bytes_accepted
+        .get_or_create(&Metrics::stream(stream))
+        .inc_by(bytes as u64);
+    Ok(Accepted {
+        accepted: n,
+        first_id: block.to_string(),
+        last_id: EventId {
+            listener: block.listener,
+            counter: block.counter + n as u64 - 1,
         }
+        .to_string(),
+    })
+}
+
+/// What a request's headers say about its body.
+struct RequestHeaders {
+    format: decode::Format,
+    encoding: decode::Encoding,
+    /// `X-Partition-Key`, checked.
+    key: Option<String>,
+}
+
+impl RequestHeaders {
+    fn read(headers: &HeaderMap) -> Result<Self, IntakeError> {
+        let text = |name: header::HeaderName| -> Result<Option<&str>, IntakeError> {
+            headers
+                .get(&name)
+                .map(|v| {
+                    v.to_str()
+                        .map_err(|_| IntakeError::BadRequest(format!("header {name} is not ASCII")))
+                })
+                .transpose()
+        };
+        let format = decode::format_of(text(header::CONTENT_TYPE)?)?;
+        let encoding = decode::encoding_of(text(header::CONTENT_ENCODING)?)?;
+        let key = match headers.get("x-partition-key") {
+            None => None,
+            Some(v) => Some(
+                check_key(
+                    v.to_str().map_err(|_| {
+                        IntakeError::BadRequest("X-Partition-Key is not ASCII".into())
+                    })?,
+                    "X-Partition-Key",
+                )?
+                .to_owned(),
+            ),
+        };
+        Ok(Self {
+            format,
+            encoding,
+            key,
+        })
     }
-    let _gauge = Gauge(intake);
-    // The body is read only now, after everything the headers decide (auth,
-    // formats, the stream): a refused client's upload is never buffered.
-    // Its memory is reserved in the shared buffer before it is held (the
-    // declared length first, then as it arrives), and so is the memory of
-    // its decompression: many bodies at once get 503s, not the process
-    // killed for want of memory.
+}
+
+/// Sets the buffer gauge from the budget when dropped: on every way out of
+/// a request.
+struct BufferGauge<'a, B: StreamBackend>(&'a Intake<B>);
+
+impl<B: StreamBackend> Drop for BufferGauge<'_, B> {
+    fn drop(&mut self) {
+        self.0.update_buffer_gauge();
+    }
+}
+
+impl<B: StreamBackend> Intake<B> {
+    fn update_buffer_gauge(&self) {
+        let i = &self.inner;
+        i.metrics.buffer_bytes.set(i.budget.used_bytes() as i64);
+    }
+}
+
+/// Reads the body and splits it into events, holding their memory in the
+/// shared buffer: the declared length first, then what arrives, then what
+/// decompression makes, then each event's bookkeeping. Many bodies at once
+/// get 503s, not the process killed for want of memory. The producer is
+/// told a request is being decoded from the end of its body on (its write
+/// cycle may linger for it).
+async fn read_and_decode<B: StreamBackend>(
+    intake: &Intake<B>,
+    open: &OpenStream,
+    h: &RequestHeaders,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<(decode::Events, Reservation, Decoding), IntakeError> {
+    let config = &intake.inner.config;
     let budget = intake.inner.budget.clone();
     let mut reservation = budget.try_reserve(0).ok_or(IntakeError::Busy)?;
     let body = read_body(
         body,
         headers,
-        &intake.inner.config,
+        config,
         &budget,
         &mut reservation,
         &intake.inner.metrics.buffer_bytes,
     )
     .await?;
     let decoding = open.handle.decoding();
-    let max_event =
-        Aggregator::max_event_len(intake.inner.config.record_max_bytes, MAX_KEY_CHARS * 4);
-    let (max_decoded, max_events) = (
-        intake.inner.config.max_decoded_bytes,
-        intake.inner.config.max_events_per_request,
-    );
+    let max_event = Aggregator::max_event_len(config.record_max_bytes, MAX_KEY_CHARS * 4);
+    let (max_decoded, max_events) = (config.max_decoded_bytes, config.max_events_per_request);
+    let (format, encoding) = (h.format, h.encoding);
     let heavy = encoding != decode::Encoding::Identity || body.len() > HEAVY_BODY_BYTES;
     let work = move || -> (Result<decode::Events, DecodeError>, Reservation) {
         let mut reservation = reservation;
@@ -463,31 +534,34 @@ async fn accept<B: StreamBackend>(
         work()
     };
     let events = events?;
-    let n = events.len();
     // An event costs its bytes and its bookkeeping (span, group, stamp):
     // a body of tiny lines is not cheap.
-    let cost = events.buffer_len() + n * EVENT_OVERHEAD_BYTES;
+    let cost = events.buffer_len() + events.len() * EVENT_OVERHEAD_BYTES;
     if !intake.inner.budget.resize(&mut reservation, cost) {
         return Err(IntakeError::Busy);
     }
-    intake
-        .inner
-        .metrics
-        .buffer_bytes
-        .set(intake.inner.budget.used_bytes() as i64);
+    intake.update_buffer_gauge();
+    Ok((events, reservation, decoding))
+}
 
-    // Partition keys: the header, else the configured JSON field, else a
-    // key of the listener's that hashes into the next shard in turn, where
-    // the whole request goes.
+/// One shard's events of a request: (index in the body, partition key).
+type ShardEvents = Vec<(usize, Arc<str>)>;
+
+/// Each event's partition key and the shard it goes to: the header's key,
+/// else the configured JSON field's, else a key of the listener's that
+/// hashes into the next shard in turn, where the whole request goes.
+/// Returns, per shard of `map`, its events (index, key) in body order.
+fn keys_and_shards<B: StreamBackend>(
+    intake: &Intake<B>,
+    open: &OpenStream,
+    map: &ShardMap,
+    header_key: Option<&str>,
+    events: &decode::Events,
+) -> Result<Vec<ShardEvents>, IntakeError> {
     let header_key: Option<Arc<str>> = header_key.map(Arc::from);
-    let map = open
-        .map
-        .read()
-        .map_err(|_| IntakeError::Stream("shard map lock poisoned".into()))?
-        .clone();
     let turn = map.next_in_turn();
     let spread_key = map.spread_key(turn, &format!("{:x}", intake.inner.listener.id()));
-    let mut groups: Vec<Vec<(usize, Arc<str>)>> = vec![Vec::new(); map.len()];
+    let mut groups: Vec<ShardEvents> = vec![Vec::new(); map.len()];
     for (i, line) in events.iter().enumerate() {
         let (key, shard) = if let Some(k) = &header_key {
             (Arc::clone(k), map.index_of(hash_key_of(k)))
@@ -509,22 +583,28 @@ async fn accept<B: StreamBackend>(
         };
         groups[shard].push((i, key));
     }
-    // Stamp: one block of counters for the whole request (so first_id and
-    // last_id bracket exactly its events), handed out in consecutive runs
-    // per shard group, so a KPL record carries one stamp tag per run
-    // instead of one per event.
+    Ok(groups)
+}
+
+/// Stamps the events with the request's block of counters (so its first
+/// and last ids bracket exactly its events), handed out in consecutive runs
+/// per shard group, so a KPL record carries one stamp tag per run instead
+/// of one per event. Returns the groups and the events' bytes.
+fn stamp(
+    events: &decode::Events,
+    groups: Vec<ShardEvents>,
+    map: &ShardMap,
+    block: EventId,
+    received_ms: i64,
+) -> (Vec<Group>, usize) {
     let mut bytes = 0usize;
-    let block = intake.inner.listener.reserve(n as u64);
     let mut next = block.counter;
     let mut out = Vec::new();
     for (shard, members) in groups.into_iter().enumerate() {
         if members.is_empty() {
             continue;
         }
-        let first = EventId {
-            listener: block.listener,
-            counter: next,
-        };
+        let first = next;
         next += members.len() as u64;
         let evs = members
             .into_iter()
@@ -537,8 +617,8 @@ async fn accept<B: StreamBackend>(
                     data,
                     stamp: crate::event::Stamp {
                         id: EventId {
-                            listener: first.listener,
-                            counter: first.counter + j as u64,
+                            listener: block.listener,
+                            counter: first + j as u64,
                         },
                         received_ms,
                     },
@@ -550,31 +630,7 @@ async fn accept<B: StreamBackend>(
             events: evs,
         });
     }
-    let (first_id, last_id) = (
-        block,
-        EventId {
-            listener: block.listener,
-            counter: block.counter + n as u64 - 1,
-        },
-    );
-    let r = open.handle.submit(out, reservation, decoding).await;
-    intake
-        .inner
-        .metrics
-        .buffer_bytes
-        .set(intake.inner.budget.used_bytes() as i64);
-    r?;
-    intake
-        .inner
-        .metrics
-        .bytes_accepted
-        .get_or_create(&Metrics::stream(stream))
-        .inc_by(bytes as u64);
-    Ok(Accepted {
-        accepted: n,
-        first_id: first_id.to_string(),
-        last_id: last_id.to_string(),
-    })
+    (out, bytes)
 }
 
 /// A top-level JSON field's value as a partition key: a string's text, or
