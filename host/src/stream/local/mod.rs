@@ -10,8 +10,12 @@
 //! DIR/STREAM/shardId-000000000001/   00000000000000000000.seg …
 //! ```
 
+mod admin;
 mod log;
 mod meta;
+mod read;
+mod recovery;
 mod segment;
+mod writer;
 
 pub use log::{LocalLog, LocalOptions, MAX_SHARDS};
