@@ -1,13 +1,13 @@
 //! `kinesthetic config check`: what `serve` would accept, checked without
 //! starting anything.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn check(text: &str) -> Output {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let path = dir.path().join("k.toml");
     std::fs::write(&path, text).unwrap_or_else(|e| panic!("write: {e}"));
-    Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+    crate::harness::cli()
         .args(["config", "check"])
         .arg(&path)
         .env_remove("KINESTHETIC_CONFIG")
@@ -78,7 +78,7 @@ fn bad_files_are_refused_naming_the_key() {
 
 #[test]
 fn a_missing_file_is_named() {
-    let o = Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+    let o = crate::harness::cli()
         .args(["config", "check", "/nonexistent/k.toml"])
         .output()
         .unwrap_or_else(|e| panic!("cli: {e}"));

@@ -309,7 +309,7 @@ pub(crate) fn check_objects(objs: &[Obj], stream: &str, module: &str) {
 
 #[test]
 fn local_log_to_raw_and_filtered_archives_with_metadata_and_status() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let mut c = local_config(dir.path(), 2);
     c.pipelines
         .push(pipeline("errors", Some("errors-only"), &["filtered"]));
@@ -433,7 +433,7 @@ fn local_log_to_raw_and_filtered_archives_with_metadata_and_status() {
 
 #[test]
 fn a_poison_line_goes_to_the_dead_letter_sink_and_the_rest_is_delivered() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let mut c = local_config(dir.path(), 1);
     let mut p = pipeline("chaos", Some("chaos"), &["filtered"]);
     p.params.insert("mode".into(), "poison".into());
@@ -528,7 +528,7 @@ fn a_poison_line_goes_to_the_dead_letter_sink_and_the_rest_is_delivered() {
 /// the dead letter as failed by that cause, and the shard moves on.
 #[test]
 fn a_filter_failing_every_line_is_dead_lettered_fast_and_the_shard_moves_on() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let mut c = local_config(dir.path(), 1);
     let mut p = pipeline("chaos", Some("chaos"), &["filtered"]);
     p.params.insert("mode".into(), "loop".into());
@@ -576,7 +576,7 @@ fn a_filter_failing_every_line_is_dead_lettered_fast_and_the_shard_moves_on() {
 #[test]
 fn records_of_other_producers_are_archived_and_a_broken_one_is_a_dead_letter() {
     use kinesthetic::stream::{PutEntry, StreamBackend};
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let c = local_config(dir.path(), 1);
     rt().block_on(async {
         let (app, b) = start_with(&c).await;
@@ -645,7 +645,7 @@ fn records_of_other_producers_are_archived_and_a_broken_one_is_a_dead_letter() {
 
 #[test]
 fn a_new_filter_version_swaps_between_batches_and_objects_say_which_made_them() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let mut c = local_config(dir.path(), 2);
     c.filters.auto = Some(kinesthetic::config::AutoPipelines {
         stream: "events".into(),
@@ -756,7 +756,7 @@ fn a_new_filter_version_swaps_between_batches_and_objects_say_which_made_them() 
 
 #[test]
 fn resharding_under_load_loses_nothing_and_reads_parents_first() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let c = local_config(dir.path(), 2);
     rt().block_on(async {
         let (app, b) = start_with(&c).await;
@@ -829,7 +829,7 @@ fn resharding_under_load_loses_nothing_and_reads_parents_first() {
 
 #[test]
 fn on_error_retry_holds_the_shard_until_a_new_version_passes_and_skip_drops_only_the_poison() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let mut c = local_config(dir.path(), 1);
     let mut retry = pipeline("retry", Some("stubborn"), &["filtered"]);
     retry.params.insert("mode".into(), "poison".into());
@@ -1036,7 +1036,7 @@ fn a_reader_renews_an_expired_iterator_after_its_last_record_and_backs_off_when_
     use kinesthetic::event::ShardId;
     use kinesthetic::stream::{PutEntry, StartPosition, StreamBackend};
     use std::sync::atomic::Ordering;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     rt().block_on(async {
         let b = Faulty::open(dir.path(), "s").await;
         let put = |from: usize, n: usize| {
@@ -1103,7 +1103,7 @@ fn a_reader_renews_an_expired_iterator_after_its_last_record_and_backs_off_when_
 #[test]
 fn from_latest_a_new_pipeline_skips_the_past_and_follows_a_reshard() {
     use kinesthetic::config::InitialPosition;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let c = local_config(dir.path(), 2);
     rt().block_on(async {
         let (app, _) = start_with(&c).await;
@@ -1179,7 +1179,7 @@ fn from_latest_a_new_pipeline_skips_the_past_and_follows_a_reshard() {
 
 #[test]
 fn a_503_says_what_to_do_and_keeps_the_backend_detail_in_the_log() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     rt().block_on(async {
         let b = Faulty::open(dir.path(), "events").await;
         b.unreachable

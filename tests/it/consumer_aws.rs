@@ -193,7 +193,7 @@ fn kinesis_to_s3_raw_and_filtered_archives_with_metadata() {
     let (Some(kinesis), Some(s3_url)) = (kinesis_endpoint(), s3_endpoint()) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let stream = unique_stream("consume");
     rt().block_on(async {
         let s3 = s3_client(&s3_url).await;
@@ -337,7 +337,7 @@ fn resharding_the_kinesis_stand_in_under_load_loses_nothing() {
     let Some(kinesis) = kinesis_endpoint() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let stream = unique_stream("reshard-consume");
     let c = kinesis_config(dir.path(), &kinesis, &stream, 2);
     rt().block_on(async {

@@ -89,7 +89,7 @@ async fn get(admin: std::net::SocketAddr, query: &str) -> (u16, String, Vec<Stri
 
 #[test]
 fn the_index_merges_skewed_shards_in_time_order_for_get_follow_and_push() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let mut c = local_config(dir.path(), 4);
     rt().block_on(async {
         let pushes = Pushes::default();
@@ -107,7 +107,7 @@ fn on_the_kinesis_stand_in_the_index_merges_in_order_and_the_push_keeps_shard_or
     let Some(kinesis) = crate::services::kinesis_endpoint() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let stream = crate::services::unique_stream("index");
     let mut c = crate::consumer_aws::kinesis_config(dir.path(), &kinesis, &stream, 4);
     rt().block_on(async {
@@ -327,7 +327,7 @@ async fn skewed(
 #[test]
 fn kill_9_during_indexing_loses_nothing_and_pushes_again_only_under_the_same_keys() {
     use crate::consumer_process::{post_until, sigterm, spawn, write_config};
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let pushes = Pushes::default();
     rt().block_on(async {
         let url = pushes.serve().await;

@@ -71,7 +71,7 @@ pub(crate) fn spawn_addrs(
     args: &[&str],
     prefixes: &[&str],
 ) -> (Child, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+    let mut child = crate::harness::cli()
         .args([role, "--config"])
         .arg(config)
         .args(args)
@@ -143,7 +143,7 @@ pub(crate) fn sigterm(child: &Child) {
 
 #[test]
 fn kill_9_mid_run_and_a_restart_lose_and_duplicate_nothing() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let config = write_config(dir.path(), "");
     let module = std::fs::read(filters::ERRORS_ONLY).unwrap_or_else(|e| panic!("{e}"));
     drop_filter(&dir.path().join("filters"), "errors-only", &module);
@@ -217,7 +217,7 @@ fn hanging_endpoint() -> String {
 
 #[test]
 fn sigterm_ends_within_the_shutdown_timeout_while_a_sink_hangs() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let endpoint = hanging_endpoint();
     let config = write_config(
         dir.path(),
@@ -269,7 +269,7 @@ sinks = ["stuck"]
 
 #[test]
 fn intake_and_consume_run_apart_on_one_local_log() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let config = write_config(dir.path(), "");
     let module = std::fs::read(filters::ERRORS_ONLY).unwrap_or_else(|e| panic!("{e}"));
     drop_filter(&dir.path().join("filters"), "errors-only", &module);

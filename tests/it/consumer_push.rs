@@ -156,7 +156,7 @@ fn rejected_entries(root: &Path) -> Vec<Value> {
 #[test]
 fn push_retries_keeps_order_and_dead_letters_a_refused_batch() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let receiver = Receiver::default();
         let url = receiver.start().await;
         let mut c = local_config(dir.path(), 2);
@@ -340,7 +340,7 @@ fn push_retries_keeps_order_and_dead_letters_a_refused_batch() {
 #[test]
 fn a_firehose_receiver_gets_firehose_requests() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let receiver = Receiver {
             firehose: true,
             ..Receiver::default()
@@ -383,7 +383,7 @@ fn a_firehose_receiver_gets_firehose_requests() {
 #[test]
 fn kill_9_during_pushes_repeats_only_under_the_same_keys() {
     use crate::consumer_process::{post_until, sigterm, spawn, write_config};
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     rt().block_on(async {
         let receiver = Receiver {
             always_ok: true,

@@ -135,7 +135,7 @@ async fn post_users(addr: std::net::SocketAddr, stream: &str, n: usize) -> HashM
 
 #[test]
 fn rekeying_on_the_local_log_puts_each_event_on_its_new_keys_shard_with_its_stamp() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let mut c = crate::consumer::local_config(dir.path(), 2);
     add_rekey(&mut c, "by-user", 4);
     rt().block_on(async {
@@ -162,7 +162,7 @@ fn rekeying_on_the_kinesis_stand_in_puts_each_event_on_its_new_keys_shard_with_i
     let Some(kinesis) = kinesis_endpoint() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let src_name = unique_stream("rekey-src");
     let dst_name = unique_stream("rekey-dst");
     let mut c = crate::consumer_aws::kinesis_config(dir.path(), &kinesis, &src_name, 2);
@@ -190,7 +190,7 @@ fn rekeying_on_the_kinesis_stand_in_puts_each_event_on_its_new_keys_shard_with_i
 /// the stream it reads is refused by the configuration check.
 #[test]
 fn a_missing_target_stream_and_a_loop_into_the_stream_read_are_refused() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let mut c = crate::consumer::local_config(dir.path(), 1);
     c.sinks
         .insert("by-user".into(), SinkConfig::kinesis("no-such-stream"));
@@ -235,7 +235,7 @@ fn a_missing_target_stream_and_a_loop_into_the_stream_read_are_refused() {
 #[test]
 fn kill_9_during_rekeying_loses_nothing_and_repeats_at_most_a_batch_per_shard() {
     use crate::consumer_process::{post_until, sigterm, spawn, write_config};
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let module = std::fs::read(filters::REKEY).unwrap_or_else(|e| panic!("{e}"));
     drop_filter(&dir.path().join("filters"), "rekey", &module);
     let errors = std::fs::read(filters::ERRORS_ONLY).unwrap_or_else(|e| panic!("{e}"));

@@ -8,7 +8,7 @@ use crate::filters;
 use crate::harness::loghub;
 
 fn kinesthetic() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"));
+    let mut c = crate::harness::cli();
     c.env("RUST_LOG", "warn")
         .env_remove("KINESTHETIC_CACHE_DIR");
     c
@@ -44,7 +44,7 @@ fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
 #[test]
 fn run_grep_over_a_file_with_stats() {
     let data = loghub("Linux_2k.log");
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let input = write(dir.path(), "linux.log", &data);
     let (code, out, err) = run(
         kinesthetic()
@@ -160,7 +160,7 @@ fn run_gives_up_on_a_filter_that_fails_every_line() {
 /// why, and `test` does not say "ok".
 #[test]
 fn a_batch_that_fails_only_whole_is_a_failure() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let line = "x".repeat(300_000);
     let text = format!("{line}\n{line}\n{line}\n{line}\n");
     let input = write(dir.path(), "in.txt", text.as_bytes());
@@ -212,7 +212,7 @@ fn run_and_test_split_lines_as_the_intake_does() {
     assert_eq!(out, "a\nd\n", "the filter saw a CR or a blank line");
     assert!(err.contains("line 4: filter `chaos`"), "{err}");
     assert!(err.contains("lines in: 3 "), "{err}");
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let input = write(dir.path(), "in.txt", b"keep 1\r\n\r\ndrop\r\nkeep 2\r\n");
     let expect = write(dir.path(), "want.txt", b"keep 1\r\nkeep 2\r\n");
     let (code, _, err) = run(
@@ -235,7 +235,7 @@ fn run_and_test_split_lines_as_the_intake_does() {
 
 #[test]
 fn run_fails_clearly_on_bad_modules_and_params() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let bogus = write(dir.path(), "bogus.wasm", b"text, not wasm");
     let (code, _, err) = run(
         kinesthetic().args(["filter", "run"]).arg(&bogus),
@@ -335,7 +335,7 @@ fn check_prints_the_world_exports_imports_and_hash() {
     };
     assert!(out.contains(&sha), "{out}");
 
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let core = write(
         dir.path(),
         "core.wasm",
@@ -351,7 +351,7 @@ fn check_prints_the_world_exports_imports_and_hash() {
 
 #[test]
 fn test_passes_and_fails_with_a_diff() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let input = write(dir.path(), "in.txt", b"keep 1\ndrop\nkeep 2\n");
     let good = write(dir.path(), "good.txt", b"keep 1\nkeep 2\n");
     let bad = write(dir.path(), "bad.txt", b"keep 1\nkeep 3\n");
@@ -417,7 +417,7 @@ fn bench_prints_fresh_warm_and_overhead() {
         assert!(out.contains(needle), "missing {needle}: {out}");
     }
     // Nothing to measure: an error, not figures of nothing.
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let empty = write(dir.path(), "empty.txt", b"\n\r\n");
     let (code, out, err) = run(
         kinesthetic()
@@ -444,7 +444,7 @@ fn help_teaches() {
 
 #[test]
 fn new_scaffolds_a_filter_that_tests_builds_and_runs() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let root = dir.path().join("my-filter");
     // Share a build cache between runs of this test.
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -533,7 +533,7 @@ fn new_scaffolds_a_filter_that_tests_builds_and_runs() {
 /// and stderr names the filter and the cause.
 #[test]
 fn run_names_the_filter_and_the_cause_for_every_kind_of_failure() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let other_world = write(
         dir.path(),
         "hello.wasm",
@@ -663,7 +663,7 @@ fn run_ends_quietly_when_its_reader_goes_away() {
 /// once per job.
 #[test]
 fn suppressed_filter_logs_are_reported_once_a_second_at_most() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let text: String = (1..=1000).map(|i| format!("{i}\n")).collect();
     let input = write(dir.path(), "in.txt", text.as_bytes());
     let t = std::time::Instant::now();
@@ -710,7 +710,7 @@ fn with_initial_memory_of_127_pages(wasm: &[u8]) -> Vec<u8> {
 
 #[test]
 fn options_are_checked_by_the_pipeline_rules_and_say_what_to_do() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let wasm = std::fs::read(filters::ERRORS_ONLY).unwrap_or_else(|e| panic!("{e}"));
     let big = write(
         dir.path(),

@@ -39,7 +39,7 @@ async fn eventually(reg: &Registry, what: &str, cond: impl Fn(&Registry) -> bool
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_drop_swap_reject_and_unload() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let target = dir.path().join("f.wasm");
     copy(filters::GREP, &target);
     let reg = Arc::new(Registry::new(runtime().clone(), dir.path()));
@@ -100,7 +100,7 @@ async fn hot_drop_swap_reject_and_unload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_in_flight_during_a_swap_finishes_on_its_version() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let target = dir.path().join("f.wasm");
     copy(filters::CHAOS, &target);
     let reg = Arc::new(Registry::new(runtime().clone(), dir.path()));
@@ -166,7 +166,7 @@ async fn a_batch_in_flight_during_a_swap_finishes_on_its_version() {
 
 #[test]
 fn reload_reports_what_changed() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     copy(filters::GREP, &dir.path().join("a.wasm"));
     std::fs::write(dir.path().join("bad.wasm"), b"nope").unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(dir.path().join("notes.txt"), b"ignored").unwrap_or_else(|e| panic!("{e}"));
@@ -193,7 +193,7 @@ fn reload_reports_what_changed() {
 async fn a_file_that_keeps_changing_does_not_hold_back_a_swap() {
     use std::io::Write as _;
     use std::sync::atomic::{AtomicBool, Ordering};
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let target = dir.path().join("f.wasm");
     copy(filters::GREP, &target);
     let reg = Arc::new(Registry::new(runtime().clone(), dir.path()));
@@ -242,7 +242,7 @@ async fn a_file_that_keeps_changing_does_not_hold_back_a_swap() {
 #[cfg(target_os = "linux")]
 #[test]
 fn an_unreadable_module_keeps_the_previous_version() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let path = dir.path().join("a.wasm");
     copy(filters::GREP, &path);
     let reg = Registry::new(runtime().clone(), dir.path());
@@ -273,7 +273,7 @@ fn an_unreadable_module_keeps_the_previous_version() {
 /// seconds, and re-arms its watch on the new directory).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swapped_directory_and_a_changed_symlink_target_are_noticed() {
-    let base = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let base = crate::harness::tempdir();
     let dir = base.path().join("filters");
     std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
     copy(filters::GREP, &dir.join("f.wasm"));

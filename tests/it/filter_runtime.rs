@@ -229,7 +229,7 @@ fn isolation_returns_init_errors_instead_of_bisecting() {
 
 #[test]
 fn precompiled_modules_are_cached_on_disk() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let rt = Runtime::new(EngineSettings {
         cache_dir: Some(dir.path().to_owned()),
         max_instances: 4,

@@ -133,3 +133,15 @@ pub(crate) fn metric(text: &str, prefix: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// A temporary directory, removed when dropped.
+#[track_caller]
+pub(crate) fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"))
+}
+
+/// The `kinesthetic` CLI (the library's `cli::main`, built as the test
+/// crate's `kinesthetic-cli`), ready for arguments.
+pub(crate) fn cli() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+}

@@ -81,6 +81,18 @@ pub(crate) async fn read_all<B: StreamBackend>(b: &B, stream: &str) -> Vec<ReadE
     out
 }
 
+/// `c` with stream `s` keyed by its events' `user` field.
+fn keyed_by_user(mut c: Config) -> Config {
+    c.streams.insert(
+        "s".into(),
+        StreamSettings {
+            partition_key_field: Some("user".into()),
+            ..StreamSettings::default()
+        },
+    );
+    c
+}
+
 fn url(r: &Running, stream: &str) -> String {
     format!("http://{}/v1/streams/{stream}/events", r.intake_addr)
 }
@@ -119,7 +131,7 @@ fn id_of(s: &kinesthetic::event::Stamp) -> String {
 #[test]
 fn ndjson_events_are_stamped_packed_and_kept_byte_for_byte() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path(), &[("logs", 1)]).await;
         let mut c = config();
         c.intake.listener_id = Some("0xabc".into());
@@ -216,7 +228,7 @@ fn ndjson_events_are_stamped_packed_and_kept_byte_for_byte() {
 #[test]
 fn json_arrays_gzip_and_zstd_bodies_are_accepted() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path(), &[("s", 1)]).await;
         let r = start_intake(log.clone(), &config())
             .await
@@ -261,7 +273,7 @@ fn json_arrays_gzip_and_zstd_bodies_are_accepted() {
 #[test]
 fn bad_requests_get_precise_errors_and_write_nothing() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path(), &[("s", 1)]).await;
         let mut c = config();
         c.intake.max_body_bytes = 100_000;
@@ -341,7 +353,7 @@ fn bad_requests_get_precise_errors_and_write_nothing() {
 #[test]
 fn bearer_tokens_limit_streams() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path(), &[("a", 1), ("b", 1)]).await;
         let mut c = config();
         c.intake.tokens = vec![
@@ -358,19 +370,8 @@ fn bearer_tokens_limit_streams() {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let auth = |t: &str| format!("Bearer {t}");
-        let (s, v, h) = post(&r, "a", &[], b"x\n".to_vec()).await;
+        let (s, _, _) = post(&r, "a", &[], b"x\n".to_vec()).await;
         assert_eq!(s, 401);
-        // RFC 6750: the 401 names its scheme, and the message says what to send.
-        assert_eq!(
-            h.get("www-authenticate").and_then(|v| v.to_str().ok()),
-            Some("Bearer realm=\"kinesthetic\"")
-        );
-        assert!(
-            v["error"]
-                .as_str()
-                .is_some_and(|e| e.contains("Authorization: Bearer TOKEN")),
-            "{v}"
-        );
         let (s, _, _) = post(
             &r,
             "a",
@@ -434,47 +435,96 @@ fn bearer_tokens_limit_streams() {
     });
 }
 
+/// The intake's router over the local log, without a socket: one request
+/// through it (`oneshot`), answered with its status, JSON and headers.
+async fn oneshot(
+    log: &LocalLog,
+    c: &Config,
+    req: axum::http::Request<axum::body::Body>,
+) -> (u16, Value, axum::http::HeaderMap) {
+    use tower::ServiceExt;
+    let intake = kinesthetic::intake::server::Intake::new(
+        log.clone(),
+        kinesthetic::intake::stamp::Listener::new(Some(7)),
+        c.intake.clone(),
+        c.streams.clone().into_iter().collect(),
+        kinesthetic::app::Telemetry::new().metrics,
+    );
+    let Ok(resp) = intake.router().oneshot(req).await;
+    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    intake.drain().await;
+    (status, v, headers)
+}
+
+fn request(stream: &str, auth: Option<&str>) -> axum::http::Request<axum::body::Body> {
+    let mut r = axum::http::Request::post(format!("/v1/streams/{stream}/events"));
+    if let Some(a) = auth {
+        r = r.header("authorization", a);
+    }
+    r.body(axum::body::Body::from("x\n"))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// A stream name that breaks Kinesis's rule is refused with the rule, and
-/// one of 5,000 characters is not echoed whole (nor is a missing one).
+/// one of 5,000 characters is not echoed whole (nor is a missing one); a
+/// 401 names its scheme (RFC 6750) and what to send. Through the router
+/// alone: no socket needed.
 #[test]
-fn bad_stream_names_get_the_rule_and_are_not_echoed_whole() {
+fn bad_stream_names_and_missing_tokens_get_replies_that_say_what_to_do() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path(), &[("a", 1)]).await;
-        let r = start_intake(log.clone(), &config())
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let c = config();
         for (name, want) in [("x".repeat(5000), 400), ("y".repeat(100), 404)] {
-            let (s, v, _) = post(&r, &name, &[], b"x\n".to_vec()).await;
+            let (s, v, _) = oneshot(&log, &c, request(&name, None)).await;
             assert_eq!(s, want, "{v}");
             let e = v["error"].as_str().unwrap_or_default();
             assert!(e.len() < 200 && e.contains(" bytes)"), "{e}");
         }
-        let (_, v, _) = post(&r, &"x".repeat(5000), &[], b"x\n".to_vec()).await;
+        let (_, v, _) = oneshot(&log, &c, request(&"x".repeat(5000), None)).await;
         assert!(
             v["error"]
                 .as_str()
                 .is_some_and(|e| e.contains("A-Z a-z 0-9 _ . -")),
             "{v}"
         );
-        assert!(read_all(&log, "a").await.is_empty());
-        r.stop().await.unwrap_or_else(|e| panic!("{e}"));
+        let mut with_tokens = config();
+        with_tokens.intake.tokens = vec![TokenConfig {
+            token: "token-for-stream-a-only".into(),
+            streams: vec!["a".into()],
+        }];
+        let (s, v, h) = oneshot(&log, &with_tokens, request("a", None)).await;
+        assert_eq!(s, 401);
+        assert_eq!(
+            h.get("www-authenticate").and_then(|v| v.to_str().ok()),
+            Some("Bearer realm=\"kinesthetic\"")
+        );
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("Authorization: Bearer TOKEN")),
+            "{v}"
+        );
+        let auth = Some("Bearer token-for-stream-a-only");
+        assert_eq!(oneshot(&log, &with_tokens, request("a", auth)).await.0, 200);
+        assert_eq!(
+            read_all(&log, "a").await.len(),
+            1,
+            "only the authorized request"
+        );
     });
 }
 
 #[test]
 fn partition_keys_route_events_to_their_shards() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path(), &[("s", 4)]).await;
-        let mut c = config();
-        c.streams.insert(
-            "s".into(),
-            StreamSettings {
-                partition_key_field: Some("user".into()),
-                ..StreamSettings::default()
-            },
-        );
+        let c = keyed_by_user(config());
         let r = start_intake(log.clone(), &c)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -568,16 +618,9 @@ fn partition_keys_route_events_to_their_shards() {
 #[test]
 fn forging_or_unreadable_partition_keys_are_refused() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path(), &[("s", 4)]).await;
-        let mut c = config();
-        c.streams.insert(
-            "s".into(),
-            StreamSettings {
-                partition_key_field: Some("user".into()),
-                ..StreamSettings::default()
-            },
-        );
+        let c = keyed_by_user(config());
         let r = start_intake(log.clone(), &c)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -613,7 +656,7 @@ fn forging_or_unreadable_partition_keys_are_refused() {
 #[test]
 fn two_listeners_writing_concurrently_never_share_an_event_id() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path(), &[("s", 2)]).await;
         let a = start_intake(log.clone(), &config())
             .await
@@ -746,7 +789,7 @@ impl StreamBackend for Flaky {
 #[test]
 fn failed_entries_alone_are_resent_and_nothing_is_lost_or_doubled() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path(), &[("s", 8)]).await;
         let flaky = Flaky {
             inner: log.clone(),
@@ -824,7 +867,7 @@ impl StreamBackend for Slow {
 #[test]
 fn shutdown_drains_every_acknowledged_event_into_the_stream() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path(), &[("s", 2)]).await;
         let (open, gate) = tokio::sync::watch::channel(false);
         let slow = Slow {
@@ -913,7 +956,7 @@ fn shutdown_drains_every_acknowledged_event_into_the_stream() {
 #[test]
 fn a_put_that_never_answers_is_cut_off_at_put_timeout() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path(), &[("s", 2)]).await;
         let (_never, gate) = tokio::sync::watch::channel(false);
         let slow = Slow {
@@ -962,7 +1005,7 @@ fn a_put_that_never_answers_is_cut_off_at_put_timeout() {
 /// and the intake's address, once it listens.
 fn spawn_serve(data: &std::path::Path, create: &str) -> (std::process::Child, String) {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+    let mut child = crate::harness::cli()
         .args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         .args(["--create-stream", create, "--data"])
         .arg(data)
@@ -993,7 +1036,7 @@ fn spawn_serve(data: &std::path::Path, create: &str) -> (std::process::Child, St
 
 #[test]
 fn kill_9_mid_load_loses_no_acknowledged_event() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let (mut child, addr) = spawn_serve(dir.path(), "s:2");
     let url = format!("http://{addr}/v1/streams/s/events");
     let acked: Vec<String> = rt().block_on(async {
@@ -1065,7 +1108,7 @@ fn kill_9_mid_load_loses_no_acknowledged_event() {
 #[test]
 fn the_send_tool_posts_a_file_in_batches_and_reports() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path().join("data").as_path(), &[("s", 2)]).await;
         let r = start_intake(log.clone(), &config())
             .await
@@ -1077,7 +1120,7 @@ fn the_send_tool_posts_a_file_in_batches_and_reports() {
         let (file1, base1) = (file.clone(), base.clone());
         let send = move |extra: &[&str], stream: &str| {
             let (file, base) = (&file1, &base1);
-            std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+            crate::harness::cli()
                 .arg("send")
                 .arg(file)
                 .args([
@@ -1115,7 +1158,7 @@ fn the_send_tool_posts_a_file_in_batches_and_reports() {
             .unwrap_or_else(|e| panic!("{e}"));
         let base2 = base.clone();
         let o = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+            crate::harness::cli()
                 .arg("send")
                 .arg(&file2)
                 .args(["--url", &base2, "--stream", "missing", "--quiet"])
@@ -1134,7 +1177,7 @@ fn the_send_tool_posts_a_file_in_batches_and_reports() {
         let base3 = base.clone();
         let o = tokio::task::spawn_blocking(move || {
             use std::io::Write;
-            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+            let mut child = crate::harness::cli()
                 .args([
                     "send", "-", "--url", &base3, "--stream", "s", "--batch", "7", "--quiet",
                 ])
@@ -1182,8 +1225,8 @@ fn the_spool_frees_what_it_has_shipped() {
     use kinesthetic::intake::producer::ProducerConfig;
     use kinesthetic::intake::spool::Spooled;
     rt().block_on(async {
-        let remote_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let spool_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let remote_dir = crate::harness::tempdir();
+        let spool_dir = crate::harness::tempdir();
         let remote = local(remote_dir.path(), &[("s", 1)]).await;
         let telemetry = Telemetry::new();
         // An 8 MiB backlog limit: 1 MiB spool segments.
@@ -1266,8 +1309,8 @@ fn the_spool_frees_what_it_has_shipped() {
 #[test]
 fn sigterm_stops_serve_gracefully_with_every_event_written() {
     use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+    let dir = crate::harness::tempdir();
+    let mut child = crate::harness::cli()
         .args([
             "serve",
             "--listen",
@@ -1360,8 +1403,8 @@ fn the_spool_ships_a_backlog_of_small_requests_in_full_records() {
     use kinesthetic::intake::producer::ProducerConfig;
     use kinesthetic::intake::spool::Spooled;
     rt().block_on(async {
-        let remote_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let spool_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let remote_dir = crate::harness::tempdir();
+        let spool_dir = crate::harness::tempdir();
         let log = local(remote_dir.path(), &[("s", 1)]).await;
         let (open, gate) = tokio::sync::watch::channel(false);
         let remote = Slow {
@@ -1477,8 +1520,8 @@ fn after_a_refusal_the_spool_resends_only_what_the_stream_did_not_take() {
     use kinesthetic::intake::producer::ProducerConfig;
     use kinesthetic::intake::spool::Spooled;
     rt().block_on(async {
-        let remote_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let spool_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let remote_dir = crate::harness::tempdir();
+        let spool_dir = crate::harness::tempdir();
         let log = local(remote_dir.path(), &[("s", 4)]).await;
         let remote = Refusing {
             inner: log.clone(),
@@ -1566,8 +1609,8 @@ fn the_spool_takes_records_and_calls_at_kinesis_limits() {
     use kinesthetic::intake::producer::ProducerConfig;
     use kinesthetic::intake::spool::Spooled;
     rt().block_on(async {
-        let remote_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let spool_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let remote_dir = crate::harness::tempdir();
+        let spool_dir = crate::harness::tempdir();
         let log = local(remote_dir.path(), &[("s", 1)]).await;
         let spooled = Spooled::open(
             log.clone(),
@@ -1615,8 +1658,8 @@ fn a_reopened_spool_counts_what_it_already_holds() {
     use kinesthetic::intake::producer::ProducerConfig;
     use kinesthetic::intake::spool::Spooled;
     rt().block_on(async {
-        let remote_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let spool_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let remote_dir = crate::harness::tempdir();
+        let spool_dir = crate::harness::tempdir();
         let log = local(remote_dir.path(), &[("s", 1)]).await;
         let (open, gate) = tokio::sync::watch::channel(false);
         let remote = Slow {
@@ -1704,7 +1747,7 @@ fn a_reopened_spool_counts_what_it_already_holds() {
 #[test]
 fn too_many_events_in_one_request_get_413_before_costing_memory() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path(), &[("s", 1)]).await;
         let mut c = config();
         c.intake.max_events_per_request = 1000;
@@ -1751,7 +1794,7 @@ fn too_many_events_in_one_request_get_413_before_costing_memory() {
 #[test]
 fn send_waits_for_an_intake_that_is_not_up_yet() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path().join("data").as_path(), &[("s", 2)]).await;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -1762,7 +1805,7 @@ fn send_waits_for_an_intake_that_is_not_up_yet() {
         std::fs::write(&file, body).unwrap_or_else(|e| panic!("{e}"));
         let url = format!("http://127.0.0.1:{port}");
         let send = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+            crate::harness::cli()
                 .arg("send")
                 .arg(&file)
                 .args(["--url", &url, "--stream", "s", "--batch", "100"])
@@ -1812,7 +1855,7 @@ fn send_waits_for_an_intake_that_is_not_up_yet() {
 #[test]
 fn send_reports_every_line_range_after_a_refusal() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path().join("data").as_path(), &[("s", 1)]).await;
         let r = start_intake(log.clone(), &config())
             .await
@@ -1832,7 +1875,7 @@ fn send_reports_every_line_range_after_a_refusal() {
         std::fs::write(&file, body).unwrap_or_else(|e| panic!("{e}"));
         let url = format!("http://{}", r.intake_addr);
         let o = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+            crate::harness::cli()
                 .arg("send")
                 .arg(&file)
                 .args(["--url", &url, "--stream", "s", "--batch", "10", "--quiet"])
@@ -1932,7 +1975,7 @@ impl StreamBackend for HalfRefusing {
 fn a_refused_shard_fails_only_the_requests_that_wrote_to_it() {
     use kinesthetic::stream::hash::hash_key_of;
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path(), &[("s", 2)]).await;
         let (open, gate) = tokio::sync::watch::channel(false);
         let backend = HalfRefusing {
@@ -2026,7 +2069,7 @@ fn a_refused_shard_fails_only_the_requests_that_wrote_to_it() {
 #[test]
 fn send_skips_exactly_the_lines_the_intake_skips_and_escapes_the_name() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path().join("data").as_path(), &[("s", 1)]).await;
         let r = start_intake(log.clone(), &config())
             .await
@@ -2037,7 +2080,7 @@ fn send_skips_exactly_the_lines_the_intake_skips_and_escapes_the_name() {
         let base = format!("http://{}/", r.intake_addr);
         let run = move |file: std::path::PathBuf, stream: &'static str, base: String| {
             tokio::task::spawn_blocking(move || {
-                std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+                crate::harness::cli()
                     .arg("send")
                     .arg(&file)
                     .args(["--url", &base, "--stream", stream, "--quiet"])
@@ -2108,7 +2151,7 @@ fn endless_body() -> reqwest::Body {
 #[test]
 fn refusals_the_headers_decide_come_before_the_body_is_read() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path(), &[("logs", 1)]).await;
         let mut c = config();
         c.intake.tokens = vec![TokenConfig {
@@ -2204,16 +2247,9 @@ fn refusals_the_headers_decide_come_before_the_body_is_read() {
 #[test]
 fn a_request_gets_one_block_of_ids_and_the_gauge_follows_refusals() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path(), &[("s", 4)]).await;
-        let mut c = config();
-        c.streams.insert(
-            "s".into(),
-            StreamSettings {
-                partition_key_field: Some("user".into()),
-                ..StreamSettings::default()
-            },
-        );
+        let c = keyed_by_user(config());
         let r = start_intake(log.clone(), &c)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -2263,7 +2299,7 @@ fn a_request_gets_one_block_of_ids_and_the_gauge_follows_refusals() {
 #[test]
 fn a_request_refused_while_decoding_does_not_hold_the_cycle() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path(), &[("s", 1)]).await;
         let mut c = config();
         c.intake.linger_ms = 10_000;
@@ -2323,7 +2359,7 @@ fn a_request_refused_while_decoding_does_not_hold_the_cycle() {
 #[test]
 fn a_second_signal_stops_serve_at_once() {
     use std::io::Write;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let (mut child, addr) = spawn_serve(dir.path(), "s");
     // An upload that has begun and will never end.
     let mut slow = std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("{e}"));
@@ -2364,7 +2400,7 @@ fn a_second_signal_stops_serve_at_once() {
 
 #[test]
 fn serve_names_configured_streams_that_do_not_exist() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let log = LocalLog::open(dir.path(), LocalOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     let text = "[[intake.tokens]]\ntoken = \"t0ken-0123456789abcdef\"\n\
                 streams = [\"logs\", \"metrics\", \"*\"]\n\
@@ -2399,16 +2435,9 @@ fn serve_names_configured_streams_that_do_not_exist() {
 #[test]
 fn a_split_under_the_intake_is_followed_at_once() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = local(dir.path(), &[("s", 1)]).await;
-        let mut c = config();
-        c.streams.insert(
-            "s".into(),
-            StreamSettings {
-                partition_key_field: Some("user".into()),
-                ..StreamSettings::default()
-            },
-        );
+        let c = keyed_by_user(config());
         let r = start_intake(log.clone(), &c)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -2476,7 +2505,7 @@ impl StreamBackend for CountingDescribes {
 #[test]
 fn shard_map_refreshes_of_100_streams_stay_far_under_the_describe_limit() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let names: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
         let log = local(
             dir.path(),
@@ -2515,11 +2544,11 @@ fn shard_map_refreshes_of_100_streams_stay_far_under_the_describe_limit() {
 #[test]
 fn serve_says_what_to_do_about_ports_shards_and_exposure() {
     use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     let port = taken.local_addr().map(|a| a.port()).unwrap_or_default();
     let data = dir.path().join("data");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+    let o = crate::harness::cli()
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--admin", "127.0.0.1:0", "--create-stream", "s:2", "--data"])
         .arg(&data)
@@ -2545,7 +2574,7 @@ fn serve_says_what_to_do_about_ports_shards_and_exposure() {
     rt().block_on(async {
         drop(local(&data, &[("s", 1)]).await);
     });
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+    let mut child = crate::harness::cli()
         .args(["serve", "--listen", "0.0.0.0:0", "--admin", "127.0.0.1:0"])
         .args(["--create-stream", "s:3", "--data"])
         .arg(&data)

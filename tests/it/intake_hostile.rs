@@ -134,7 +134,7 @@ fn count(statuses: &[u16], s: u16) -> usize {
 
 #[test]
 fn compression_bombs_and_many_big_bodies_stay_within_the_buffer() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     // 96 MiB of buffer holds one request of 32 MiB decoded with its
     // bookkeeping; everything a request holds is counted in it.
     let buffer = 96 * MIB;
@@ -248,7 +248,7 @@ async fn status_of(c: &mut TcpStream, limit: Duration) -> u16 {
 
 #[test]
 fn uploads_that_stop_short_are_reserved_then_cut_off_and_freed() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let buffer = 64 * MIB;
     let p = Intake::start(
         dir.path(),
@@ -313,7 +313,7 @@ fn uploads_that_stop_short_are_reserved_then_cut_off_and_freed() {
 
 #[test]
 fn idle_connections_are_capped_and_closed_and_admin_stays_reachable() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let p = Intake::start(
         dir.path(),
         "max_connections = 100\nheader_timeout_ms = 1500\n",

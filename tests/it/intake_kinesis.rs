@@ -201,7 +201,7 @@ fn an_unreachable_kinesis_loses_nothing_and_keeps_order() {
         let proxy = Proxy::start(endpoint.clone()).await;
         let via = kinesis(&proxy.url()).await;
         let stream = new_stream(&direct, "outage", 2).await;
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let telemetry = Telemetry::new();
         let spooled = spool(via, dir.path(), &telemetry, 1 << 30);
         let running = start_intake_with(spooled.clone(), &config(&stream), telemetry)
@@ -320,7 +320,7 @@ fn a_full_spool_answers_503_and_accepts_nothing_it_cannot_keep() {
         let proxy = Proxy::start(endpoint.clone()).await;
         let via = kinesis(&proxy.url()).await;
         let stream = new_stream(&direct, "full", 1).await;
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let telemetry = Telemetry::new();
         let spooled = spool(via, dir.path(), &telemetry, 20_000);
         let mut c = config(&stream);
@@ -531,7 +531,7 @@ fn failed_entries_of_real_put_records_calls_are_resent_alone() {
             .interceptor(fault::Interceptor(Arc::clone(&faults)))
             .build();
         let faulty = KinesisBackend::from_client(aws_sdk_kinesis::Client::from_conf(conf));
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let telemetry = Telemetry::new();
         let spooled = spool(faulty, dir.path(), &telemetry, 1 << 30);
         let running = start_intake_with(spooled.clone(), &config(&stream), telemetry)
@@ -592,7 +592,7 @@ fn a_restart_during_an_outage_spools_with_the_shard_map_last_seen() {
         let direct = kinesis(&endpoint).await;
         let proxy = Proxy::start(endpoint.clone()).await;
         let stream = new_stream(&direct, "restart-outage", 2).await;
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let post = async |addr: std::net::SocketAddr, from: u64| {
             let body: String = (from..from + 50)
                 .map(|n| format!("{{\"user\":\"u{}\",\"n\":{n}}}\n", n % 7))

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use kinesthetic::config::Config;
@@ -36,7 +35,7 @@ fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn replay(config: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+    let out = crate::harness::cli()
         .args(["replay", "--config"])
         .arg(config)
         .args(args)
@@ -51,7 +50,7 @@ fn replay(config: &Path, args: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn replay_rewrites_an_archive_byte_for_byte_and_runs_a_filter_over_it() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let config_path = crate::consumer_process::write_config(dir.path(), "");
     let module = std::fs::read(filters::ERRORS_ONLY).unwrap_or_else(|e| panic!("{e}"));
     drop_filter(&dir.path().join("filters"), "errors-only", &module);
@@ -99,7 +98,7 @@ fn replay_rewrites_an_archive_byte_for_byte_and_runs_a_filter_over_it() {
     );
 
     // 1. The raw archive through the raw pipeline into a fresh directory.
-    let fresh = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let fresh = crate::harness::tempdir();
     let (ok, out, err) = replay(
         &config_path,
         &[
@@ -126,7 +125,7 @@ fn replay_rewrites_an_archive_byte_for_byte_and_runs_a_filter_over_it() {
 
     // 2. Through errors-only: the filter's lines, and the same objects on
     // a second run.
-    let out_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out_dir = crate::harness::tempdir();
     let into = out_dir.path().display().to_string();
     let (ok, out, err) = replay(&config_path, &["--pipeline", "errors", "--into-dir", &into]);
     assert!(ok, "{out}{err}");
@@ -152,7 +151,7 @@ fn replay_rewrites_an_archive_byte_for_byte_and_runs_a_filter_over_it() {
     assert_eq!(m["module-sha256"].as_str().map(str::len), Some(64), "{m}");
 
     // 3. A time range after every object selects none.
-    let empty = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let empty = crate::harness::tempdir();
     let (ok, out, err) = replay(
         &config_path,
         &[
@@ -204,7 +203,7 @@ fn replay_reads_an_s3_archive_with_its_keys_and_bytes() {
     let Some(s3) = crate::services::s3_endpoint() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let bucket = crate::services::unique_stream("replay")
         .to_ascii_lowercase()
         .chars()
@@ -261,7 +260,7 @@ fn replay_reads_an_s3_archive_with_its_keys_and_bytes() {
         app.stop().await.unwrap_or_else(|e| panic!("{e}"));
         raw
     });
-    let fresh = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let fresh = crate::harness::tempdir();
     let (ok, out, err) = replay(
         &config_path,
         &[

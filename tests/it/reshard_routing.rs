@@ -157,7 +157,7 @@ async fn stop(r: Running) {
 #[test]
 fn splits_and_merges_under_load_on_the_local_log() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log =
             LocalLog::open(dir.path(), LocalOptions::default()).unwrap_or_else(|e| panic!("{e}"));
         log.create_stream("s", 2)
@@ -254,7 +254,7 @@ fn the_spool_ships_by_the_shards_as_they_are_when_it_ships() {
         reshard::wait_active(&direct, &stream, Duration::from_secs(30))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         // A first run sees the stream (2 shards), then stops with nothing
         // shipped of what it took: the remote is a closed port.
         let telemetry = Telemetry::new();

@@ -1,11 +1,11 @@
 //! `kinesthetic stream …` on both backends, as a user runs it.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use crate::services::{kinesis_endpoint, unique_stream};
 
 fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+    crate::harness::cli()
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cli: {e}"))
@@ -72,7 +72,7 @@ fn admin_round_trip(backend: &[&str], name: &str) {
 
 #[test]
 fn stream_admin_on_the_local_log() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let data = dir.path().to_string_lossy().into_owned();
     admin_round_trip(&["--backend", "local", "--data", &data], "clicks");
     let o = cli(&[
@@ -106,7 +106,7 @@ fn stream_admin_on_kinesis() {
 fn tail_from_times_offsets_epoch_ms_ages_and_latest() {
     use kinesthetic::stream::local::{LocalLog, LocalOptions};
     use kinesthetic::stream::{PutEntry, StreamBackend};
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let data = dir.path().to_string_lossy().into_owned();
     let before_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -225,7 +225,7 @@ async fn put_stamped<B: kinesthetic::stream::StreamBackend>(b: &B, stream: &str)
 fn tail_escapes_keys_that_would_forge_lines() {
     use kinesthetic::stream::local::{LocalLog, LocalOptions};
     use kinesthetic::stream::{PutEntry, StreamBackend};
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let data = dir.path().to_string_lossy().into_owned();
     crate::harness::rt().block_on(async {
         let log =
@@ -285,7 +285,7 @@ fn check_tail_lines(out: &str) {
 fn tail_prints_de_aggregated_events_with_their_stamps_on_both_backends() {
     use kinesthetic::stream::StreamBackend;
     use kinesthetic::stream::local::{LocalLog, LocalOptions};
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let data = dir.path().to_string_lossy().into_owned();
     crate::harness::rt().block_on(async {
         let log =
@@ -351,7 +351,7 @@ fn help_teaches_with_examples() {
 fn tail_from_a_time_applies_to_child_shards() {
     use kinesthetic::stream::local::{LocalLog, LocalOptions};
     use kinesthetic::stream::{PutEntry, StreamBackend};
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let data = dir.path().to_string_lossy().into_owned();
     let now_ms = || {
         std::time::SystemTime::now()
@@ -426,7 +426,7 @@ fn fails(args: &[&str], names: &[&str]) {
 /// alike, and names of the local log's own files are no stream names.
 #[test]
 fn limits_are_checked_before_anything_changes() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let data = dir.path().to_string_lossy().into_owned();
     let local = |rest: &[&str]| -> Vec<String> {
         ["stream", "--backend", "local", "--data", &data]
@@ -507,7 +507,7 @@ fn limits_are_checked_before_anything_changes() {
 /// on a log another process writes, each say what to do.
 #[test]
 fn stream_admin_errors_say_what_to_do() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     let file = dir.path().join("datafile");
     std::fs::write(&file, b"x").unwrap_or_else(|e| panic!("{e}"));
     let f = file.to_string_lossy().into_owned();

@@ -66,7 +66,7 @@ fn frame_ends(bytes: &[u8]) -> Vec<usize> {
 #[test]
 fn a_damaged_record_is_read_around_and_cut_out_at_open() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let seg = dir
             .path()
             .join("s")
@@ -153,7 +153,7 @@ fn a_damaged_record_is_read_around_and_cut_out_at_open() {
 #[test]
 fn damage_at_the_end_of_an_earlier_segment_is_stepped_over() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let options = LocalOptions {
             segment_bytes: 2_000,
             ..LocalOptions::default()
@@ -205,7 +205,7 @@ fn damage_at_the_end_of_an_earlier_segment_is_stepped_over() {
 fn recovery_keeps_what_follows_damage_and_never_reuses_a_sequence_number() {
     rt().block_on(async {
         for damaged in [0usize, 2] {
-            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let dir = crate::harness::tempdir();
             let mut seqs = Vec::new();
             {
                 let log = open(dir.path());
@@ -291,7 +291,7 @@ fn frame(offset: u64, key: &str, data: &[u8]) -> Vec<u8> {
 #[test]
 fn readers_in_another_process_see_only_committed_records() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = open(dir.path());
         log.create_stream("s", 1)
             .await
@@ -339,8 +339,8 @@ fn a_damaged_spool_segment_costs_its_record_alone() {
     use kinesthetic::intake::producer::ProducerConfig;
     use kinesthetic::intake::spool::Spooled;
     rt().block_on(async {
-        let remote_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let spool_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let remote_dir = crate::harness::tempdir();
+        let spool_dir = crate::harness::tempdir();
         let remote = open(remote_dir.path());
         // 8 MiB of backlog: segments of 1 MiB.
         const LIMIT: u64 = 8 << 20;

@@ -64,7 +64,7 @@ pub(crate) fn written(o: &PutOutcome) -> (String, SequenceNumber) {
 #[test]
 fn puts_and_every_iterator_type_behave_like_kinesis() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = open(dir.path());
         log.create_stream("s", 1)
             .await
@@ -156,7 +156,7 @@ fn puts_and_every_iterator_type_behave_like_kinesis() {
 #[test]
 fn bad_requests_are_named() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = open(dir.path());
         log.create_stream("s", 2)
             .await
@@ -228,7 +228,7 @@ fn bad_requests_are_named() {
 #[test]
 fn concurrent_puts_share_fsyncs_and_keep_order_per_shard() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = open(dir.path());
         log.create_stream("s", 3)
             .await
@@ -274,7 +274,7 @@ fn a_torn_tail_is_truncated_on_open_and_appends_continue() {
     // Write records, then cut the segment at many byte offsets: every record
     // wholly before the cut survives, nothing after it, and the log takes
     // new records after the recovered tail.
-    let base = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let base = crate::harness::tempdir();
     let rt = rt();
     let n = 40usize;
     let seg_path = rt.block_on(async {
@@ -319,7 +319,7 @@ fn a_torn_tail_is_truncated_on_open_and_appends_continue() {
     cuts.dedup();
     assert!(cuts.len() >= 200, "{} cuts", cuts.len());
     for cut in cuts {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let shard_dir = dir.path().join("s/shardId-000000000000");
         std::fs::create_dir_all(&shard_dir).unwrap_or_else(|e| panic!("{e}"));
         std::fs::copy(
@@ -371,7 +371,7 @@ fn a_torn_tail_is_truncated_on_open_and_appends_continue() {
 #[test]
 fn resharding_closes_parents_and_routes_to_children() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = open(dir.path());
         log.create_stream("s", 1)
             .await
@@ -484,7 +484,7 @@ fn resharding_closes_parents_and_routes_to_children() {
 #[test]
 fn another_process_sees_new_records() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = open(dir.path());
         log.create_stream("s", 1)
             .await
@@ -494,7 +494,7 @@ fn another_process_sees_new_records() {
             .unwrap_or_else(|e| panic!("{e}"));
         // A real second process: the CLI, reading the directory.
         let tail = || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_kinesthetic-cli"))
+            crate::harness::cli()
                 .args(["stream", "--backend", "local", "--data"])
                 .arg(dir.path())
                 .args(["tail", "s"])
@@ -541,7 +541,7 @@ fn another_process_sees_new_records() {
 #[test]
 fn retention_deletes_old_segments_and_moves_the_trim_horizon() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         {
             let log = LocalLog::open(
                 dir.path(),
@@ -605,7 +605,7 @@ fn retention_deletes_old_segments_and_moves_the_trim_horizon() {
 #[test]
 fn trim_through_deletes_only_segments_wholly_at_or_before_the_sequence() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = LocalLog::open(
             dir.path(),
             LocalOptions {
@@ -687,7 +687,7 @@ fn trim_through_deletes_only_segments_wholly_at_or_before_the_sequence() {
 /// records of the first chunk).
 #[test]
 fn a_read_returns_records_across_its_chunks() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = crate::harness::tempdir();
     rt().block_on(async {
         let log = open(dir.path());
         log.create_stream("s", 1)
@@ -743,7 +743,7 @@ async fn read_stream(log: &LocalLog, stream: &str) -> Vec<(String, StreamRecord)
 #[test]
 fn a_failed_metadata_write_during_a_reshard_changes_nothing() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let put = |log: LocalLog, tag: &'static str| async move {
             let e: Vec<PutEntry> = (0..50)
                 .map(|i| entry(&format!("key-{i}"), format!("{tag}-{i}")))
@@ -837,7 +837,7 @@ fn open_files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn closed_shards_release_their_files() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let root = dir.path().canonicalize().unwrap_or_else(|e| panic!("{e}"));
         let parent = root.join("s/shardId-000000000000");
         {
@@ -885,7 +885,7 @@ fn closed_shards_release_their_files() {
 #[test]
 fn retention_runs_while_the_log_is_idle() {
     rt().block_on(async {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = crate::harness::tempdir();
         let log = LocalLog::open(
             dir.path(),
             LocalOptions {
