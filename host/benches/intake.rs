@@ -199,6 +199,11 @@ fn main() -> anyhow::Result<()> {
             "  {:<44} {:>10} {:>9} {:>8}",
             "", "events/s", "MB/s", "req/s"
         );
+        // The disk first, with nothing else running (and again after the
+        // intake's run, whose writeback may still slow it): the faster of
+        // the two is the figure the intake is held to.
+        let probe_dir = tempfile::tempdir()?;
+        let disk_before = durable_write_rate(probe_dir.path(), 2.0)?;
         let (bare_url, bare_task) = bare_server().await?;
         let bare = load(bare_url, conns, secs).await?;
         bare_task.abort();
@@ -220,7 +225,10 @@ fn main() -> anyhow::Result<()> {
             .await?;
         running.stop().await?;
         let ratio = intake.bytes as f64 / intake.secs / (bare.bytes as f64 / bare.secs);
-        println!("  intake ÷ bare: {ratio:.3}   (target ≥ 0.7)");
+        println!(
+            "  intake ÷ bare: {ratio:.3}   (the old target ≥ 0.7, restated by issue 15 against \
+             the disk below: both limits show it is beyond this machine)"
+        );
         let md5 = md5_rate();
         let need = 0.7 * bare.bytes as f64 / bare.secs / 1e6;
         println!(
@@ -230,13 +238,18 @@ fn main() -> anyhow::Result<()> {
             need / md5,
             std::thread::available_parallelism().map_or(1, |n| n.get())
         );
-        let disk = durable_write_rate(dir.path(), 2.0)?;
+        let disk_after = durable_write_rate(dir.path(), 2.0)?;
+        let disk = disk_before.max(disk_after);
+        let of_disk = intake.bytes as f64 / intake.secs / 1e6 / disk.max(1e-9);
         println!(
             "  limit 2: the disk under the log makes {disk:.0} MB/s durable (1 MiB appends, each \
-             fdatasynced, 2 s, nothing else running); 0.7 × bare = {need:.0} MB/s is {:.1}× that, \
-             and the intake reached {:.0} % of it",
+             fdatasynced, 2 s, nothing else running; {disk_before:.0} before the runs, \
+             {disk_after:.0} after); 0.7 × bare = {need:.0} MB/s is {:.1}× that",
             need / disk.max(1e-9),
-            100.0 * intake.bytes as f64 / intake.secs / 1e6 / disk.max(1e-9)
+        );
+        println!(
+            "  intake ÷ the disk's durable-append rate: {of_disk:.2}   (target ≥ 0.8) {}",
+            if of_disk >= 0.8 { "met" } else { "MISSED" }
         );
 
         let records = metric(&m, "kinesthetic_intake_put_records_total");
@@ -360,6 +373,11 @@ async fn kinesis(endpoint: &str, conns: usize, secs: u64) -> anyhow::Result<()> 
         100.0 * packed_rate / ceiling_events.max(1.0),
         100.0 * plain / ceiling_events.max(1.0),
         ceiling_events / plain.max(1.0)
+    );
+    let of_ceiling = packed_rate / ceiling_events.max(1.0);
+    println!(
+        "  packed ÷ the stand-in's byte ceiling: {of_ceiling:.2}   (target ≥ 0.9) {}",
+        if of_ceiling >= 0.9 { "met" } else { "MISSED" }
     );
     k.delete_stream(&name).await?;
     Ok(())
