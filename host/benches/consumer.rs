@@ -63,6 +63,10 @@
 //! figures share the machine with whatever else runs: run it on a quiet one.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod common;
+
+use common::{cores, cpu_seconds, env_num, md5_rate, metric};
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -99,13 +103,6 @@ const TICK: Duration = Duration::from_millis(10);
 /// The latency run's buffer age.
 const AGE_MS: u64 = 1000;
 
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// A part runs unless its variable is `0`.
 fn enabled(name: &str) -> bool {
     std::env::var(name).as_deref() != Ok("0")
@@ -113,10 +110,6 @@ fn enabled(name: &str) -> bool {
 
 fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn now_us() -> i64 {
@@ -357,21 +350,6 @@ fn md5_rate_on(threads: usize) -> f64 {
     handles.into_iter().filter_map(|h| h.join().ok()).sum()
 }
 
-/// MD5 throughput of one core, MB/s, over 1 MiB records.
-fn md5_rate() -> f64 {
-    use md5::{Digest, Md5};
-    let record = vec![0x5au8; 1 << 20];
-    let start = Instant::now();
-    let mut n = 0u64;
-    let mut fold = 0u8;
-    while start.elapsed() < Duration::from_millis(500) {
-        fold ^= Md5::digest(&record)[0];
-        n += record.len() as u64;
-    }
-    std::hint::black_box(fold);
-    n as f64 / 1e6 / start.elapsed().as_secs_f64()
-}
-
 struct Loaded {
     shards: usize,
     records: usize,
@@ -486,30 +464,6 @@ struct Consumed {
     cpu: f64,
     /// The pipeline's filter jobs, seconds (its metrics).
     jobs: f64,
-}
-
-/// CPU time (user + system) of this process so far, seconds (100 Hz ticks).
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return f64::NAN;
-    };
-    // Fields after the command's `)`: state is field 3, utime 14, stime 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
-    match (tick(11), tick(12)) {
-        (Some(u), Some(s)) => (u + s) / 100.0,
-        _ => f64::NAN,
-    }
-}
-
-/// The sum of a metric's samples in a Prometheus text exposition.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Sums of every shard of every pipeline: (lines in, lines out, objects).

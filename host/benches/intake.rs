@@ -9,8 +9,17 @@
 //! 3. Kinesis path (when `KINESIS_ENDPOINT` names a stand-in): events/s with
 //!    packing vs. one record per event.
 //!
-//! Environment: `BENCH_SECS` (per run, default 5), `BENCH_CONNS` (default 16).
+//! Environment: `BENCH_SECS` (per run, default 5), `BENCH_CONNS` (default 16),
+//! `BENCH_LINGER_MS` (overrides `intake.linger_ms`).
+//!
+//! Beside run 1: the disk's durable-append rate (probed before the runs and
+//! after; the faster counts), MD5's rate on one core, and the CPU this
+//! process kept busy during the intake run (intake and load generator).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod common;
+
+use common::{cores, cpu_seconds, env_num, md5_rate, metric};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,13 +36,6 @@ use kinesthetic::stream::{PutEntry, StreamBackend};
 
 const EVENTS_PER_REQUEST: usize = 1000;
 const EVENT_BYTES: usize = 200;
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A 1,000-event NDJSON body of 200-byte JSON events (seeded, varied).
 fn body(seed: u64) -> Bytes {
@@ -132,22 +134,6 @@ async fn bare_server() -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> 
     Ok((format!("http://{addr}/v1/streams/bench/events"), task))
 }
 
-/// MD5 throughput of one core, MB/s, over 1 MiB records (what sealing a
-/// KPL record costs).
-fn md5_rate() -> f64 {
-    use md5::{Digest, Md5};
-    let record = vec![0x5au8; 1 << 20];
-    let start = Instant::now();
-    let mut n = 0u64;
-    let mut fold = 0u8;
-    while start.elapsed() < Duration::from_millis(500) {
-        fold ^= Md5::digest(&record)[0];
-        n += 1;
-    }
-    std::hint::black_box(fold);
-    (n << 20) as f64 / start.elapsed().as_secs_f64() / 1e6
-}
-
 /// What the disk under `dir` makes durable per second: 1 MiB appends, each
 /// followed by `fdatasync` (what a group commit of the local log does), for
 /// `secs` seconds, in MB/s.
@@ -167,13 +153,6 @@ fn durable_write_rate(dir: &std::path::Path, secs: f64) -> anyhow::Result<f64> {
     drop(f);
     std::fs::remove_file(&path)?;
     Ok(rate)
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 fn report(what: &str, l: &Load) {
@@ -213,11 +192,16 @@ fn main() -> anyhow::Result<()> {
         let log = LocalLog::open(dir.path(), LocalOptions::default())?;
         log.create_stream("bench", 1).await?;
         let mut c = Config::default();
+        if let Ok(v) = std::env::var("BENCH_LINGER_MS") {
+            c.intake.linger_ms = v.parse()?;
+        }
         c.intake.listen = "127.0.0.1:0".parse()?;
         c.admin.listen = c.intake.listen;
         let running = start_intake(log.clone(), &c).await?;
         let url = format!("http://{}/v1/streams/bench/events", running.intake_addr);
+        let cpu_before = cpu_seconds();
         let intake = load(url, conns, secs).await?;
+        let busy = (cpu_seconds() - cpu_before) / intake.secs / cores() as f64;
         report("intake -> local log, fsynced acks", &intake);
         let m = reqwest::get(format!("http://{}/metrics", running.admin_addr))
             .await?
@@ -250,6 +234,17 @@ fn main() -> anyhow::Result<()> {
         println!(
             "  intake ÷ the disk's durable-append rate: {of_disk:.2}   (target ≥ 0.8) {}",
             if of_disk >= 0.8 { "met" } else { "MISSED" }
+        );
+        let mb = intake.bytes as f64 / 1e6;
+        println!(
+            "  limit 3: the CPU: during the intake run this process (intake and load generator) \
+             kept {:.0} % of the {} cores busy, {:.2} core-seconds per 100 MB taken; at that cost \
+             0.8 × the disk ({:.0} MB/s) needs {:.2} cores",
+            100.0 * busy,
+            cores(),
+            100.0 * busy * cores() as f64 * intake.secs / mb.max(1e-9),
+            0.8 * disk,
+            busy * cores() as f64 * intake.secs / mb.max(1e-9) * 0.8 * disk
         );
 
         let records = metric(&m, "kinesthetic_intake_put_records_total");
