@@ -31,6 +31,8 @@ fn generate() -> Result<(), String> {
     // Whether the C toolchain is found, and whether it must be.
     println!("cargo:rerun-if-env-changed=PATH");
     println!("cargo:rerun-if-env-changed=CI");
+    // Where the Python toolchain is (`cargo xtask install-tools`).
+    println!("cargo:rerun-if-env-changed=KINESTHETIC_TOOLS_DIR");
 
     let dir = out.join("filters");
     // A filter skipped in an earlier run must not linger in the directory.

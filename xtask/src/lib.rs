@@ -17,6 +17,12 @@ pub const WASM_TOOLS_VERSION: &str = "1.263.0";
 /// library for `wasm32-wasi` and the compiler's runtime builtins for it.
 pub const APT_PACKAGES: &[&str] = &["clang", "lld", "wasi-libc", "libclang-rt-dev-wasm32"];
 
+/// The Python toolchain, pinned: componentize-py builds a Python filter
+/// into a component (with `--stub-wasi`: no WASI imports); pytest runs its
+/// native tests. Installed from PyPI into [`python_tools_dir`].
+pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
+pub const PYTEST_VERSION: &str = "8.3.4";
+
 /// The Rust target of the example filters.
 pub const RUST_TARGET: &str = "wasm32-wasip2";
 
@@ -27,6 +33,7 @@ const INSTALL_TOOLS: &str = "run `cargo xtask install-tools` (or .ci/run)";
 pub enum Language {
     Rust,
     C,
+    Python,
 }
 
 impl Language {
@@ -34,6 +41,7 @@ impl Language {
         match self {
             Language::Rust => "rust",
             Language::C => "c",
+            Language::Python => "python",
         }
     }
 }
@@ -110,6 +118,11 @@ pub fn filter_sources() -> Vec<PathBuf> {
         paths.push(examples.join(&name).join("src"));
     }
     paths.push(examples.join("c"));
+    paths.push(root.join("filter-sdk/python"));
+    paths.push(examples.join("python"));
+    for (_, dir) in python_filters() {
+        paths.push(dir.join("app.py"));
+    }
     for (name, dir) in c_filters() {
         paths.push(dir.join(format!("{name}.c")));
     }
@@ -171,7 +184,19 @@ pub fn build_filters_with_skips(
                     reason: e.clone(),
                 })
                 .collect();
-            return Ok((build_rust(&out_dir)?, skipped));
+            let mut built = build_rust(&out_dir)?;
+            let mut skipped: Vec<Skipped> = skipped;
+            let py = python_filters();
+            match componentize_py() {
+                Ok(tool) if !py.is_empty() => built.extend(build_python(&out_dir, &tool, &py)?),
+                Ok(_) => {}
+                Err(e) => skipped.extend(py.into_iter().map(|(name, _)| Skipped {
+                    name: format!("{name}-py"),
+                    language: Language::Python,
+                    reason: e.clone(),
+                })),
+            }
+            return Ok((built, skipped));
         }
         Err(e) => return Err(format!("{e} (CI=true: the C filter must be built)")),
     };
@@ -179,7 +204,20 @@ pub fn build_filters_with_skips(
     if let Some(tools) = c_tools {
         built.extend(build_c(&out_dir, &tools)?);
     }
-    Ok((built, Vec::new()))
+    let mut skipped = Vec::new();
+    let py = python_filters();
+    if !py.is_empty() {
+        match componentize_py() {
+            Ok(tool) => built.extend(build_python(&out_dir, &tool, &py)?),
+            Err(e) if !in_ci() => skipped.extend(py.into_iter().map(|(name, _)| Skipped {
+                name: format!("{name}-py"),
+                language: Language::Python,
+                reason: e.clone(),
+            })),
+            Err(e) => return Err(format!("{e} (CI=true: the Python filters must be built)")),
+        }
+    }
+    Ok((built, skipped))
 }
 
 /// Adds the Rust target the filters need when rustup lacks it (a fresh
@@ -584,6 +622,99 @@ fn with_c_hint(error: &str) -> String {
         Some(h) => format!("{error}\nhint: {h} ({INSTALL_TOOLS})"),
         None => error.to_owned(),
     }
+}
+
+/// Where `cargo xtask install-tools` puts the Python toolchain: a virtual
+/// environment with componentize-py and pytest, pinned, under
+/// `$KINESTHETIC_TOOLS_DIR` (default `~/.cache/kinesthetic-tools`).
+pub fn python_tools_dir() -> PathBuf {
+    let base = std::env::var_os("KINESTHETIC_TOOLS_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+            home.join(".cache/kinesthetic-tools")
+        });
+    base.join("python")
+}
+
+/// The Python interpreter of [`python_tools_dir`], when installed.
+pub fn tools_python() -> Option<PathBuf> {
+    let p = python_tools_dir().join("bin/python");
+    p.is_file().then_some(p)
+}
+
+/// The SDK's Python helper (`kinesthetic_filter.py`) directory.
+pub fn python_helper_dir() -> PathBuf {
+    root().join("filter-sdk/python")
+}
+
+/// The Python example filters: `example-filters/python/NAME/app.py`.
+pub fn python_filters() -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(root().join("example-filters/python")) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(String, PathBuf)> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|dir| {
+            let name = dir.file_name()?.to_str()?.to_owned();
+            dir.join("app.py").is_file().then_some((name, dir))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// componentize-py at the pinned version: the installed tools' first,
+/// else on `PATH`.
+pub fn componentize_py() -> Result<PathBuf, String> {
+    let install =
+        format!("{INSTALL_TOOLS}, or `pip install componentize-py=={COMPONENTIZE_PY_VERSION}`");
+    let path = Some(python_tools_dir().join("bin/componentize-py"))
+        .filter(|p| p.is_file())
+        .or_else(|| find_tool("componentize-py"))
+        .ok_or_else(|| format!("componentize-py not found: {install}"))?;
+    match tool_version(&path) {
+        Some(v) if v.split_whitespace().any(|w| w == COMPONENTIZE_PY_VERSION) => Ok(path),
+        Some(v) => Err(format!(
+            "{} is {v}, not {COMPONENTIZE_PY_VERSION}: {install}",
+            path.display()
+        )),
+        None => Err(format!("{} does not run: {install}", path.display())),
+    }
+}
+
+/// Builds each Python filter with componentize-py (`--stub-wasi`: the
+/// component imports nothing of WASI) into `out_dir/NAME-py.wasm`, with the
+/// SDK's helper on its path.
+fn build_python(
+    out_dir: &Path,
+    tool: &Path,
+    filters: &[(String, PathBuf)],
+) -> Result<Vec<BuiltFilter>, String> {
+    let mut built = Vec::new();
+    for (name, dir) in filters {
+        let dest = out_dir.join(format!("{name}-py.wasm"));
+        run(
+            Command::new(tool)
+                .arg("-d")
+                .arg(root().join("wit"))
+                .args(["-w", "filter", "componentize", "--stub-wasi", "-p"])
+                .arg(python_helper_dir())
+                .arg("-p")
+                .arg(dir)
+                .arg("app")
+                .arg("-o")
+                .arg(&dest),
+            &format!("building the Python filter `{name}` (componentize-py)"),
+        )?;
+        built.push(BuiltFilter {
+            name: format!("{name}-py"),
+            path: dest,
+            language: Language::Python,
+        });
+    }
+    Ok(built)
 }
 
 #[cfg(test)]

@@ -8,18 +8,20 @@ mod demo;
 mod services;
 
 use xtask::{
-    APT_PACKAGES, RUST_TARGET, WASM_TOOLS_VERSION, WIT_BINDGEN_VERSION, build_filters,
-    clean_command, find_tool, root, target_dir, tool_version,
+    APT_PACKAGES, COMPONENTIZE_PY_VERSION, PYTEST_VERSION, RUST_TARGET, WASM_TOOLS_VERSION,
+    WIT_BINDGEN_VERSION, build_filters, clean_command, find_tool, root, target_dir, tool_version,
 };
 
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  build-filters [--out DIR]   build every example filter (Rust and C) into DIR
+  build-filters [--out DIR]   build every example filter (Rust, C, Python) into DIR
                               (default: $CARGO_TARGET_DIR/filters or target/filters)
   install-tools               install what the builds and tests need: the
                               wasm32-wasip2 target, Debian's clang/lld/wasi-libc,
-                              wit-bindgen-cli and wasm-tools (pinned)
+                              wit-bindgen-cli and wasm-tools (pinned), and
+                              componentize-py and pytest (pinned, in a venv in
+                              ~/.cache/kinesthetic-tools/python)
   bench filter                the filter runtime's figures (BENCH_MB=200 by default)
   bench intake                the intake's figures: throughput vs. a bare handler,
                               packing, and the Kinesis path when KINESIS_ENDPOINT is set
@@ -157,6 +159,24 @@ fn install_tools() -> Result<(), String> {
         }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         status(clean_command(cargo).args(["install", "--locked", &format!("{krate}@{version}")]))?;
+    }
+
+    // The Python toolchain in a virtual environment of its own: pinned
+    // componentize-py (builds the Python filters) and pytest (their native
+    // tests), from PyPI.
+    if xtask::componentize_py().is_ok() && xtask::tools_python().is_some() {
+        eprintln!("componentize-py {COMPONENTIZE_PY_VERSION}: present");
+    } else {
+        let venv = xtask::python_tools_dir();
+        if xtask::tools_python().is_none() {
+            status(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        }
+        status(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}"))
+                .arg(format!("pytest=={PYTEST_VERSION}")),
+        )?;
     }
     Ok(())
 }

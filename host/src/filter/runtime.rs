@@ -55,13 +55,15 @@ impl Runtime {
         let mut pool = PoolingAllocationConfig::default();
         let n = settings.max_instances.max(1);
         pool.total_component_instances(n)
-            // A Rust or C component has a handful of core instances
-            // (the module, shims, fix-ups) and one or two memories.
-            .total_core_instances(n * 8)
+            // A Rust or C component has a handful of core instances (the
+            // module, shims, fix-ups) and one or two memories; one made by
+            // componentize-py links CPython and its libraries as 38 core
+            // instances (slots of a few KiB each: memories are what costs).
+            .total_core_instances(n * 64)
             .total_memories(n * 2)
             .total_tables(n * 4)
             .max_memories_per_component(4)
-            .max_core_instances_per_component(16)
+            .max_core_instances_per_component(64)
             .linear_memory_keep_resident(settings.keep_resident_bytes)
             .table_keep_resident(64 << 10);
 

@@ -1,0 +1,115 @@
+//! Filters written in Python (componentize-py, the SDK's
+//! `kinesthetic_filter.py` helper): built by `tests/build.rs` like the other
+//! examples; outside CI a missing toolchain skips them, saying why.
+
+use std::process::Command;
+
+use crate::filters;
+use crate::harness::{built, input, load, out_lines, params};
+use kinesthetic::filter::Limits;
+
+/// The Python `errors-only` gives exactly the Rust one's output, line for
+/// line, on a seeded data set of logs with edge cases mixed in.
+#[test]
+fn python_errors_only_matches_the_rust_one_byte_for_byte() {
+    let Some(py) = built(filters::ERRORS_ONLY_PY, "errors-only-py") else {
+        return;
+    };
+    let (py, rust) = (load(py), load(filters::ERRORS_ONLY));
+    let data = kinesthetic::datagen::ndjson_logs(7, 400_000);
+    let mut lines: Vec<&[u8]> = kinesthetic::event::events_of_body(&data)
+        .map(|(_, l)| l)
+        .collect();
+    let edges: [&[u8]; 8] = [
+        br#"{"level":"error","status":503,"ts":1.50e+3,"msg":{ "a" : [1, 2] }}"#,
+        br#"{"level":"error","status":"503"}"#,
+        br#"{"level":"error","status":1e999,"msg":"x"}"#,
+        br#"{"level":"error","status":500,"service":"a\"b\\c\nd"}"#,
+        br#"{"level":"error","level":"warn","status":500}"#,
+        br#"{"level":"error","status":500,"ts":1,"ts":2}"#,
+        b"not json",
+        b"\xff\xfe",
+    ];
+    lines.extend(edges);
+    let mut kept = 0;
+    for chunk in lines.chunks(1000) {
+        let inp = input(chunk);
+        let want = rust
+            .run(&inp, &Vec::new(), &Limits::default())
+            .map(|o| out_lines(&o, &inp));
+        let got = py
+            .run(&inp, &Vec::new(), &Limits::default())
+            .map(|o| out_lines(&o, &inp));
+        let (want, got) = (
+            want.unwrap_or_else(|e| panic!("rust: {e}")),
+            got.unwrap_or_else(|e| panic!("python: {e}")),
+        );
+        assert_eq!(
+            got.iter()
+                .map(|l| String::from_utf8_lossy(l))
+                .collect::<Vec<_>>(),
+            want.iter()
+                .map(|l| String::from_utf8_lossy(l))
+                .collect::<Vec<_>>()
+        );
+        kept += got.len();
+    }
+    assert!(kept > 20, "the data set keeps some lines: {kept}");
+}
+
+/// Parameters reach `init`: `grep` keeps matches, `invert` flips it, and a
+/// missing or bad pattern fails the batch with the helper's message.
+#[test]
+fn python_grep_takes_parameters_and_init_errors_name_them() {
+    let Some(path) = built(filters::GREP_PY, "grep-py") else {
+        return;
+    };
+    let f = load(path);
+    let lines: [&[u8]; 3] = [b"sshd[1]: Accepted", b"cron[2]: run", b"sshd[3]: Failed"];
+    let inp = input(&lines);
+    let run = |p: &[(&str, &str)]| {
+        f.run(&inp, &params(p), &Limits::default())
+            .map(|o| out_lines(&o, &inp))
+            .map_err(|e| e.to_string())
+    };
+    let sshd = run(&[("pattern", r"sshd\[")]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        sshd,
+        [b"sshd[1]: Accepted".to_vec(), b"sshd[3]: Failed".to_vec()]
+    );
+    let not = run(&[("pattern", "sshd"), ("invert", "true")]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(not, [b"cron[2]: run".to_vec()]);
+    let e = run(&[]).err().unwrap_or_default();
+    assert!(e.contains("parameter `pattern` is required"), "{e}");
+    let e = run(&[("pattern", "(")]).err().unwrap_or_default();
+    assert!(e.contains("pattern '('"), "{e}");
+}
+
+/// Each Python example's own native tests pass under plain pytest, with
+/// the SDK's helper on the path (no Wasm involved).
+#[test]
+fn python_examples_pass_their_native_tests() {
+    let Some(python) = xtask::tools_python().or_else(|| {
+        crate::services::missing_tool("pytest for the Python filters is not installed".to_owned())
+    }) else {
+        return;
+    };
+    let examples = xtask::python_filters();
+    assert!(examples.len() >= 2, "{examples:?}");
+    for (name, dir) in examples {
+        let o = Command::new(&python)
+            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+            .current_dir(&dir)
+            .env("PYTHONPATH", xtask::python_helper_dir())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{name}: {text}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(text.contains(" passed"), "{name}: {text}");
+    }
+}
