@@ -524,7 +524,7 @@ fn new_scaffolds_a_filter_that_tests_builds_and_runs() {
             None,
         );
         assert_eq!(code, 1, "{bad:?}: {err}");
-        assert!(err.contains("invalid crate name"), "{bad:?}: {err}");
+        assert!(err.contains("invalid name"), "{bad:?}: {err}");
         assert!(!dir.path().join(bad).exists() || bad.is_empty(), "{bad:?}");
     }
 }

@@ -113,3 +113,61 @@ fn python_examples_pass_their_native_tests() {
         assert!(text.contains(" passed"), "{name}: {text}");
     }
 }
+
+/// `filter new --lang python` scaffolds a filter whose own tests pass under
+/// pytest, which builds with the printed componentize-py command and runs.
+#[test]
+fn new_lang_python_scaffolds_a_filter_that_tests_builds_and_runs() {
+    let dir = crate::harness::tempdir();
+    let o = crate::harness::cli()
+        .args(["filter", "new", "my-py", "--lang", "python", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let root = dir.path().join("my-py");
+    assert!(root.join("app.py").is_file() && root.join("test_app.py").is_file());
+    assert!(
+        err.contains("componentize-py -d ") && err.contains("--stub-wasi"),
+        "{err}"
+    );
+    let (Some(python), Ok(componentize)) = (xtask::tools_python(), xtask::componentize_py()) else {
+        crate::services::missing_tool::<()>("the Python toolchain".to_owned());
+        return;
+    };
+    let o = Command::new(&python)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .current_dir(&root)
+        .env("PYTHONPATH", xtask::python_helper_dir())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let wasm = root.join("my-py.wasm");
+    let o = Command::new(&componentize)
+        .arg("-d")
+        .arg(xtask::root().join("wit"))
+        .args(["-w", "filter", "componentize", "--stub-wasi", "-p"])
+        .arg(xtask::python_helper_dir())
+        .args(["-p", ".", "app", "-o"])
+        .arg(&wasm)
+        .current_dir(&root)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let f = load(&wasm.to_string_lossy());
+    let lines: [&[u8]; 2] = [b"an error", b"fine"];
+    let inp = input(&lines);
+    let out = f
+        .run(&inp, &params(&[("needle", "error")]), &Limits::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out_lines(&out, &inp), [b"an error".to_vec()]);
+    // The languages not scaffolded yet say so, and what is.
+    let o = crate::harness::cli()
+        .args(["filter", "new", "x", "--lang", "js", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("`rust` and `python` are"));
+}

@@ -74,16 +74,20 @@ pub(crate) enum FilterCommand {
         #[command(flatten)]
         opts: RunOpts,
     },
-    /// Scaffold a Rust filter crate that builds with one command and passes
-    /// its own test.
+    /// Scaffold a filter (Rust or Python) that builds with one command and
+    /// passes its own test.
     New {
-        /// Crate name (letters, digits, `-` and `_`).
+        /// Filter name (letters, digits, `-` and `_`): the new directory.
         name: String,
-        /// Parent directory of the new crate.
+        /// Parent directory of the new filter.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// Path of the `kinesthetic-filter` SDK crate (default: the SDK of
-        /// the checkout this binary was built from).
+        /// The language: `rust` (a crate on the SDK) or `python` (a module
+        /// on the SDK's `kinesthetic_filter.py`, built by componentize-py).
+        #[arg(long, default_value = "rust")]
+        lang: String,
+        /// Path of the SDK (`filter-sdk/`; default: the SDK of the checkout
+        /// this binary was built from).
         #[arg(long)]
         sdk: Option<PathBuf>,
     },
@@ -238,7 +242,12 @@ pub(crate) fn run(cmd: FilterCommand) -> anyhow::Result<ExitCode> {
             expect,
             opts,
         } => test::test(&filter, &input, &expect, &opts),
-        FilterCommand::New { name, dir, sdk } => new::new(&name, &dir, sdk),
+        FilterCommand::New {
+            name,
+            dir,
+            lang,
+            sdk,
+        } => new::new(&name, &dir, &lang, sdk),
         FilterCommand::Bench {
             filter,
             input,

@@ -7,7 +7,21 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
-pub(super) fn new(name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+pub(super) fn new(
+    name: &str,
+    dir: &Path,
+    lang: &str,
+    sdk: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    match lang {
+        "rust" => {}
+        "python" | "py" => return new_python(name, dir, sdk),
+        "c" | "js" | "javascript" => bail!(
+            "--lang {lang}: not scaffolded yet; `rust` and `python` are (README: \"Writing a \
+             filter in C\" shows the C recipe)"
+        ),
+        other => bail!("--lang {other}: expected rust or python"),
+    }
     let path = scaffold(name, dir, sdk)?;
     eprintln!("created {}", path.display());
     eprintln!("  test:  cd {} && cargo test", path.display());
@@ -32,18 +46,87 @@ pub(super) fn new(name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes a new filter crate; returns its directory.
-fn scaffold(name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+/// A Python filter: `app.py` and its native test, filled from
+/// `templates/python/`, with the commands that test, build and run it.
+fn new_python(name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    check_name(name)?;
+    let root = dir.join(name);
+    if root.exists() {
+        bail!(
+            "{} already exists; choose another name or --dir",
+            root.display()
+        );
+    }
+    let sdk = sdk_dir(sdk)?;
+    let helper = sdk.join("python");
+    let wit = sdk.join("wit");
+    let py = xtask_python_bin();
+    let fill = |t: &str| {
+        t.replace("@NAME@", name)
+            .replace("@HELPER@", &helper.display().to_string())
+            .replace("@WIT@", &wit.display().to_string())
+            .replace("@PY@", &py)
+    };
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    for (file, text) in [
+        ("app.py", include_str!("templates/python/app.py")),
+        ("test_app.py", include_str!("templates/python/test_app.py")),
+    ] {
+        let p = root.join(file);
+        std::fs::write(&p, fill(text)).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    let r = root.display();
+    eprintln!("created {r} (app.py, test_app.py)");
+    eprintln!("  tools: cargo xtask install-tools (componentize-py 0.25.1 and pytest, in {py})");
+    eprintln!(
+        "  test:  cd {r} && PYTHONPATH={} {py}/python -m pytest",
+        helper.display()
+    );
+    eprintln!(
+        "  build: cd {r} && {py}/componentize-py -d {} -w filter componentize --stub-wasi -p {} \
+         -p . app -o {name}.wasm",
+        wit.display(),
+        helper.display()
+    );
+    eprintln!("  run:   kinesthetic filter run {r}/{name}.wasm --param needle=error INPUT");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where `cargo xtask install-tools` puts the Python tools' binaries.
+fn xtask_python_bin() -> String {
+    let base = std::env::var("KINESTHETIC_TOOLS_DIR")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "~/.cache/kinesthetic-tools".to_owned());
+    format!("{base}/python/bin")
+}
+
+/// The SDK directory, checked.
+fn sdk_dir(sdk: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let sdk = match sdk {
+        Some(p) => p,
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../filter-sdk"),
+    };
+    sdk.canonicalize()
+        .with_context(|| format!("SDK not found at {} (pass --sdk PATH)", sdk.display()))
+}
+
+/// A filter's name: letters, digits, `-` and `_`, starting with a letter.
+fn check_name(name: &str) -> anyhow::Result<()> {
     if name.is_empty()
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         || !name.starts_with(|c: char| c.is_ascii_alphabetic())
     {
-        bail!(
-            "invalid crate name `{name}`: use letters, digits, `-` and `_`, starting with a letter"
-        );
+        bail!("invalid name `{name}`: use letters, digits, `-` and `_`, starting with a letter");
     }
+    Ok(())
+}
+
+/// Writes a new filter crate; returns its directory.
+fn scaffold(name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    check_name(name)?;
     // Names cargo refuses too: a keyword is no crate name, and a crate named
     // like a crate it depends on shadows it (`export_filter!` expands to
     // `::core::…` and `::kinesthetic_filter::…` paths).
@@ -110,7 +193,7 @@ fn scaffold(name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Result<Path
     let ident = name.replace('-', "_");
     if RESERVED.contains(&ident.as_str()) {
         bail!(
-            "invalid crate name `{name}`: it is a Rust keyword or the name of a crate the filter \
+            "invalid name `{name}`: it is a Rust keyword or the name of a crate the filter \
              uses; choose another"
         );
     }
@@ -121,13 +204,7 @@ fn scaffold(name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Result<Path
             root.display()
         );
     }
-    let sdk = match sdk {
-        Some(p) => p,
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../filter-sdk"),
-    };
-    let sdk = sdk
-        .canonicalize()
-        .with_context(|| format!("SDK not found at {} (pass --sdk PATH)", sdk.display()))?;
+    let sdk = sdk_dir(sdk)?;
     let ty: String = ident
         .split('_')
         .map(|w| {
