@@ -85,6 +85,17 @@ fn python_grep_takes_parameters_and_init_errors_name_them() {
     assert!(e.contains("pattern '('"), "{e}");
 }
 
+/// Plain pytest in `dir`, with the SDK's helper on the path.
+fn pytest(python: &std::path::Path, dir: &std::path::Path) -> std::process::Output {
+    Command::new(python)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .current_dir(dir)
+        .env("PYTHONPATH", xtask::python_helper_dir())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", python.display()))
+}
+
 /// Each Python example's own native tests pass under plain pytest, with
 /// the SDK's helper on the path (no Wasm involved).
 #[test]
@@ -97,13 +108,7 @@ fn python_examples_pass_their_native_tests() {
     let examples = xtask::python_filters();
     assert!(examples.len() >= 2, "{examples:?}");
     for (name, dir) in examples {
-        let o = Command::new(&python)
-            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-            .current_dir(&dir)
-            .env("PYTHONPATH", xtask::python_helper_dir())
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .output()
-            .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
+        let o = pytest(&python, &dir);
         let text = String::from_utf8_lossy(&o.stdout);
         assert!(
             o.status.success(),
@@ -136,13 +141,7 @@ fn new_lang_python_scaffolds_a_filter_that_tests_builds_and_runs() {
         crate::services::missing_tool::<()>("the Python toolchain".to_owned());
         return;
     };
-    let o = Command::new(&python)
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .current_dir(&root)
-        .env("PYTHONPATH", xtask::python_helper_dir())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let o = pytest(&python, &root);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     let wasm = root.join("my-py.wasm");
     let o = Command::new(&componentize)

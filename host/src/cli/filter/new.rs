@@ -50,13 +50,7 @@ pub(super) fn new(
 /// `templates/python/`, with the commands that test, build and run it.
 fn new_python(name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     check_name(name)?;
-    let root = dir.join(name);
-    if root.exists() {
-        bail!(
-            "{} already exists; choose another name or --dir",
-            root.display()
-        );
-    }
+    let root = fresh_dir(dir, name)?;
     let sdk = sdk_dir(sdk)?;
     let helper = sdk.join("python");
     let wit = sdk.join("wit");
@@ -99,6 +93,18 @@ fn xtask_python_bin() -> String {
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| "~/.cache/kinesthetic-tools".to_owned());
     format!("{base}/python/bin")
+}
+
+/// `dir/name`, which must not exist yet.
+fn fresh_dir(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let root = dir.join(name);
+    if root.exists() {
+        bail!(
+            "{} already exists; choose another name or --dir",
+            root.display()
+        );
+    }
+    Ok(root)
 }
 
 /// The SDK directory, checked.
@@ -197,13 +203,7 @@ fn scaffold(name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Result<Path
              uses; choose another"
         );
     }
-    let root = dir.join(name);
-    if root.exists() {
-        bail!(
-            "{} already exists; choose another name or --dir",
-            root.display()
-        );
-    }
+    let root = fresh_dir(dir, name)?;
     let sdk = sdk_dir(sdk)?;
     let ty: String = ident
         .split('_')
