@@ -44,14 +44,7 @@ fn python_errors_only_matches_the_rust_one_byte_for_byte() {
             want.unwrap_or_else(|e| panic!("rust: {e}")),
             got.unwrap_or_else(|e| panic!("python: {e}")),
         );
-        assert_eq!(
-            got.iter()
-                .map(|l| String::from_utf8_lossy(l))
-                .collect::<Vec<_>>(),
-            want.iter()
-                .map(|l| String::from_utf8_lossy(l))
-                .collect::<Vec<_>>()
-        );
+        crate::harness::assert_lines_eq(&got, &want);
         kept += got.len();
     }
     assert!(kept > 20, "the data set keeps some lines: {kept}");

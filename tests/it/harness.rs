@@ -84,6 +84,12 @@ pub(crate) fn check(
         .unwrap_or_else(|e| panic!("{e}"));
     let got = out_lines(&out, &inp);
     let want: Vec<Vec<u8>> = expected.iter().map(|l| l.to_vec()).collect();
+    assert_lines_eq(&got, &want);
+}
+
+/// Two lists of output lines are equal; when not, shown as text first.
+#[track_caller]
+pub(crate) fn assert_lines_eq(got: &[Vec<u8>], want: &[Vec<u8>]) {
     assert_eq!(
         got.iter()
             .map(|l| String::from_utf8_lossy(l))
