@@ -5,6 +5,8 @@
 //! * MB/s of the same Rust code compiled natively
 //! * MB/s with one reused warm instance
 //! * per-job overhead (Store + instantiate + init + call + drop, tiny batch)
+//! * the same filter in the other languages built here (Python): fresh MB/s,
+//!   µs per batch, a 1-line job's µs, memory per instance, ratio to Rust
 //!
 //! Data: a seeded ≈ 200 MB NDJSON log set (`BENCH_MB` to change the size).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -225,7 +227,58 @@ fn main() -> anyhow::Result<()> {
             bytes >> 10
         );
     }
+
+    // The same filter in the other languages built here (Python), on the
+    // first 20 batches of the same data, beside the Rust one measured the
+    // same way. `BENCH_LANGUAGES=0` skips this part.
+    if std::env::var("BENCH_LANGUAGES").as_deref() != Ok("0") {
+        let few = &inputs[..inputs.len().min(20)];
+        println!(
+            "errors-only by language, over the first {} batches; fresh instance per batch; best of {rounds}",
+            few.len()
+        );
+        println!(
+            "  {:<10} {:>9} {:>11} {:>13} {:>14} {:>10}",
+            "", "MB/s", "µs/batch", "job µs (1 l.)", "memory/inst.", "× Rust"
+        );
+        let mut rust_mbs = f64::NAN;
+        let others = built.iter().filter(|f| f.name.starts_with("errors-only-"));
+        for f in
+            std::iter::once((&wasm, "rust")).chain(others.map(|f| (&f.path, f.language.as_str())))
+        {
+            let lf = runtime.load_file(f.0)?;
+            let (fr, _) = fresh_and_warm(&lf, few, &params, &limits, rounds)?;
+            if fr.lines_out != fresh_lines(few, &filter, &params, &limits)? {
+                anyhow::bail!("{}: another output than the Rust errors-only", f.1);
+            }
+            let tiny = bench::phases(&lf, &tiny, &params, &limits, 200)?;
+            let job_us: f64 = tiny.medians.iter().map(|d| d.as_secs_f64() * 1e6).sum();
+            let mbs = fr.mb_per_s();
+            if f.1 == "rust" {
+                rust_mbs = mbs;
+            }
+            println!(
+                "  {:<10} {:>9.1} {:>11.0} {:>13.0} {:>11} KiB {:>10.3}",
+                f.1,
+                mbs,
+                fr.us_per_job(),
+                job_us,
+                tiny.memory_bytes >> 10,
+                mbs / rust_mbs
+            );
+        }
+    }
     Ok(())
+}
+
+/// Lines the Rust `errors-only` keeps of `inputs`.
+fn fresh_lines(
+    inputs: &[Input],
+    filter: &kinesthetic::filter::LoadedFilter,
+    params: &kinesthetic::filter::Params,
+    limits: &Limits,
+) -> anyhow::Result<u64> {
+    Ok(bench::fresh(filter, inputs, params, limits)?.lines_out)
 }
 
 /// The best of `rounds` runs over `inputs`, fresh instances and one warm
