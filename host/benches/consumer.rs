@@ -954,6 +954,22 @@ fn push_latency(rt: &tokio::runtime::Runtime, filters: &Filters, secs: u64) -> a
     Ok(())
 }
 
+/// A receiver in this process that POSTs reach: `handler` answers every
+/// path. Returns its URL and the task serving it (abort it when done).
+async fn receiver<H, T>(handler: H) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)>
+where
+    H: axum::handler::Handler<T, ()>,
+    T: 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/ingest", listener.local_addr()?);
+    let server = tokio::spawn(async move {
+        let app = axum::Router::new().fallback(axum::routing::post(handler));
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, server))
+}
+
 /// The stand-in's own latency, without Kinesthetic: one small record put
 /// every 10 ms into a 1-shard stream for `secs`, read by one reader that
 /// calls GetRecords every `poll_ms` when a call returned nothing (the
@@ -1094,12 +1110,7 @@ async fn push_latency_run(
             }
         }
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/ingest", listener.local_addr()?);
-    let server = tokio::spawn(async move {
-        let app = axum::Router::new().fallback(axum::routing::post(handler));
-        let _ = axum::serve(listener, app).await;
-    });
+    let (url, server) = receiver(handler).await?;
     let dir = tempfile::tempdir()?;
     let name = format!(
         "bench-push-{}-{}",
@@ -1430,12 +1441,7 @@ fn index(rt: &tokio::runtime::Runtime, n: usize) -> anyhow::Result<()> {
                 }
             }
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/ingest", listener.local_addr()?);
-        let server = tokio::spawn(async move {
-            let app = axum::Router::new().fallback(axum::routing::post(handler));
-            let _ = axum::serve(listener, app).await;
-        });
+        let (url, server) = receiver(handler).await?;
         let dir = tempfile::tempdir()?;
         let c = sink_config(dir.path(), SinkConfig::http(url));
         let log = LocalLog::open(&c.stream.data_dir, LocalOptions::default())?;
