@@ -155,6 +155,29 @@ fn durable_write_rate(dir: &std::path::Path, secs: f64) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
+/// What the local log alone makes durable per second: puts of one 1 MiB
+/// record each, one after the other (each acknowledged after its fsync),
+/// for `secs` seconds, in MB/s: the intake's write path without HTTP,
+/// stamping or packing.
+async fn log_put_rate(secs: f64) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let log = LocalLog::open(dir.path(), LocalOptions::default())?;
+    log.create_stream("probe", 1).await?;
+    let entry = PutEntry {
+        partition_key: "k".into(),
+        explicit_hash_key: None,
+        data: Bytes::from(vec![0x5au8; (1 << 20) - 64]),
+    };
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        log.put_records("probe", std::slice::from_ref(&entry))
+            .await?;
+        n += entry.data.len() as u64;
+    }
+    Ok(n as f64 / 1e6 / start.elapsed().as_secs_f64())
+}
+
 fn report(what: &str, l: &Load) {
     println!(
         "  {what:<44} {:>10.0} {:>9.1} {:>8.0}",
@@ -183,6 +206,11 @@ fn main() -> anyhow::Result<()> {
         // the two is the figure the intake is held to.
         let probe_dir = tempfile::tempdir()?;
         let disk_before = durable_write_rate(probe_dir.path(), 2.0)?;
+        let log_alone = log_put_rate(2.0).await?;
+        println!(
+            "  the local log alone: {log_alone:.0} MB/s durable (1 MiB puts one after another, \
+             each acknowledged after its fsync; the disk probe just before: {disk_before:.0})"
+        );
         let (bare_url, bare_task) = bare_server().await?;
         let bare = load(bare_url, conns, secs).await?;
         bare_task.abort();

@@ -9,6 +9,12 @@
 //! being decoded, a cycle lingers (at most `linger`) for them to fill its
 //! records.
 //!
+//! Cycles are sent in order. On Kinesis the next is sent when the last is
+//! written; on the local log, as soon as the last is in the log writer's
+//! queue ([`StreamBackend::place_put`]), so the writer always has the next
+//! cycle at hand and cycles queued together share one fsync: the disk, not
+//! the round trip between writer and producer, sets the pace.
+//!
 //! Order per partition key: a PutRecords call carries at most one record per
 //! destination shard, so a failed entry is re-sent before anything after it
 //! for that shard (Kinesis does not order the entries of one call when some
@@ -272,10 +278,15 @@ struct Producer<B> {
 impl<B: StreamBackend> Producer<B> {
     async fn run(self, mut rx: mpsc::Receiver<Submission>) {
         let this = Arc::new(self);
-        // The cycle being written. The next one is collected and packed
-        // meanwhile, and written only after it: order is kept, and packing
-        // (MD5 included) overlaps the previous write's I/O.
-        let mut writing: Option<tokio::task::JoinHandle<()>> = None;
+        // The last cycle sent, and word of when its records have their
+        // place in the backend's write order. The next cycle is collected
+        // and packed meanwhile (MD5 included, overlapping the write's I/O),
+        // and sent only once the last has its place (the local log: in its
+        // writer's queue, so both may share an fsync) or, where the backend
+        // cannot place puts, is written: order is kept either way.
+        let mut last: Option<(tokio::task::JoinHandle<()>, oneshot::Receiver<()>)> = None;
+        // Cycles sent and not yet written, awaited before returning.
+        let mut writing: Vec<tokio::task::JoinHandle<()>> = Vec::new();
         while let Some(first) = rx.recv().await {
             let mut bytes = first.bytes;
             let mut cycle = vec![first];
@@ -307,11 +318,17 @@ impl<B: StreamBackend> Producer<B> {
                 Ok((s, n)) => (Ok(s), n),
                 Err(e) => (Err(e), Vec::new()),
             };
-            if let Some(previous) = writing.take() {
-                let _ = previous.await;
+            if let Some((previous, placed)) = last.take() {
+                if placed.await.is_ok() {
+                    writing.retain(|w| !w.is_finished());
+                    writing.push(previous);
+                } else {
+                    let _ = previous.await;
+                }
             }
+            let (tell, placed) = oneshot::channel();
             let p = Arc::clone(&this);
-            writing = Some(tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 let packed = match sealing {
                     Ok(s) => sealed(s).await,
                     Err(e) => Err(e),
@@ -327,6 +344,7 @@ impl<B: StreamBackend> Producer<B> {
                             queues,
                             Some(p.config.put_timeout),
                             p.map.as_ref(),
+                            Some(tell),
                         )
                         .await
                         .map_err(|u| (u, cut))
@@ -362,10 +380,12 @@ impl<B: StreamBackend> Producer<B> {
                         );
                     }
                 }
-            }));
+            });
+            last = Some((task, placed));
         }
-        if let Some(last) = writing.take() {
-            let _ = last.await;
+        writing.extend(last.map(|(task, _)| task));
+        for w in writing {
+            let _ = w.await;
         }
     }
 
@@ -535,6 +555,7 @@ pub(crate) struct Unwritten {
 /// (a call or an entry failing for a reason retrying will not fix soon, such
 /// as a KMS key the stream cannot use) ends the call, after every entry the
 /// stream did take has left its queue.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn write_queues<B: StreamBackend>(
     backend: &B,
     stream: &str,
@@ -543,6 +564,7 @@ pub(crate) async fn write_queues<B: StreamBackend>(
     mut queues: Queues,
     timeout: Option<Duration>,
     map: Option<&SharedMap>,
+    mut placed: Option<oneshot::Sender<()>>,
 ) -> Result<Rerouting, Unwritten> {
     let mut rerouting = Rerouting::default();
     // Records taken out of their queues to be re-routed go back into the
@@ -597,11 +619,16 @@ pub(crate) async fn write_queues<B: StreamBackend>(
         // A call that does not answer is cut off at the caller's deadline:
         // whether its records were written is then unknown, and the caller
         // is told they were not (at least once).
+        // A call that takes all that is left, on a backend that places
+        // puts, tells `placed` once it has its place.
+        let whole = entries.len() == queues.values().map(VecDeque::len).sum::<usize>();
+        let tell = if whole { placed.take() } else { None };
+        let put = put_placing(backend, stream, &entries, tell);
         let result = match timeout {
-            None => backend.put_records(stream, &entries).await,
+            None => put.await,
             Some(limit) => {
                 let left = limit.saturating_sub(started.elapsed());
-                match tokio::time::timeout(left, backend.put_records(stream, &entries)).await {
+                match tokio::time::timeout(left, put).await {
                     Ok(r) => r,
                     Err(_) => {
                         return stop(
@@ -802,6 +829,24 @@ impl Rerouting {
     }
 }
 
+/// `put_records`, or, with `placed`, the put placed in the backend's write
+/// order and `placed` told so before its outcome is awaited (when the
+/// backend cannot place puts, `placed` is dropped untold).
+async fn put_placing<B: StreamBackend>(
+    backend: &B,
+    stream: &str,
+    entries: &[PutEntry],
+    placed: Option<oneshot::Sender<()>>,
+) -> Result<Vec<PutOutcome>, StreamError> {
+    if let Some(tell) = placed
+        && let Some(put) = backend.place_put(stream, entries)?
+    {
+        let _ = tell.send(());
+        return put.outcome().await;
+    }
+    backend.put_records(stream, entries).await
+}
+
 /// How many times a write refreshes the map and re-routes before giving up.
 const REROUTE_ROUNDS: u32 = 5;
 
@@ -812,6 +857,13 @@ const REROUTE_ROUNDS: u32 = 5;
 /// whole, as Kinesthetic's consumer does), and records not written are
 /// packed again by the fresh map. Every sub-record then lies in the range
 /// of the shard it is read from.
+///
+/// `placed` is told once the records all have their place in the backend's
+/// write order (see [`StreamBackend::place_put`]), so a writer that keeps
+/// order may send what follows before they are durable; dropped untold
+/// when that never happens (the backend cannot place puts, or the records
+/// took more than one call).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn write_routed<B: StreamBackend>(
     backend: &B,
     stream: &str,
@@ -820,10 +872,14 @@ pub(crate) async fn write_routed<B: StreamBackend>(
     queues: Queues,
     timeout: Option<Duration>,
     map: Option<&SharedMap>,
+    placed: Option<oneshot::Sender<()>>,
 ) -> Result<(), Unwritten> {
     let started = Instant::now();
     let left = |t: Duration| t.saturating_sub(started.elapsed());
-    let mut r = write_queues(backend, stream, config, metrics, queues, timeout, map).await?;
+    let mut r = write_queues(
+        backend, stream, config, metrics, queues, timeout, map, placed,
+    )
+    .await?;
     let Some(map) = map else { return Ok(()) };
     for round in 0..REROUTE_ROUNDS {
         if r.is_empty() {
@@ -898,7 +954,7 @@ pub(crate) async fn write_routed<B: StreamBackend>(
             Err(e) => return Err(fail(e, Rerouting::default())),
         };
         let t = timeout.map(left);
-        r = write_queues(backend, stream, config, metrics, queues, t, Some(map))
+        r = write_queues(backend, stream, config, metrics, queues, t, Some(map), None)
             .await
             .map_err(|mut u| {
                 u.rerouted = true;

@@ -583,6 +583,7 @@ impl<B: StreamBackend> Spooled<B> {
                     queues,
                     None,
                     map.as_ref(),
+                    None,
                 );
                 let done = tokio::select! {
                     r = write => r,

@@ -233,6 +233,7 @@ impl KinesisStore {
             packer.finish(),
             None,
             Some(&map),
+            None,
         )
         .await
         .map_err(|u| SinkError::Write {

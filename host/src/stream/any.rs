@@ -3,7 +3,7 @@
 use super::kinesis::KinesisBackend;
 use super::local::LocalLog;
 use super::{
-    GetRecordsOutput, PutEntry, PutOutcome, ShardIterator, StartPosition, StreamBackend,
+    GetRecordsOutput, PlacedPut, PutEntry, PutOutcome, ShardIterator, StartPosition, StreamBackend,
     StreamDescription, StreamError,
 };
 
@@ -28,6 +28,17 @@ impl StreamBackend for AnyBackend {
         match self {
             AnyBackend::Local(b) => b.keeps_order_within_put(),
             AnyBackend::Kinesis(b) => b.keeps_order_within_put(),
+        }
+    }
+
+    fn place_put(
+        &self,
+        stream: &str,
+        entries: &[PutEntry],
+    ) -> Result<Option<PlacedPut>, StreamError> {
+        match self {
+            AnyBackend::Local(b) => b.place_put(stream, entries),
+            AnyBackend::Kinesis(b) => b.place_put(stream, entries),
         }
     }
 

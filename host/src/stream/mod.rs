@@ -276,4 +276,42 @@ pub trait StreamBackend: Clone + Send + Sync + 'static {
     fn put_target(&self) -> &'static str {
         "stream"
     }
+
+    /// Takes a put's place in the backend's write order now, and returns
+    /// what waits for its outcome — where the backend can: puts placed one
+    /// after another are written in that order, though their outcomes are
+    /// awaited later, so a writer may place the next before the previous is
+    /// durable (the local log then makes both durable with one fsync).
+    /// `None`: the backend cannot (on Kinesis the order is that in which
+    /// HTTP calls arrive); call [`put_records`](Self::put_records).
+    fn place_put(
+        &self,
+        _stream: &str,
+        _entries: &[PutEntry],
+    ) -> Result<Option<PlacedPut>, StreamError> {
+        Ok(None)
+    }
+}
+
+/// A put that has its place in the backend's write order (see
+/// [`StreamBackend::place_put`]); [`outcome`](Self::outcome) waits for it.
+#[derive(Debug)]
+pub struct PlacedPut {
+    reply: tokio::sync::oneshot::Receiver<Result<Vec<PutOutcome>, StreamError>>,
+}
+
+impl PlacedPut {
+    pub fn new(
+        reply: tokio::sync::oneshot::Receiver<Result<Vec<PutOutcome>, StreamError>>,
+    ) -> Self {
+        PlacedPut { reply }
+    }
+
+    /// One outcome per entry, in order, once the put is written (durable,
+    /// on the local log).
+    pub async fn outcome(self) -> Result<Vec<PutOutcome>, StreamError> {
+        self.reply
+            .await
+            .map_err(|_| StreamError::Service("the writer stopped before answering a put".into()))?
+    }
 }

@@ -28,8 +28,8 @@ use super::recovery::Quarantine;
 use super::segment;
 use super::writer::{Req, Writer};
 use crate::stream::{
-    GetRecordsOutput, PutEntry, PutOutcome, SequenceNumber, ShardIterator, StartPosition,
-    StreamBackend, StreamDescription, StreamError, StreamStatus,
+    GetRecordsOutput, PlacedPut, PutEntry, PutOutcome, SequenceNumber, ShardIterator,
+    StartPosition, StreamBackend, StreamDescription, StreamError, StreamStatus,
 };
 
 /// Settings of a local log.
@@ -236,6 +236,38 @@ impl LocalLog {
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, StreamError>>) -> Req,
     ) -> Result<T, StreamError> {
+        self.send(make)?
+            .await
+            .map_err(|_| StreamError::Service("the local log's writer has stopped".into()))?
+    }
+
+    /// A put, in the writer's queue on return: puts placed one after
+    /// another are appended in that order, and those queued together share
+    /// an fsync. An empty put is answered at once.
+    fn place(&self, stream: &str, entries: &[PutEntry]) -> Result<PlacedPut, StreamError> {
+        check_name(stream)?;
+        if entries.is_empty() {
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(Ok(Vec::new()));
+            return Ok(PlacedPut::new(rx));
+        }
+        crate::stream::limits::check_put(entries, self.inner.entry_overhead)
+            .map_err(StreamError::BadInput)?;
+        let stream = stream.to_owned();
+        let entries = entries.to_vec();
+        self.send(|reply| Req::Put {
+            stream,
+            entries,
+            reply,
+        })
+        .map(PlacedPut::new)
+    }
+
+    /// Queues a request for the writer; the receiver gets its answer.
+    fn send<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StreamError>>) -> Req,
+    ) -> Result<oneshot::Receiver<Result<T, StreamError>>, StreamError> {
         let w = self.inner.writer.as_ref().ok_or_else(|| {
             StreamError::BadInput(format!(
                 "the local log in {} is open read-only",
@@ -245,8 +277,7 @@ impl LocalLog {
         let (tx, rx) = oneshot::channel();
         w.send(make(tx))
             .map_err(|_| StreamError::Service("the local log's writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| StreamError::Service("the local log's writer has stopped".into()))?
+        Ok(rx)
     }
 
     pub(super) fn stream_dir(&self, name: &str) -> PathBuf {
@@ -340,20 +371,15 @@ impl StreamBackend for LocalLog {
         stream: &str,
         entries: &[PutEntry],
     ) -> Result<Vec<PutOutcome>, StreamError> {
-        check_name(stream)?;
-        if entries.is_empty() {
-            return Ok(Vec::new());
-        }
-        crate::stream::limits::check_put(entries, self.inner.entry_overhead)
-            .map_err(StreamError::BadInput)?;
-        let stream = stream.to_owned();
-        let entries = entries.to_vec();
-        self.ask(|reply| Req::Put {
-            stream,
-            entries,
-            reply,
-        })
-        .await
+        self.place(stream, entries)?.outcome().await
+    }
+
+    fn place_put(
+        &self,
+        stream: &str,
+        entries: &[PutEntry],
+    ) -> Result<Option<PlacedPut>, StreamError> {
+        self.place(stream, entries).map(Some)
     }
 
     async fn shard_iterator(

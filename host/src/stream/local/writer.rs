@@ -559,7 +559,7 @@ mod write_failure_tests {
 mod fsync_failure_tests {
     use super::*;
     use crate::stream::local::log::{LocalLog, shard_dir};
-    use crate::stream::{StartPosition, StreamBackend};
+    use crate::stream::{SequenceNumber, StartPosition, StreamBackend};
 
     fn entry(data: &str, shard: u32) -> PutEntry {
         PutEntry {
@@ -693,6 +693,74 @@ mod fsync_failure_tests {
                 read(&log, 0).await.ok(),
                 Some(vec!["a".to_owned(), "f".to_owned()])
             );
+        });
+    }
+
+    /// Puts placed one after another, their outcomes not yet awaited, are
+    /// written in the order placed, whatever order they are awaited in.
+    #[test]
+    fn placed_puts_are_written_in_the_order_placed() {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let log = LocalLog::open(dir.path(), LocalOptions::default())
+                .unwrap_or_else(|e| panic!("{e}"));
+            log.create_stream("s", 1)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let names: Vec<String> = (0..40).map(|i| format!("p{i}")).collect();
+            let mut placed = Vec::new();
+            for n in &names {
+                match log.place_put("s", &[entry(n, 0)]) {
+                    Ok(Some(p)) => placed.push(p),
+                    other => panic!("the local log places puts: {other:?}"),
+                }
+            }
+            let mut sequences = Vec::new();
+            for p in placed.into_iter().rev() {
+                match p
+                    .outcome()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .as_slice()
+                {
+                    [PutOutcome::Written { sequence, .. }] => sequences.push(sequence.clone()),
+                    other => panic!("{other:?}"),
+                }
+            }
+            sequences.reverse();
+            let want: Vec<SequenceNumber> = (0..40).map(|i| sequence(0, i)).collect();
+            assert_eq!(sequences, want);
+            assert_eq!(read(&log, 0).await.ok(), Some(names));
+        });
+    }
+
+    /// A put placed behind one whose fsync fails is not written after the
+    /// gap: it fails too, and neither is readable.
+    #[test]
+    fn a_failed_fsync_fails_the_puts_placed_behind_it() {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let log = LocalLog::open(dir.path(), LocalOptions::default())
+                .unwrap_or_else(|e| panic!("{e}"));
+            log.create_stream("s", 1)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            log.put_records("s", &[entry("a", 0)])
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let shard0 = shard_dir(&dir.path().join("s"), 0);
+            if let Ok(mut f) = FAIL_FSYNC_IN.lock() {
+                f.push(shard0.clone());
+            }
+            let place = |d: &str| match log.place_put("s", &[entry(d, 0)]) {
+                Ok(Some(p)) => p,
+                other => panic!("{other:?}"),
+            };
+            let (c, d) = (place("c"), place("d"));
+            let (c, d) = (c.outcome().await, d.outcome().await);
+            assert!(c.is_err(), "{c:?}");
+            assert!(d.is_err(), "{d:?}");
+            assert_eq!(read(&log, 0).await.ok(), Some(vec!["a".to_owned()]));
         });
     }
 }
