@@ -18,6 +18,7 @@ mod consumer_process;
 mod consumer_push;
 mod consumer_rekey;
 mod filter_bad_input;
+mod filter_c;
 mod filter_cli;
 mod filter_examples;
 mod filter_native_tests;

@@ -528,14 +528,25 @@ impl CTools {
         if filters.is_empty() {
             return Ok(None);
         }
+        Self::locate().map(Some)
+    }
+
+    fn locate() -> Result<Self, String> {
         let clang = apt_tool("clang")?;
         apt_tool("wasm-ld")?;
-        Ok(Some(CTools {
+        Ok(CTools {
             wit_bindgen: pinned_tool("wit-bindgen", "wit-bindgen-cli", WIT_BINDGEN_VERSION)?,
             wasm_tools: pinned_tool("wasm-tools", "wasm-tools", WASM_TOOLS_VERSION)?,
             clang,
-        }))
+        })
     }
+}
+
+/// Whether the C toolchain is here, checked as for the C example filters:
+/// clang and wasm-ld, and wit-bindgen and wasm-tools at their pinned
+/// versions. The error names what is missing and how to install it.
+pub fn check_c_tools() -> Result<(), String> {
+    CTools::locate().map(drop)
 }
 
 /// Builds each C filter with the recipe of `shared/TOOLCHAINS.md`: bindings

@@ -74,20 +74,23 @@ pub(crate) enum FilterCommand {
         #[command(flatten)]
         opts: RunOpts,
     },
-    /// Scaffold a filter (Rust or Python) that builds with one command and
-    /// passes its own test.
+    /// Scaffold a filter (Rust, C or Python) that builds with one command
+    /// and passes its own test.
     New {
         /// Filter name (letters, digits, `-` and `_`): the new directory.
         name: String,
         /// Parent directory of the new filter.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// The language: `rust` (a crate on the SDK) or `python` (a module
-        /// on the SDK's `kinesthetic_filter.py`, built by componentize-py).
+        /// The language: `rust` (a crate on the SDK), `c` (a C file and a
+        /// `build.sh` running wit-bindgen, clang and wasm-tools) or `python`
+        /// (a module on the SDK's `kinesthetic_filter.py`, built by
+        /// componentize-py).
         #[arg(long, default_value = "rust")]
         lang: String,
         /// Path of the SDK (`filter-sdk/`; default: the SDK of the checkout
-        /// this binary was built from).
+        /// this binary was built from). Not for `c`: a C filter carries its
+        /// own copy of the world.
         #[arg(long)]
         sdk: Option<PathBuf>,
     },

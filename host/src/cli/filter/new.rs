@@ -16,11 +16,12 @@ pub(super) fn new(
     match lang {
         "rust" => {}
         "python" | "py" => return new_python(name, dir, sdk),
-        "c" | "js" | "javascript" => bail!(
+        "c" => return new_c(name, dir, sdk),
+        "js" | "javascript" => bail!(
             "--lang {lang}: not scaffolded yet; `rust` and `python` are (README: \"Writing a \
              filter in C\" shows the C recipe)"
         ),
-        other => bail!("--lang {other}: expected rust or python"),
+        other => bail!("--lang {other}: expected rust, c, python or js"),
     }
     let path = scaffold(name, dir, sdk)?;
     eprintln!("created {}", path.display());
@@ -84,6 +85,113 @@ fn new_python(name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Result<Ex
     );
     eprintln!("  run:   kinesthetic filter run {r}/{name}.wasm --param needle=error INPUT");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A C filter: `NAME.c`, a `build.sh` that makes it a component with one
+/// command (and runs its test with `./build.sh test`), a copy of the world
+/// it is built against, and a sample input with its expected output, filled
+/// from `templates/c/`.
+fn new_c(name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    check_name(name)?;
+    if let Some(sdk) = sdk {
+        bail!(
+            "--sdk {}: a C filter does not use the SDK (it carries its own copy of the \
+             filter world); leave --sdk out",
+            sdk.display()
+        );
+    }
+    let root = fresh_dir(dir, name)?;
+    // `name` is letters, digits, `-` and `_` (check_name), so it is safe
+    // as is in a file name, a C string literal and an unquoted shell word.
+    let fill = |t: &str| t.replace("@NAME@", name);
+    let files = [
+        (
+            format!("{name}.c"),
+            fill(include_str!("templates/c/NAME.c")),
+        ),
+        (
+            "build.sh".to_owned(),
+            fill(include_str!("templates/c/build.sh")),
+        ),
+        (
+            ".gitignore".to_owned(),
+            include_str!("templates/c/gitignore").to_owned(),
+        ),
+        // The world this binary hosts, so that the filter builds on its own.
+        (
+            "wit/filter.wit".to_owned(),
+            include_str!("../../../../wit/filter.wit").to_owned(),
+        ),
+        (
+            "test/input.txt".to_owned(),
+            include_str!("templates/c/input.txt").to_owned(),
+        ),
+        (
+            "test/expected.txt".to_owned(),
+            include_str!("templates/c/expected.txt").to_owned(),
+        ),
+    ];
+    for (rel, text) in &files {
+        let p = root.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    let script = root.join("build.sh");
+    make_executable(&script)?;
+
+    let r = shell_word(&root.display().to_string());
+    eprintln!(
+        "created {} ({name}.c, build.sh, wit/filter.wit, test/input.txt, test/expected.txt)",
+        root.display()
+    );
+    eprintln!(
+        "  tools: cargo xtask install-tools (Debian's clang, lld, wasi-libc; wit-bindgen and \
+         wasm-tools at the versions build.sh checks)"
+    );
+    eprintln!("  build: cd {r} && ./build.sh");
+    // The test needs this binary: name it, in case it is not on PATH.
+    match std::env::current_exe() {
+        Ok(exe) => eprintln!(
+            "  test:  cd {r} && KINESTHETIC={} ./build.sh test",
+            shell_word(&exe.display().to_string())
+        ),
+        Err(_) => eprintln!("  test:  cd {r} && ./build.sh test"),
+    }
+    eprintln!("  run:   kinesthetic filter run {r}/build/{name}.wasm --param needle=error INPUT");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sets the owner's, group's and others' execute bits of `path`.
+fn make_executable(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut perm = std::fs::metadata(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .permissions();
+        perm.set_mode(perm.mode() | 0o111);
+        std::fs::set_permissions(path, perm)
+            .with_context(|| format!("cannot make {} executable", path.display()))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// `s` as one word for a POSIX shell: as is when it holds only characters
+/// no shell treats specially, else in single quotes.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@,=%".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }
 
 /// Where `cargo xtask install-tools` puts the Python tools' binaries.
