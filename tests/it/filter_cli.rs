@@ -349,6 +349,71 @@ fn check_prints_the_world_exports_imports_and_hash() {
     );
 }
 
+/// `filter check` names the toolchain that built each example, and a
+/// refused WASI import comes with that toolchain's cure.
+#[test]
+fn check_names_the_toolchain_and_its_cure_for_a_wasi_import() {
+    let mut examples = vec![(
+        filters::ERRORS_ONLY,
+        "errors-only",
+        "built:   Rust (wit-bindgen-rust)",
+    )];
+    examples.push((
+        filters::CONTAINS,
+        "contains",
+        "built:   C (wit-bindgen-c 0.63.0)",
+    ));
+    examples.push((
+        filters::ERRORS_ONLY_PY,
+        "errors-only-py",
+        "built:   Python (componentize-py)",
+    ));
+    for (path, name, want) in examples {
+        let Some(path) = crate::harness::built(path, name) else {
+            continue;
+        };
+        let (code, out, err) = run(kinesthetic().args(["filter", "check", path]), None);
+        assert_eq!(code, 0, "{name}: {err}");
+        assert!(out.lines().any(|l| l.starts_with(want)), "{name}: {out}");
+        assert!(
+            out.contains("imports: (no WASI: only the world's own)"),
+            "{name}: {out}"
+        );
+    }
+    let (code, chaos, err) = run(
+        kinesthetic().args(["filter", "check", filters::CHAOS]),
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        chaos.contains("of WASI, each a stub the host provides; Rust's standard library"),
+        "{chaos}"
+    );
+
+    // A JavaScript build that kept WASI's files: refused, with the flags
+    // that leave them out.
+    let dir = crate::harness::tempdir();
+    let js = write(
+        dir.path(),
+        "files.wasm",
+        &wat::parse_str(
+            r#"(component
+                 (core module (@producers (language "JavaScript" "")
+                                          (processed-by "ComponentizeJS" "0.23.0")))
+                 (import "wasi:filesystem/types@0.2.3" (instance)))"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let (code, _, err) = run(kinesthetic().args(["filter", "check"]).arg(&js), None);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("`wasi:filesystem/types@0.2.3`, which the host does not provide")
+            && err.contains("built by JavaScript (ComponentizeJS 0.23.0)")
+            && err.contains("-d stdio random clocks http fetch-event"),
+        "{err}"
+    );
+}
+
 #[test]
 fn test_passes_and_fails_with_a_diff() {
     let dir = crate::harness::tempdir();

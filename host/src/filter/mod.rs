@@ -11,6 +11,7 @@ mod limits;
 mod module;
 mod registry;
 mod runtime;
+pub mod toolchain;
 
 pub use error::{Cause, JobError, LoadError};
 pub use isolate::{

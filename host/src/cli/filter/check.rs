@@ -23,7 +23,19 @@ pub(super) fn check(
         .check()
         .map_err(|(key, m)| anyhow::anyhow!("--{} {m}", key.replace('_', "-")))?;
     let runtime = engine.runtime(false)?;
-    let f = runtime.load_file(filter)?;
+    // Read once more for its custom sections: a module refused below is
+    // still named by its toolchain, with that toolchain's cure.
+    let toolchain = std::fs::read(filter)
+        .ok()
+        .and_then(|b| crate::filter::toolchain::identify(&b));
+    let f = match runtime.load_file(filter) {
+        Ok(f) => f,
+        Err(e @ crate::filter::LoadError::ForbiddenImport { .. }) => match &toolchain {
+            Some(t) => bail!("{e}\nbuilt by {t}: {}", t.about_wasi()),
+            None => return Err(e.into()),
+        },
+        Err(e) => return Err(e.into()),
+    };
     let info = f.info();
     let cap = memory_mib << 20;
     if let Some(initial) = info.initial_memory_bytes.filter(|b| *b > cap) {
@@ -41,6 +53,10 @@ pub(super) fn check(
     println!("file:    {}", filter.display());
     println!("size:    {} bytes", info.size);
     println!("sha256:  {}", info.sha256);
+    match &toolchain {
+        Some(t) => println!("built:   {t}"),
+        None => println!("built:   by a toolchain that left no sign of itself"),
+    }
     println!("world:   kinesthetic:filter/filter@0.1.0 (ok)");
     match info.initial_memory_bytes {
         Some(b) => println!(
@@ -53,7 +69,19 @@ pub(super) fn check(
     for e in &info.exports {
         println!("  {e}");
     }
-    println!("imports:");
+    let wasi = info
+        .imports
+        .iter()
+        .filter(|i| i.starts_with("wasi:"))
+        .count();
+    match (&toolchain, wasi) {
+        (_, 0) => println!("imports: (no WASI: only the world's own)"),
+        (Some(t), n) => println!(
+            "imports: ({n} of WASI, each a stub the host provides; {})",
+            t.about_wasi()
+        ),
+        (None, n) => println!("imports: ({n} of WASI, each a stub the host provides)"),
+    }
     for i in &info.imports {
         let note = if info.stubbed_imports.contains(i) {
             "  (stub: traps if called)"
