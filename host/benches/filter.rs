@@ -7,6 +7,9 @@
 //! * per-job overhead (Store + instantiate + init + call + drop, tiny batch)
 //! * the same filter in the other languages built here (Python): fresh MB/s,
 //!   µs per batch, a 1-line job's µs, memory per instance, ratio to Rust
+//! * per language, the resident memory each live instance adds and what the
+//!   pool keeps per slot after it, with the module's data copied into each
+//!   instance and mapped copy-on-write
 //!
 //! Data: a seeded ≈ 200 MB NDJSON log set (`BENCH_MB` to change the size).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -74,7 +77,7 @@ fn main() -> anyhow::Result<()> {
         settings.memory_init_cow = v == "1";
     }
     eprintln!("engine: {settings:?}");
-    let runtime = Runtime::new(settings)?;
+    let runtime = Runtime::new(settings.clone())?;
     let filter = runtime.load_file(&wasm)?;
     let inputs: Vec<Input> = batches_of(lines.iter().copied(), 1000, 1, 0, 0)?
         .into_iter()
@@ -267,8 +270,91 @@ fn main() -> anyhow::Result<()> {
                 mbs / rust_mbs
             );
         }
+
+        // What a live instance holds resident, by language, with the
+        // module's data copied into each instance's memory (the default)
+        // and mapped copy-on-write from one image: `LIVE` instances held at
+        // once (each after init and one batch, as a running job), against
+        // the process's resident set before them, in a runtime of its own.
+        const LIVE: usize = 16;
+        println!(
+            "live instances: {LIVE} held at once, each after init and one 1,000-line batch; \
+             resident memory each adds (VmRSS), what the pool keeps per slot after they end, \
+             and a 1-line job's µs"
+        );
+        println!(
+            "  {:<10} {:>21} {:>21} {:>21}",
+            "", "copied (default)", "copy-on-write", "job µs copied / CoW"
+        );
+        let others = built.iter().filter(|f| f.name.starts_with("errors-only-"));
+        for f in
+            std::iter::once((&wasm, "rust")).chain(others.map(|f| (&f.path, f.language.as_str())))
+        {
+            let mut cells = Vec::new();
+            let mut jobs_us = Vec::new();
+            for cow in [false, true] {
+                let rt = Runtime::new(EngineSettings {
+                    memory_init_cow: cow,
+                    ..settings.clone()
+                })?;
+                let lf = rt.load_file(f.0)?;
+                let (live, kept) = live_instance_bytes(&lf, &inputs[0], &params, &limits, LIVE)?;
+                cells.push(format!(
+                    "{:>7.1} MiB, {:>5.1} kept",
+                    live as f64 / f64::from(1 << 20),
+                    kept as f64 / f64::from(1 << 20)
+                ));
+                let tiny = bench::phases(&lf, &tiny, &params, &limits, 200)?;
+                jobs_us.push(
+                    tiny.medians
+                        .iter()
+                        .map(|d| d.as_secs_f64() * 1e6)
+                        .sum::<f64>(),
+                );
+            }
+            println!(
+                "  {:<10} {:>21} {:>21} {:>10.0} / {:<8.0}",
+                f.1, cells[0], cells[1], jobs_us[0], jobs_us[1]
+            );
+        }
     }
     Ok(())
+}
+
+/// Resident bytes each of `n` live instances of `filter` adds (each after
+/// init and one run of `input`, all held at once), and what stays resident
+/// per instance once they are dropped (the pool keeps slots' memory).
+fn live_instance_bytes(
+    filter: &kinesthetic::filter::LoadedFilter,
+    input: &Input,
+    params: &kinesthetic::filter::Params,
+    limits: &Limits,
+    n: usize,
+) -> anyhow::Result<(u64, u64)> {
+    let before = rss_now();
+    let mut live = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut w = filter.warm(params, limits)?;
+        w.run(input)?;
+        live.push(w);
+    }
+    let during = rss_now();
+    drop(live);
+    let after = rss_now();
+    let per = |b: u64| b.saturating_sub(before) / n as u64;
+    Ok((per(during), per(after)))
+}
+
+/// This process's resident set, bytes.
+fn rss_now() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }
 
 /// Lines the Rust `errors-only` keeps of `inputs`.
