@@ -272,8 +272,8 @@ fn main() -> anyhow::Result<()> {
         }
 
         // What a live instance holds resident, by language, with the
-        // module's data copied into each instance's memory (the default)
-        // and mapped copy-on-write from one image: `LIVE` instances held at
+        // module's data copied into each instance's memory and mapped
+        // copy-on-write from one image (the default): `LIVE` instances held at
         // once (each after init and one batch, as a running job), against
         // the process's resident set before them, in a runtime of its own.
         const LIVE: usize = 16;
@@ -283,8 +283,8 @@ fn main() -> anyhow::Result<()> {
              and a 1-line job's µs"
         );
         println!(
-            "  {:<10} {:>21} {:>21} {:>21}",
-            "", "copied (default)", "copy-on-write", "job µs copied / CoW"
+            "  {:<10} {:>24} {:>24} {:>21}",
+            "", "copied", "copy-on-write (default)", "job µs copied / CoW"
         );
         let others = built.iter().filter(|f| f.name.starts_with("errors-only-"));
         for f in
@@ -313,7 +313,7 @@ fn main() -> anyhow::Result<()> {
                 );
             }
             println!(
-                "  {:<10} {:>21} {:>21} {:>10.0} / {:<8.0}",
+                "  {:<10} {:>24} {:>24} {:>10.0} / {:<8.0}",
                 f.1, cells[0], cells[1], jobs_us[0], jobs_us[1]
             );
         }
