@@ -20,6 +20,7 @@ mod consumer_rekey;
 mod filter_bad_input;
 mod filter_cli;
 mod filter_examples;
+mod filter_js;
 mod filter_native_tests;
 mod filter_python;
 mod filter_registry;

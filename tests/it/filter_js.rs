@@ -1,0 +1,172 @@
+//! Filters written in JavaScript (componentize-js, the SDK's
+//! `kinesthetic-filter.js` helper): built by `tests/build.rs` like the other
+//! examples; outside CI a missing toolchain skips them, saying why.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::filters;
+use crate::harness::{built, input, load, out_lines, params};
+use kinesthetic::filter::Limits;
+
+/// The JavaScript `errors-only` gives exactly the Rust one's output, line
+/// for line, on a seeded data set of logs with edge cases mixed in: the
+/// places where `JSON.parse` and the Rust walker disagree among them.
+#[test]
+fn js_errors_only_matches_the_rust_one_byte_for_byte() {
+    let Some(js) = built(filters::ERRORS_ONLY_JS, "errors-only-js") else {
+        return;
+    };
+    let (js, rust) = (load(js), load(filters::ERRORS_ONLY));
+    let data = kinesthetic::datagen::ndjson_logs(7, 400_000);
+    let mut lines: Vec<Vec<u8>> = kinesthetic::event::events_of_body(&data)
+        .map(|(_, l)| l.to_vec())
+        .collect();
+    let nested = |n: usize| {
+        format!(
+            r#"{{"level":"error","status":503,"msg":{}{}}}"#,
+            "[".repeat(n),
+            "]".repeat(n)
+        )
+        .into_bytes()
+    };
+    let edges: Vec<Vec<u8>> = [
+        &br#"{"level":"error","status":503,"ts":1.50e+3,"msg":{ "a" : [1, 2] }}"#[..],
+        br#"{"level":"error","status":"503"}"#,
+        br#"{"level":"error","status":1e999,"msg":"x"}"#,
+        br#"{"level":"error","status":503,"x":[-1e400]}"#,
+        br#"{"level":"error","status":503,"x":1e308,"y":0e999,"msg":-0}"#,
+        br#"{"level":"error","status":500,"service":"a\"b\\c\nd"}"#,
+        br#"{"level":"error","level":"warn","status":500}"#,
+        br#"{"level":"error","status":500,"ts":1,"ts":2}"#,
+        br#"{"le\u0076el":"\u0065rror","st\u0061tus":503,"m\u0073g":"caf\u00e9 \ud83d\ude00"}"#,
+        br#"{"level":"error","status":503,"msg":"\ud800"}"#,
+        br#"{"level":"error","status":503,"msg":"\udc00\ud800"}"#,
+        br#"{"level":"error","status":503,"\ud800":1}"#,
+        br#"{"level":"error","status":503,"msg":"tab	inside"}"#,
+        br#"{"level":"error","status":503,"n":01}"#,
+        br#"{"level":"error","status":503,"msg":"x"} trailing"#,
+        br#" {"level":"error","status":503} "#,
+        "\u{feff}{\"level\":\"error\",\"status\":503}".as_bytes(),
+        "{\"level\":\"error\",\"status\":503,\"msg\":\"h\u{e9}\u{1f600}\"}".as_bytes(),
+        b"{\"level\":\"error\",\"status\":503,\"msg\":\"\xff\"}",
+        b"{\"level\":\"warn\",\"status\":503,\"msg\":\"\xff\"}",
+        b"not json",
+        b"\xff\xfe",
+    ]
+    .iter()
+    .map(|l| l.to_vec())
+    .chain([nested(126), nested(127)])
+    .collect();
+    lines.extend(edges);
+    let mut kept = 0;
+    for chunk in lines.chunks(1000) {
+        let inp = input(chunk);
+        let want = rust
+            .run(&inp, &Vec::new(), &Limits::default())
+            .map(|o| out_lines(&o, &inp));
+        let got = js
+            .run(&inp, &Vec::new(), &Limits::default())
+            .map(|o| out_lines(&o, &inp));
+        let (want, got) = (
+            want.unwrap_or_else(|e| panic!("rust: {e}")),
+            got.unwrap_or_else(|e| panic!("js: {e}")),
+        );
+        crate::harness::assert_lines_eq(&got, &want);
+        kept += got.len();
+    }
+    assert!(kept > 20, "the data set keeps some lines: {kept}");
+}
+
+/// Parameters reach `init`: `grep` keeps matches, `invert` flips it, and a
+/// missing or bad parameter fails the batch with a message naming it.
+#[test]
+fn js_grep_takes_parameters_and_init_errors_name_them() {
+    let Some(path) = built(filters::GREP_JS, "grep-js") else {
+        return;
+    };
+    let f = load(path);
+    let lines: [&[u8]; 3] = [b"sshd[1]: Accepted", b"cron[2]: run", b"sshd[3]: Failed"];
+    let inp = input(&lines);
+    let run = |p: &[(&str, &str)]| {
+        f.run(&inp, &params(p), &Limits::default())
+            .map(|o| out_lines(&o, &inp))
+            .map_err(|e| e.to_string())
+    };
+    let sshd = run(&[("pattern", r"sshd\[")]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        sshd,
+        [b"sshd[1]: Accepted".to_vec(), b"sshd[3]: Failed".to_vec()]
+    );
+    let not = run(&[("pattern", "sshd"), ("invert", "true")]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(not, [b"cron[2]: run".to_vec()]);
+    let e = run(&[]).err().unwrap_or_default();
+    assert!(e.contains("parameter `pattern` is required"), "{e}");
+    let e = run(&[("pattern", "(")]).err().unwrap_or_default();
+    assert!(e.contains(r#"pattern "(": "#), "{e}");
+    let e = run(&[("pattern", "x"), ("invert", "yes")]).err().unwrap_or_default();
+    assert!(e.contains(r#"parameter `invert`: "yes""#), "{e}");
+}
+
+/// The components import the world and nothing of WASI: componentize-js's
+/// WASI features are all disabled.
+#[test]
+fn js_filters_import_nothing_but_the_world() {
+    for (path, name) in [
+        (filters::ERRORS_ONLY_JS, "errors-only-js"),
+        (filters::GREP_JS, "grep-js"),
+    ] {
+        let Some(path) = built(path, name) else {
+            return;
+        };
+        let f = load(path);
+        assert_eq!(
+            f.info().imports,
+            ["kinesthetic:filter/types@0.1.0", "log"],
+            "{name}"
+        );
+        assert!(f.info().stubbed_imports.is_empty(), "{name}");
+    }
+}
+
+/// Plain `node --test` in `dir` (Node.js from PATH).
+fn node_test(node: &Path, dir: &Path) -> Output {
+    Command::new(node)
+        .arg("--test")
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", node.display()))
+}
+
+#[track_caller]
+fn assert_node_tests_pass(what: &str, o: &Output) {
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{what}: {text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // node's TAP summary: at least one test ran, and none failed.
+    assert!(
+        text.lines().any(|l| l.starts_with("# pass ") && l != "# pass 0"),
+        "{what}: {text}"
+    );
+    assert!(text.lines().any(|l| l == "# fail 0"), "{what}: {text}");
+}
+
+/// Each JavaScript example's own native tests, and the helper's, pass under
+/// plain `node --test` (no Wasm involved).
+#[test]
+fn js_examples_and_the_helper_pass_their_native_tests() {
+    let Some(node) = xtask::find_tool("node").or_else(|| {
+        crate::services::missing_tool("node (Node.js) is not on PATH".to_owned())
+    }) else {
+        return;
+    };
+    let examples = xtask::js_filters();
+    assert!(examples.len() >= 2, "{examples:?}");
+    for (name, dir) in examples {
+        assert_node_tests_pass(&name, &node_test(&node, &dir));
+    }
+    assert_node_tests_pass("the helper", &node_test(&node, &xtask::js_helper_dir()));
+}
