@@ -170,3 +170,86 @@ fn js_examples_and_the_helper_pass_their_native_tests() {
     }
     assert_node_tests_pass("the helper", &node_test(&node, &xtask::js_helper_dir()));
 }
+
+/// `filter new --lang js` scaffolds a filter whose own tests pass under
+/// `node --test`, which builds with the printed componentize-js command and
+/// runs.
+#[test]
+fn new_lang_js_scaffolds_a_filter_that_tests_builds_and_runs() {
+    let dir = crate::harness::tempdir();
+    let o = crate::harness::cli()
+        .args(["filter", "new", "my-js", "--lang", "js", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let root = dir.path().join("my-js");
+    for file in [
+        "app.js",
+        "app.test.js",
+        "component.js",
+        "kinesthetic-filter.js",
+        "package.json",
+    ] {
+        assert!(root.join(file).is_file(), "{file}: {err}");
+    }
+    // The helper is the SDK's, as it is now.
+    let helper = std::fs::read(root.join("kinesthetic-filter.js")).unwrap_or_default();
+    let sdk = std::fs::read(xtask::js_helper_dir().join("kinesthetic-filter.js"));
+    assert!(sdk.is_ok_and(|s| s == helper));
+    // The printed commands name the pinned toolchain.
+    let build = err
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("build: "))
+        .unwrap_or_else(|| panic!("no build command: {err}"));
+    assert!(
+        build.contains("componentize-js component.js ")
+            && build.contains(&format!(
+                "--disable {}",
+                xtask::COMPONENTIZE_JS_DISABLE.join(" ")
+            ))
+            && err.contains(&format!(
+                "componentize-js {}",
+                xtask::COMPONENTIZE_JS_VERSION
+            )),
+        "{err}"
+    );
+    let Some(node) = xtask::find_tool("node").or_else(|| {
+        crate::services::missing_tool("node (Node.js) is not on PATH".to_owned())
+    }) else {
+        return;
+    };
+    assert_node_tests_pass("the scaffold", &node_test(&node, &root));
+    if let Err(e) = xtask::componentize_js() {
+        crate::services::missing_tool::<()>(format!("the JavaScript toolchain: {e}"));
+        return;
+    }
+    // The build command as printed, by a shell.
+    let o = Command::new("sh")
+        .args(["-c", build])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        o.status.success(),
+        "{build}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let wasm = root.join("my-js.wasm");
+    let f = load(&wasm.to_string_lossy());
+    let lines: [&[u8]; 3] = [b"an error", b"fine", b"error!"];
+    let inp = input(&lines);
+    let out = f
+        .run(&inp, &params(&[("needle", "error")]), &Limits::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        out_lines(&out, &inp),
+        [b"an error".to_vec(), b"error!".to_vec()]
+    );
+    let e = f
+        .run(&inp, &params(&[]), &Limits::default())
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("parameter `needle` is required"), "{e}");
+}

@@ -74,16 +74,18 @@ pub(crate) enum FilterCommand {
         #[command(flatten)]
         opts: RunOpts,
     },
-    /// Scaffold a filter (Rust or Python) that builds with one command and
-    /// passes its own test.
+    /// Scaffold a filter (Rust, Python or JavaScript) that builds with one
+    /// command and passes its own test.
     New {
         /// Filter name (letters, digits, `-` and `_`): the new directory.
         name: String,
         /// Parent directory of the new filter.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// The language: `rust` (a crate on the SDK) or `python` (a module
-        /// on the SDK's `kinesthetic_filter.py`, built by componentize-py).
+        /// The language: `rust` (a crate on the SDK), `python` (a module on
+        /// the SDK's `kinesthetic_filter.py`, built by componentize-py) or
+        /// `js` (a module on a copy of the SDK's `kinesthetic-filter.js`,
+        /// built by componentize-js).
         #[arg(long, default_value = "rust")]
         lang: String,
         /// Path of the SDK (`filter-sdk/`; default: the SDK of the checkout
