@@ -10,8 +10,9 @@ use crate::harness::{built, input, load, out_lines, params};
 use kinesthetic::filter::Limits;
 
 /// The JavaScript `errors-only` gives exactly the Rust one's output, line
-/// for line, on a seeded data set of logs with edge cases mixed in: the
-/// places where `JSON.parse` and the Rust walker disagree among them.
+/// for line, on a seeded data set of logs with edge cases mixed in (the
+/// places where `JSON.parse` and the Rust walker disagree among them) and
+/// seeded mutants of its lines.
 #[test]
 fn js_errors_only_matches_the_rust_one_byte_for_byte() {
     let Some(js) = built(filters::ERRORS_ONLY_JS, "errors-only-js") else {
@@ -59,6 +60,7 @@ fn js_errors_only_matches_the_rust_one_byte_for_byte() {
     .chain([nested(126), nested(127)])
     .collect();
     lines.extend(edges);
+    lines.extend(mutants(&lines, 11, 6_000));
     let mut kept = 0;
     for chunk in lines.chunks(1000) {
         let inp = input(chunk);
@@ -76,6 +78,84 @@ fn js_errors_only_matches_the_rust_one_byte_for_byte() {
         kept += got.len();
     }
     assert!(kept > 20, "the data set keeps some lines: {kept}");
+}
+
+/// `count` seeded mutants of the error lines among `lines` (and some
+/// others): bits of JSON and of invalid JSON inserted, bytes cut, lines
+/// truncated.
+fn mutants(lines: &[Vec<u8>], seed: u64, count: usize) -> Vec<Vec<u8>> {
+    const BITS: &[&[u8]] = &[
+        br"\u0065",
+        br"\ud800",
+        br"\udc00",
+        br"\ud83d\ude00",
+        br#"\""#,
+        br"\\",
+        br"\/",
+        br"\x",
+        b" ",
+        b"\t",
+        b"1e999",
+        b"-1e400",
+        b"1e308",
+        b"0e999",
+        b"01",
+        b"-0",
+        b"1.",
+        b"[",
+        b"]",
+        b"{",
+        b"}",
+        b",",
+        b":",
+        b"\"",
+        b"true",
+        b"nul",
+        b"\xff",
+        "\u{e9}".as_bytes(),
+        b"\xe2\x82",
+        "\u{feff}".as_bytes(),
+        br#""level":"error""#,
+        br#""level":"warn""#,
+        br#""status":503"#,
+        br#""status":"503""#,
+        br#""ts":[1, {"a" : 2}]"#,
+        br#""le\u0076el""#,
+        br#""\u0065rror""#,
+        b"5e2",
+        b"499.99",
+        b"1E+3",
+    ];
+    let mut rng = kinesthetic::datagen::Rng::new(seed);
+    let errors: Vec<&Vec<u8>> = lines
+        .iter()
+        .filter(|l| l.windows(15).any(|w| w == br#""level":"error""#))
+        .collect();
+    (0..count)
+        .map(|_| {
+            let mut l = if rng.below(10) < 7 && !errors.is_empty() {
+                errors[rng.below(errors.len() as u64) as usize].clone()
+            } else {
+                lines[rng.below(lines.len() as u64) as usize].clone()
+            };
+            for _ in 0..=rng.below(3) {
+                let at = rng.below(l.len() as u64 + 1) as usize;
+                match rng.below(10) {
+                    0..=5 => {
+                        let bit = BITS[rng.below(BITS.len() as u64) as usize];
+                        l.splice(at..at, bit.iter().copied());
+                    }
+                    6..=8 => {
+                        let end = (at + 1 + rng.below(5) as usize).min(l.len());
+                        l.drain(at..end);
+                    }
+                    _ => l.truncate(at),
+                }
+            }
+            l
+        })
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 /// Parameters reach `init`: `grep` keeps matches, `invert` flips it, and a

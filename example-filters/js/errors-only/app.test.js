@@ -30,6 +30,7 @@ test('drops the rest', () => {
       '{"level":"error","status":1e999}',
       '{"level":"error","status":503,"x":-1e400}',
       '{"level":"error","status":503,"msg":"\\ud800"}',
+      '{"level":"error","status":503,"b\\ud800":1}',
       '\ufeff{"level":"error","status":503}',
       '{"level":"error","status":503,"n":01}',
       '{"level":"error","status":503} x',
