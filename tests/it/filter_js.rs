@@ -184,7 +184,9 @@ fn js_grep_takes_parameters_and_init_errors_name_them() {
     assert!(e.contains("parameter `pattern` is required"), "{e}");
     let e = run(&[("pattern", "(")]).err().unwrap_or_default();
     assert!(e.contains(r#"pattern "(": "#), "{e}");
-    let e = run(&[("pattern", "x"), ("invert", "yes")]).err().unwrap_or_default();
+    let e = run(&[("pattern", "x"), ("invert", "yes")])
+        .err()
+        .unwrap_or_default();
     assert!(e.contains(r#"parameter `invert`: "yes""#), "{e}");
 }
 
@@ -228,7 +230,8 @@ fn assert_node_tests_pass(what: &str, o: &Output) {
     );
     // node's TAP summary: at least one test ran, and none failed.
     assert!(
-        text.lines().any(|l| l.starts_with("# pass ") && l != "# pass 0"),
+        text.lines()
+            .any(|l| l.starts_with("# pass ") && l != "# pass 0"),
         "{what}: {text}"
     );
     assert!(text.lines().any(|l| l == "# fail 0"), "{what}: {text}");
@@ -238,9 +241,9 @@ fn assert_node_tests_pass(what: &str, o: &Output) {
 /// plain `node --test` (no Wasm involved).
 #[test]
 fn js_examples_and_the_helper_pass_their_native_tests() {
-    let Some(node) = xtask::find_tool("node").or_else(|| {
-        crate::services::missing_tool("node (Node.js) is not on PATH".to_owned())
-    }) else {
+    let Some(node) = xtask::find_tool("node")
+        .or_else(|| crate::services::missing_tool("node (Node.js) is not on PATH".to_owned()))
+    else {
         return;
     };
     let examples = xtask::js_filters();
@@ -295,9 +298,9 @@ fn new_lang_js_scaffolds_a_filter_that_tests_builds_and_runs() {
             )),
         "{err}"
     );
-    let Some(node) = xtask::find_tool("node").or_else(|| {
-        crate::services::missing_tool("node (Node.js) is not on PATH".to_owned())
-    }) else {
+    let Some(node) = xtask::find_tool("node")
+        .or_else(|| crate::services::missing_tool("node (Node.js) is not on PATH".to_owned()))
+    else {
         return;
     };
     assert_node_tests_pass("the scaffold", &node_test(&node, &root));

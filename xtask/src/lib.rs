@@ -868,7 +868,8 @@ pub fn componentize_js() -> Result<JsTools, String> {
         ));
     }
     let lock = js_toolchain_manifest_dir().join("package-lock.json");
-    let wanted = std::fs::read(&lock).map_err(|e| format!("cannot read {}: {e}", lock.display()))?;
+    let wanted =
+        std::fs::read(&lock).map_err(|e| format!("cannot read {}: {e}", lock.display()))?;
     match std::fs::read(dir.join(JS_INSTALLED_LOCK)) {
         Ok(installed) if installed == wanted => Ok(JsTools { node, componentize }),
         _ => Err(format!(
@@ -987,7 +988,11 @@ mod tests {
         let sources = filter_sources();
         assert!(sources.iter().any(|p| p.ends_with("c/contains/contains.c")));
         assert!(sources.iter().all(|p| !p.ends_with("target")));
-        assert!(sources.iter().any(|p| p.ends_with("js/errors-only/component.js")));
+        assert!(
+            sources
+                .iter()
+                .any(|p| p.ends_with("js/errors-only/component.js"))
+        );
         assert!(sources.iter().any(|p| p.ends_with("filter-sdk/js")));
         assert!(sources.iter().all(|p| !p.ends_with("node_modules")));
     }
@@ -995,7 +1000,10 @@ mod tests {
     #[test]
     fn a_package_version_is_read_from_its_manifest() {
         let text = "{\n  \"name\": \"x\",\n  \"version\" : \"0.23.0\",\n  \"v\": \"1\"\n}";
-        assert_eq!(json_string_field(text, "version").as_deref(), Some("0.23.0"));
+        assert_eq!(
+            json_string_field(text, "version").as_deref(),
+            Some("0.23.0")
+        );
         assert_eq!(json_string_field(text, "missing"), None);
     }
 

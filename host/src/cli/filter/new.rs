@@ -118,10 +118,7 @@ fn new_js(name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Result<ExitCo
         )
     })?;
     let wit = sdk.join("wit");
-    let componentize = format!(
-        "{}/js/node_modules/.bin/componentize-js",
-        xtask_tools_dir()
-    );
+    let componentize = format!("{}/js/node_modules/.bin/componentize-js", xtask_tools_dir());
     let fill = |t: &str| {
         t.replace("@NAME@", name)
             .replace("@WIT@", &wit.display().to_string())
