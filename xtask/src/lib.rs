@@ -846,7 +846,10 @@ impl JsTools {
 /// installed it: at the pinned version, from the repository's lock file
 /// (a changed pin means installing again).
 pub fn componentize_js() -> Result<JsTools, String> {
-    let install = format!("{INSTALL_TOOLS}: npm ci in {}", js_tools_dir().display());
+    let install = format!(
+        "{INSTALL_TOOLS}, which runs npm ci in {}",
+        js_tools_dir().display()
+    );
     let node = find_tool("node").ok_or_else(|| {
         "node not found: the JavaScript filters need Node.js (with npm) on PATH".to_owned()
     })?;
