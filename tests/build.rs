@@ -4,10 +4,10 @@
 //! every filter, plus `FILTERS_DIR`.
 //!
 //! A failed build fails this script with the reason (a missing tool says how
-//! to install it). Where the C toolchain is missing, the C filter is skipped
-//! with a warning and its constant is `""`; its tests skip, saying why
-//! (`harness::built`). With `CI=true` a missing C toolchain fails the build:
-//! CI must be loud.
+//! to install it). Where the C, Python or JavaScript toolchain is missing,
+//! its filters are skipped with a warning and their constants are `""`;
+//! their tests skip, saying why (`harness::built`). With `CI=true` a missing
+//! toolchain fails the build: CI must be loud.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a build script talks to cargo on stdout, reports on stderr
 
 use std::fmt::Write as _;
@@ -31,7 +31,8 @@ fn generate() -> Result<(), String> {
     // Whether the C toolchain is found, and whether it must be.
     println!("cargo:rerun-if-env-changed=PATH");
     println!("cargo:rerun-if-env-changed=CI");
-    // Where the Python toolchain is (`cargo xtask install-tools`).
+    // Where the Python and JavaScript toolchains are (`cargo xtask
+    // install-tools`).
     println!("cargo:rerun-if-env-changed=KINESTHETIC_TOOLS_DIR");
 
     let dir = out.join("filters");

@@ -5,8 +5,9 @@
 //! * MB/s of the same Rust code compiled natively
 //! * MB/s with one reused warm instance
 //! * per-job overhead (Store + instantiate + init + call + drop, tiny batch)
-//! * the same filter in the other languages built here (Python): fresh MB/s,
-//!   µs per batch, a 1-line job's µs, memory per instance, ratio to Rust
+//! * the same filter in the other languages built here (every `errors-only-*`
+//!   of the build: Python, JavaScript): fresh MB/s, µs per batch, a 1-line
+//!   job's µs, memory per instance, ratio to Rust
 //! * per language, the resident memory each live instance adds and what the
 //!   pool keeps per slot after it, with the module's data copied into each
 //!   instance and mapped copy-on-write
@@ -231,9 +232,10 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    // The same filter in the other languages built here (Python), on the
-    // first 20 batches of the same data, beside the Rust one measured the
-    // same way. `BENCH_LANGUAGES=0` skips this part.
+    // The same filter in the other languages built here (every
+    // `errors-only-*`: Python, JavaScript), on the first 20 batches of the
+    // same data, beside the Rust one measured the same way.
+    // `BENCH_LANGUAGES=0` skips this part.
     if std::env::var("BENCH_LANGUAGES").as_deref() != Ok("0") {
         let few = &inputs[..inputs.len().min(20)];
         println!(

@@ -155,11 +155,11 @@ fn new_lang_python_scaffolds_a_filter_that_tests_builds_and_runs() {
         .run(&inp, &params(&[("needle", "error")]), &Limits::default())
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out_lines(&out, &inp), [b"an error".to_vec()]);
-    // The languages not scaffolded yet say so, and what is.
+    // An unknown language says which are known.
     let o = crate::harness::cli()
-        .args(["filter", "new", "x", "--lang", "js", "--dir"])
+        .args(["filter", "new", "x", "--lang", "cobol", "--dir"])
         .arg(dir.path())
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("`rust` and `python` are"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("expected rust, c, python or js"));
 }

@@ -21,6 +21,7 @@ mod filter_bad_input;
 mod filter_c;
 mod filter_cli;
 mod filter_examples;
+mod filter_js;
 mod filter_native_tests;
 mod filter_python;
 mod filter_registry;

@@ -1,5 +1,6 @@
 //! Build automation shared by `cargo xtask`, `tests/build.rs` and the
-//! benches: building the example filters (Rust and C) into Wasm components.
+//! benches: building the example filters (Rust, C, Python and JavaScript)
+//! into Wasm components.
 //!
 //! Standard library only, so that the build scripts that depend on this
 //! crate cost next to nothing to compile.
@@ -23,6 +24,16 @@ pub const APT_PACKAGES: &[&str] = &["clang", "lld", "wasi-libc", "libclang-rt-de
 pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
 pub const PYTEST_VERSION: &str = "8.3.4";
 
+/// The JavaScript toolchain, pinned: componentize-js builds a JavaScript
+/// filter into a component. Installed from npm into [`js_tools_dir`] with
+/// `npm ci` from `xtask/js/package-lock.json` (which also holds
+/// `@bytecodealliance/preview2-shim` at 0.25.0 through `overrides`).
+pub const COMPONENTIZE_JS_VERSION: &str = "0.23.0";
+
+/// The WASI features componentize-js links by default, all disabled: a
+/// filter imports nothing of WASI (checked by the tests).
+pub const COMPONENTIZE_JS_DISABLE: &[&str] = &["stdio", "random", "clocks", "http", "fetch-event"];
+
 /// The Rust target of the example filters.
 pub const RUST_TARGET: &str = "wasm32-wasip2";
 
@@ -34,6 +45,7 @@ pub enum Language {
     Rust,
     C,
     Python,
+    JavaScript,
 }
 
 impl Language {
@@ -42,6 +54,7 @@ impl Language {
             Language::Rust => "rust",
             Language::C => "c",
             Language::Python => "python",
+            Language::JavaScript => "js",
         }
     }
 }
@@ -123,6 +136,13 @@ pub fn filter_sources() -> Vec<PathBuf> {
     for (_, dir) in python_filters() {
         paths.push(dir.join("app.py"));
     }
+    paths.push(js_helper_dir());
+    paths.push(examples.join("js"));
+    paths.push(js_toolchain_manifest_dir());
+    for (_, dir) in js_filters() {
+        paths.push(dir.join(JS_ENTRY));
+        paths.push(dir.join("app.js"));
+    }
     for (name, dir) in c_filters() {
         paths.push(dir.join(format!("{name}.c")));
     }
@@ -186,16 +206,7 @@ pub fn build_filters_with_skips(
                 .collect();
             let mut built = build_rust(&out_dir)?;
             let mut skipped: Vec<Skipped> = skipped;
-            let py = python_filters();
-            match componentize_py() {
-                Ok(tool) if !py.is_empty() => built.extend(build_python(&out_dir, &tool, &py)?),
-                Ok(_) => {}
-                Err(e) => skipped.extend(py.into_iter().map(|(name, _)| Skipped {
-                    name: format!("{name}-py"),
-                    language: Language::Python,
-                    reason: e.clone(),
-                })),
-            }
+            build_interpreted(&out_dir, &mut built, &mut skipped)?;
             return Ok((built, skipped));
         }
         Err(e) => return Err(format!("{e} (CI=true: the C filter must be built)")),
@@ -205,19 +216,57 @@ pub fn build_filters_with_skips(
         built.extend(build_c(&out_dir, &tools)?);
     }
     let mut skipped = Vec::new();
+    build_interpreted(&out_dir, &mut built, &mut skipped)?;
+    Ok((built, skipped))
+}
+
+/// Builds the Python and the JavaScript filters, each with its toolchain
+/// from `cargo xtask install-tools`. Where a toolchain is missing, its
+/// filters are skipped with the reason — except in CI (`CI=true`), where that
+/// is an error.
+fn build_interpreted(
+    out_dir: &Path,
+    built: &mut Vec<BuiltFilter>,
+    skipped: &mut Vec<Skipped>,
+) -> Result<(), String> {
     let py = python_filters();
     if !py.is_empty() {
         match componentize_py() {
-            Ok(tool) => built.extend(build_python(&out_dir, &tool, &py)?),
-            Err(e) if !in_ci() => skipped.extend(py.into_iter().map(|(name, _)| Skipped {
-                name: format!("{name}-py"),
-                language: Language::Python,
-                reason: e.clone(),
-            })),
+            Ok(tool) => built.extend(build_python(out_dir, &tool, &py)?),
+            Err(e) if !in_ci() => skipped.extend(skips(&py, "-py", Language::Python, &e)),
             Err(e) => return Err(format!("{e} (CI=true: the Python filters must be built)")),
         }
     }
-    Ok((built, skipped))
+    let js = js_filters();
+    if !js.is_empty() {
+        match componentize_js() {
+            Ok(tools) => built.extend(build_js(out_dir, &tools, &js)?),
+            Err(e) if !in_ci() => skipped.extend(skips(&js, "-js", Language::JavaScript, &e)),
+            Err(e) => {
+                return Err(format!(
+                    "{e} (CI=true: the JavaScript filters must be built)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The filters of one language, skipped for `reason`.
+fn skips(
+    filters: &[(String, PathBuf)],
+    suffix: &str,
+    language: Language,
+    reason: &str,
+) -> Vec<Skipped> {
+    filters
+        .iter()
+        .map(|(name, _)| Skipped {
+            name: format!("{name}{suffix}"),
+            language,
+            reason: reason.to_owned(),
+        })
+        .collect()
 }
 
 /// Adds the Rust target the filters need when rustup lacks it (a fresh
@@ -639,14 +688,19 @@ fn with_c_hint(error: &str) -> String {
 /// environment with componentize-py and pytest, pinned, under
 /// `$KINESTHETIC_TOOLS_DIR` (default `~/.cache/kinesthetic-tools`).
 pub fn python_tools_dir() -> PathBuf {
-    let base = std::env::var_os("KINESTHETIC_TOOLS_DIR")
+    tools_dir().join("python")
+}
+
+/// `$KINESTHETIC_TOOLS_DIR`, default `~/.cache/kinesthetic-tools`: where
+/// `cargo xtask install-tools` puts the Python and JavaScript toolchains.
+pub fn tools_dir() -> PathBuf {
+    std::env::var_os("KINESTHETIC_TOOLS_DIR")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
             home.join(".cache/kinesthetic-tools")
-        });
-    base.join("python")
+        })
 }
 
 /// The Python interpreter of [`python_tools_dir`], when installed.
@@ -728,6 +782,170 @@ fn build_python(
     Ok(built)
 }
 
+// ---- JavaScript ----------------------------------------------------------
+
+/// The file componentize-js builds in a JavaScript filter's directory: it
+/// imports the world's `log` (which only the Wasm build can resolve) and
+/// exports the app's `init` and `filter`; the native tests import `app.js`.
+pub const JS_ENTRY: &str = "component.js";
+
+/// In [`js_tools_dir`]: the lock file `npm ci` last installed from,
+/// written once it succeeded.
+pub const JS_INSTALLED_LOCK: &str = "installed.package-lock.json";
+
+/// Where `cargo xtask install-tools` puts the JavaScript toolchain:
+/// `node_modules` with componentize-js, installed by `npm ci` from
+/// [`js_toolchain_manifest_dir`]'s lock file.
+pub fn js_tools_dir() -> PathBuf {
+    tools_dir().join("js")
+}
+
+/// The toolchain's `package.json` and `package-lock.json` in the repository.
+pub fn js_toolchain_manifest_dir() -> PathBuf {
+    root().join("xtask/js")
+}
+
+/// The SDK's JavaScript helper (`kinesthetic-filter.js`) directory.
+pub fn js_helper_dir() -> PathBuf {
+    root().join("filter-sdk/js")
+}
+
+/// The JavaScript example filters: `example-filters/js/NAME/component.js`.
+pub fn js_filters() -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(root().join("example-filters/js")) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(String, PathBuf)> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|dir| {
+            let name = dir.file_name()?.to_str()?.to_owned();
+            dir.join(JS_ENTRY).is_file().then_some((name, dir))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The JavaScript toolchain, found and checked.
+#[derive(Debug, Clone)]
+pub struct JsTools {
+    /// Node.js, which runs componentize-js (and the native tests).
+    pub node: PathBuf,
+    /// componentize-js's command-line entry (`src/cli.js`).
+    pub componentize: PathBuf,
+}
+
+impl JsTools {
+    /// The `componentize-js` command for `entry` (relative to the directory
+    /// it runs in, which must hold every file the entry imports) writing
+    /// `out`: no WASI features, no AOT (it downloads a tool at build time).
+    pub fn command(&self, entry: &Path, wit: &Path, out: &Path) -> Command {
+        let mut cmd = Command::new(&self.node);
+        cmd.arg(&self.componentize)
+            .arg(entry)
+            .arg("--wit")
+            .arg(wit)
+            .args(["--world-name", "filter", "--disable"])
+            .args(COMPONENTIZE_JS_DISABLE)
+            .arg("--out")
+            .arg(out);
+        cmd
+    }
+}
+
+/// Node.js on `PATH`, and componentize-js as `cargo xtask install-tools`
+/// installed it: at the pinned version, from the repository's lock file
+/// (a changed pin means installing again).
+pub fn componentize_js() -> Result<JsTools, String> {
+    let install = format!(
+        "{INSTALL_TOOLS}, which runs npm ci in {}",
+        js_tools_dir().display()
+    );
+    let node = find_tool("node").ok_or_else(|| {
+        "node not found: the JavaScript filters need Node.js (with npm) on PATH".to_owned()
+    })?;
+    let dir = js_tools_dir();
+    let package = dir.join("node_modules/@bytecodealliance/componentize-js");
+    let componentize = package.join("src/cli.js");
+    if !componentize.is_file() {
+        return Err(format!("componentize-js not found: {install}"));
+    }
+    let manifest = package.join("package.json");
+    let version = std::fs::read_to_string(&manifest)
+        .ok()
+        .and_then(|t| json_string_field(&t, "version"));
+    if version.as_deref() != Some(COMPONENTIZE_JS_VERSION) {
+        return Err(format!(
+            "{} is version {}, not {COMPONENTIZE_JS_VERSION}: {install}",
+            package.display(),
+            version.as_deref().unwrap_or("unknown"),
+        ));
+    }
+    let lock = js_toolchain_manifest_dir().join("package-lock.json");
+    let wanted =
+        std::fs::read(&lock).map_err(|e| format!("cannot read {}: {e}", lock.display()))?;
+    match std::fs::read(dir.join(JS_INSTALLED_LOCK)) {
+        Ok(installed) if installed == wanted => Ok(JsTools { node, componentize }),
+        _ => Err(format!(
+            "{} was not installed from xtask/js/package-lock.json as it is now: {install}",
+            dir.display()
+        )),
+    }
+}
+
+/// The string value of the first member `key` in a JSON text (enough for a
+/// package.json's `name` or `version`: no escapes, any spacing).
+pub fn json_string_field(text: &str, key: &str) -> Option<String> {
+    let quoted = format!("\"{key}\"");
+    let mut rest = text;
+    while let Some(i) = rest.find(&quoted) {
+        rest = &rest[i + quoted.len()..];
+        let after = rest.trim_start();
+        if let Some(v) = after.strip_prefix(':') {
+            let v = v.trim_start().strip_prefix('"')?;
+            return v.find('"').map(|end| v[..end].to_owned());
+        }
+    }
+    None
+}
+
+/// Builds each JavaScript filter with componentize-js into
+/// `out_dir/NAME-js.wasm`. componentize-js sees only the tree below the
+/// directory it runs in (its runtime's file system at build time), so it
+/// runs at the repository's root, where both the filter and the SDK's helper
+/// are.
+fn build_js(
+    out_dir: &Path,
+    tools: &JsTools,
+    filters: &[(String, PathBuf)],
+) -> Result<Vec<BuiltFilter>, String> {
+    let root = root();
+    let mut built = Vec::new();
+    for (name, dir) in filters {
+        let entry = dir.join(JS_ENTRY);
+        let relative = entry.strip_prefix(&root).map_err(|_| {
+            format!(
+                "{} is not below the repository's root {}",
+                entry.display(),
+                root.display()
+            )
+        })?;
+        let dest = out_dir.join(format!("{name}-js.wasm"));
+        run(
+            tools
+                .command(relative, &root.join("wit"), &dest)
+                .current_dir(&root),
+            &format!("building the JavaScript filter `{name}` (componentize-js)"),
+        )?;
+        built.push(BuiltFilter {
+            name: format!("{name}-js"),
+            path: dest,
+            language: Language::JavaScript,
+        });
+    }
+    Ok(built)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -791,5 +1009,33 @@ mod tests {
         let sources = filter_sources();
         assert!(sources.iter().any(|p| p.ends_with("c/contains/contains.c")));
         assert!(sources.iter().all(|p| !p.ends_with("target")));
+        assert!(
+            sources
+                .iter()
+                .any(|p| p.ends_with("js/errors-only/component.js"))
+        );
+        assert!(sources.iter().any(|p| p.ends_with("filter-sdk/js")));
+        assert!(sources.iter().all(|p| !p.ends_with("node_modules")));
+    }
+
+    #[test]
+    fn the_js_toolchain_is_pinned_in_its_manifest() {
+        let dir = js_toolchain_manifest_dir();
+        let manifest = std::fs::read_to_string(dir.join("package.json")).unwrap_or_default();
+        assert!(
+            manifest.contains(&format!(
+                "\"@bytecodealliance/componentize-js\": \"{COMPONENTIZE_JS_VERSION}\""
+            )),
+            "{manifest}"
+        );
+        let lock = std::fs::read_to_string(dir.join("package-lock.json")).unwrap_or_default();
+        let entry = lock
+            .split("\"node_modules/@bytecodealliance/componentize-js\"")
+            .nth(1)
+            .unwrap_or_default();
+        assert_eq!(
+            json_string_field(entry, "version").as_deref(),
+            Some(COMPONENTIZE_JS_VERSION)
+        );
     }
 }

@@ -8,20 +8,23 @@ mod demo;
 mod services;
 
 use xtask::{
-    APT_PACKAGES, COMPONENTIZE_PY_VERSION, PYTEST_VERSION, RUST_TARGET, WASM_TOOLS_VERSION,
-    WIT_BINDGEN_VERSION, build_filters, clean_command, find_tool, root, target_dir, tool_version,
+    APT_PACKAGES, COMPONENTIZE_JS_VERSION, COMPONENTIZE_PY_VERSION, PYTEST_VERSION, RUST_TARGET,
+    WASM_TOOLS_VERSION, WIT_BINDGEN_VERSION, build_filters, clean_command, find_tool, root,
+    target_dir, tool_version,
 };
 
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  build-filters [--out DIR]   build every example filter (Rust, C, Python) into DIR
+  build-filters [--out DIR]   build every example filter (Rust, C, Python, JavaScript) into DIR
                               (default: $CARGO_TARGET_DIR/filters or target/filters)
   install-tools               install what the builds and tests need: the
                               wasm32-wasip2 target, Debian's clang/lld/wasi-libc,
                               wit-bindgen-cli and wasm-tools (pinned), and
                               componentize-py and pytest (pinned, in a venv in
-                              ~/.cache/kinesthetic-tools/python)
+                              ~/.cache/kinesthetic-tools/python), and
+                              componentize-js (pinned by xtask/js/package-lock.json,
+                              npm ci into ~/.cache/kinesthetic-tools/js)
   bench filter                the filter runtime's figures (BENCH_MB=200 by default)
   bench intake                the intake's figures: throughput vs. a bare handler,
                               packing, and the Kinesis path when KINESIS_ENDPOINT is set
@@ -177,6 +180,40 @@ fn install_tools() -> Result<(), String> {
                 .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}"))
                 .arg(format!("pytest=={PYTEST_VERSION}")),
         )?;
+    }
+
+    // The JavaScript toolchain: componentize-js from npm, exactly as the
+    // repository's lock file pins it (`npm ci`), in a directory of its own.
+    // A copy of the lock file is left beside it once `npm ci` has succeeded:
+    // it says what was installed.
+    if xtask::componentize_js().is_ok() {
+        eprintln!("componentize-js {COMPONENTIZE_JS_VERSION}: present");
+    } else {
+        let npm = find_tool("npm").ok_or(
+            "npm not found: the JavaScript filters' toolchain comes from the npm registry; \
+             install Node.js (with npm) first",
+        )?;
+        let dir = xtask::js_tools_dir();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let installed = dir.join(xtask::JS_INSTALLED_LOCK);
+        if installed.exists() {
+            std::fs::remove_file(&installed)
+                .map_err(|e| format!("cannot remove {}: {e}", installed.display()))?;
+        }
+        for file in ["package.json", "package-lock.json"] {
+            let from = xtask::js_toolchain_manifest_dir().join(file);
+            std::fs::copy(&from, dir.join(file))
+                .map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), dir.display()))?;
+        }
+        status(
+            Command::new(npm)
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&dir),
+        )?;
+        std::fs::copy(dir.join("package-lock.json"), &installed)
+            .map_err(|e| format!("cannot write {}: {e}", installed.display()))?;
+        xtask::componentize_js().map_err(|e| format!("after npm ci: {e}"))?;
     }
     Ok(())
 }

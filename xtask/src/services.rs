@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use xtask::json_string_field;
+
 /// The npm package of the Kinesis stand-in, pinned.
 pub(crate) const KINESIS_LOCAL: &str = "kinesis-local";
 pub(crate) const KINESIS_LOCAL_VERSION: &str = "0.6.2";
@@ -220,21 +222,6 @@ fn run_installer(cmd: &mut Command, what: &str) -> Result<(), String> {
     } else {
         Err(format!("{what} failed: {status} (its output is above)"))
     }
-}
-
-/// The string value of `"key"` in a JSON text: enough for a package.json.
-fn json_string_field(text: &str, key: &str) -> Option<String> {
-    let quoted = format!("\"{key}\"");
-    let mut rest = text;
-    while let Some(i) = rest.find(&quoted) {
-        rest = &rest[i + quoted.len()..];
-        let after = rest.trim_start();
-        if let Some(v) = after.strip_prefix(':') {
-            let v = v.trim_start().strip_prefix('"')?;
-            return v.find('"').map(|end| v[..end].to_owned());
-        }
-    }
-    None
 }
 
 fn installed_kinesis_local_version(base: &Path) -> Option<String> {

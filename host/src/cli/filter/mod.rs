@@ -74,8 +74,8 @@ pub(crate) enum FilterCommand {
         #[command(flatten)]
         opts: RunOpts,
     },
-    /// Scaffold a filter (Rust, C or Python) that builds with one command
-    /// and passes its own test.
+    /// Scaffold a filter (Rust, C, Python or JavaScript) that builds with
+    /// one command and passes its own test.
     New {
         /// Filter name (letters, digits, `-` and `_`): the new directory.
         name: String,
@@ -83,9 +83,10 @@ pub(crate) enum FilterCommand {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
         /// The language: `rust` (a crate on the SDK), `c` (a C file and a
-        /// `build.sh` running wit-bindgen, clang and wasm-tools) or `python`
-        /// (a module on the SDK's `kinesthetic_filter.py`, built by
-        /// componentize-py).
+        /// `build.sh` running wit-bindgen, clang and wasm-tools), `python` (a
+        /// module on the SDK's `kinesthetic_filter.py`, built by
+        /// componentize-py) or `js` (a module on a copy of the SDK's
+        /// `kinesthetic-filter.js`, built by componentize-js).
         #[arg(long, default_value = "rust")]
         lang: String,
         /// Path of the SDK (`filter-sdk/`; default: the SDK of the checkout

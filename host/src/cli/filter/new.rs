@@ -1,4 +1,4 @@
-//! `kinesthetic filter new`: a filter crate scaffolded from the templates
+//! `kinesthetic filter new`: a filter scaffolded from the templates
 //! in `templates/` (one directory per language), that builds with one
 //! command and passes its own test.
 
@@ -17,10 +17,7 @@ pub(super) fn new(
         "rust" => {}
         "python" | "py" => return new_python(name, dir, sdk),
         "c" => return new_c(name, dir, sdk),
-        "js" | "javascript" => bail!(
-            "--lang {lang}: not scaffolded yet; `rust` and `python` are (README: \"Writing a \
-             filter in C\" shows the C recipe)"
-        ),
+        "js" | "javascript" => return new_js(name, dir, sdk),
         other => bail!("--lang {other}: expected rust, c, python or js"),
     }
     let path = scaffold(name, dir, sdk)?;
@@ -196,11 +193,71 @@ fn shell_word(s: &str) -> String {
 
 /// Where `cargo xtask install-tools` puts the Python tools' binaries.
 fn xtask_python_bin() -> String {
-    let base = std::env::var("KINESTHETIC_TOOLS_DIR")
+    format!("{}/python/bin", xtask_tools_dir())
+}
+
+/// Where `cargo xtask install-tools` puts the Python and JavaScript
+/// toolchains (as xtask's `tools_dir`, written for a shell).
+fn xtask_tools_dir() -> String {
+    std::env::var("KINESTHETIC_TOOLS_DIR")
         .ok()
         .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| "~/.cache/kinesthetic-tools".to_owned());
-    format!("{base}/python/bin")
+        .unwrap_or_else(|| "~/.cache/kinesthetic-tools".to_owned())
+}
+
+/// A JavaScript filter: `app.js`, its native test, the component's entry
+/// `component.js` and a `package.json`, filled from `templates/js/`, plus a
+/// copy of the SDK's helper: componentize-js sees only the directory it
+/// runs in, so the filter's directory must hold everything it imports.
+/// Prints the commands that test, build and run it.
+fn new_js(name: &str, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    check_name(name)?;
+    let root = fresh_dir(dir, name)?;
+    let sdk = sdk_dir(sdk)?;
+    let helper_path = sdk.join("js/kinesthetic-filter.js");
+    let helper = std::fs::read(&helper_path).with_context(|| {
+        format!(
+            "cannot read the SDK's JavaScript helper {}",
+            helper_path.display()
+        )
+    })?;
+    let wit = sdk.join("wit");
+    let componentize = format!("{}/js/node_modules/.bin/componentize-js", xtask_tools_dir());
+    let fill = |t: &str| {
+        t.replace("@NAME@", name)
+            .replace("@WIT@", &wit.display().to_string())
+            .replace("@COMPONENTIZE@", &componentize)
+    };
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    for (file, text) in [
+        ("app.js", include_str!("templates/js/app.js")),
+        ("app.test.js", include_str!("templates/js/app.test.js")),
+        ("component.js", include_str!("templates/js/component.js")),
+        ("package.json", include_str!("templates/js/package.json")),
+        (".gitignore", include_str!("templates/js/gitignore")),
+    ] {
+        let p = root.join(file);
+        std::fs::write(&p, fill(text)).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    let p = root.join("kinesthetic-filter.js");
+    std::fs::write(&p, helper).with_context(|| format!("cannot write {}", p.display()))?;
+    let r = root.display();
+    eprintln!(
+        "created {r} (app.js, app.test.js, component.js, package.json, and kinesthetic-filter.js: \
+         a copy of the SDK's helper, since componentize-js sees only this directory)"
+    );
+    eprintln!(
+        "  tools: cargo xtask install-tools (componentize-js 0.23.0, in {}/js; Node.js from PATH)",
+        xtask_tools_dir()
+    );
+    eprintln!("  test:  cd {r} && node --test");
+    eprintln!(
+        "  build: cd {r} && {componentize} component.js --wit {} --world-name filter \
+         --disable stdio random clocks http fetch-event --out {name}.wasm",
+        wit.display()
+    );
+    eprintln!("  run:   kinesthetic filter run {r}/{name}.wasm --param needle=error INPUT");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `dir/name`, which must not exist yet.
