@@ -368,6 +368,11 @@ fn check_names_the_toolchain_and_its_cure_for_a_wasi_import() {
         "errors-only-py",
         "built:   Python (componentize-py)",
     ));
+    examples.push((
+        filters::ERRORS_ONLY_JS,
+        "errors-only-js",
+        "built:   JavaScript (ComponentizeJS 0.23.0)",
+    ));
     for (path, name, want) in examples {
         let Some(path) = crate::harness::built(path, name) else {
             continue;
