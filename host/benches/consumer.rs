@@ -65,7 +65,7 @@
 
 mod common;
 
-use common::{cores, cpu_seconds, env_num, md5_rate, metric};
+use common::{cores, cpu_seconds, env_num, md5_rate, metric, rss_now};
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::BufRead;
@@ -1587,18 +1587,6 @@ fn index(rt: &tokio::runtime::Runtime, n: usize) -> anyhow::Result<()> {
         rss_growth as f64 / 1048576.0
     );
     Ok(())
-}
-
-/// This process's resident set, bytes.
-fn rss_now() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 // ---------------------------------------------------------------------------

@@ -15,6 +15,9 @@
 //! Data: a seeded ≈ 200 MB NDJSON log set (`BENCH_MB` to change the size).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod common;
+
+use common::rss_now;
 use std::time::Instant;
 
 use kinesthetic::event::{batches_of, split_lines};
@@ -345,18 +348,6 @@ fn live_instance_bytes(
     let after = rss_now();
     let per = |b: u64| b.saturating_sub(before) / n as u64;
     Ok((per(during), per(after)))
-}
-
-/// This process's resident set, bytes.
-fn rss_now() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// Lines the Rust `errors-only` keeps of `inputs`.

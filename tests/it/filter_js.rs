@@ -61,22 +61,7 @@ fn js_errors_only_matches_the_rust_one_byte_for_byte() {
     .collect();
     lines.extend(edges);
     lines.extend(mutants(&lines, 11, 6_000));
-    let mut kept = 0;
-    for chunk in lines.chunks(1000) {
-        let inp = input(chunk);
-        let want = rust
-            .run(&inp, &Vec::new(), &Limits::default())
-            .map(|o| out_lines(&o, &inp));
-        let got = js
-            .run(&inp, &Vec::new(), &Limits::default())
-            .map(|o| out_lines(&o, &inp));
-        let (want, got) = (
-            want.unwrap_or_else(|e| panic!("rust: {e}")),
-            got.unwrap_or_else(|e| panic!("js: {e}")),
-        );
-        crate::harness::assert_lines_eq(&got, &want);
-        kept += got.len();
-    }
+    let kept = crate::harness::assert_same_output(&js, &rust, &lines);
     assert!(kept > 20, "the data set keeps some lines: {kept}");
 }
 
@@ -166,22 +151,7 @@ fn js_grep_takes_parameters_and_init_errors_name_them() {
         return;
     };
     let f = load(path);
-    let lines: [&[u8]; 3] = [b"sshd[1]: Accepted", b"cron[2]: run", b"sshd[3]: Failed"];
-    let inp = input(&lines);
-    let run = |p: &[(&str, &str)]| {
-        f.run(&inp, &params(p), &Limits::default())
-            .map(|o| out_lines(&o, &inp))
-            .map_err(|e| e.to_string())
-    };
-    let sshd = run(&[("pattern", r"sshd\[")]).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        sshd,
-        [b"sshd[1]: Accepted".to_vec(), b"sshd[3]: Failed".to_vec()]
-    );
-    let not = run(&[("pattern", "sshd"), ("invert", "true")]).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(not, [b"cron[2]: run".to_vec()]);
-    let e = run(&[]).err().unwrap_or_default();
-    assert!(e.contains("parameter `pattern` is required"), "{e}");
+    let run = crate::harness::assert_grep_basics(&f);
     let e = run(&[("pattern", "(")]).err().unwrap_or_default();
     assert!(e.contains(r#"pattern "(": "#), "{e}");
     let e = run(&[("pattern", "x"), ("invert", "yes")])

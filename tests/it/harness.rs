@@ -87,6 +87,57 @@ pub(crate) fn check(
     assert_lines_eq(&got, &want);
 }
 
+/// `other` gives exactly `rust`'s output on `lines`, in 1,000-line batches;
+/// returns how many lines were kept (for a check that the data keeps some).
+#[track_caller]
+pub(crate) fn assert_same_output<L: AsRef<[u8]>>(
+    other: &LoadedFilter,
+    rust: &LoadedFilter,
+    lines: &[L],
+) -> usize {
+    let mut kept = 0;
+    for chunk in lines.chunks(1000) {
+        let inp = input(chunk);
+        let run = |f: &LoadedFilter, who: &str| {
+            f.run(&inp, &Vec::new(), &Limits::default())
+                .map(|o| out_lines(&o, &inp))
+                .unwrap_or_else(|e| panic!("{who}: {e}"))
+        };
+        let (want, got) = (run(rust, "rust"), run(other, "the other language"));
+        assert_lines_eq(&got, &want);
+        kept += got.len();
+    }
+    kept
+}
+
+/// Output lines of a run, or its error's text.
+pub(crate) type RunResult = Result<Vec<Vec<u8>>, String>;
+
+/// What every language's `grep` example does alike: keeps the lines that
+/// match `pattern`, `invert=true` keeps the others, and without `pattern`
+/// init fails naming it. Returns a runner of the filter on the same lines,
+/// for the language's own messages.
+#[track_caller]
+pub(crate) fn assert_grep_basics(f: &LoadedFilter) -> impl Fn(&[(&str, &str)]) -> RunResult + '_ {
+    let lines: [&[u8]; 3] = [b"sshd[1]: Accepted", b"cron[2]: run", b"sshd[3]: Failed"];
+    let inp = input(&lines);
+    let run = move |p: &[(&str, &str)]| {
+        f.run(&inp, &params(p), &Limits::default())
+            .map(|o| out_lines(&o, &inp))
+            .map_err(|e| e.to_string())
+    };
+    let sshd = run(&[("pattern", r"sshd\[")]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        sshd,
+        [b"sshd[1]: Accepted".to_vec(), b"sshd[3]: Failed".to_vec()]
+    );
+    let not = run(&[("pattern", "sshd"), ("invert", "true")]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(not, [b"cron[2]: run".to_vec()]);
+    let e = run(&[]).err().unwrap_or_default();
+    assert!(e.contains("parameter `pattern` is required"), "{e}");
+    run
+}
+
 /// Two lists of output lines are equal; when not, shown as text first.
 #[track_caller]
 pub(crate) fn assert_lines_eq(got: &[Vec<u8>], want: &[Vec<u8>]) {
